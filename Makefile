@@ -1,0 +1,39 @@
+# estrom: `make up` runs the whole system here; `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+ROUTER_VENV := .venv-router
+
+.PHONY: install up test engine clean
+
+install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine/target/.built
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+$(ROUTER_VENV)/.installed: router/requirements.txt
+	$(PYTHON) -m venv $(ROUTER_VENV)
+	$(ROUTER_VENV)/bin/pip install -q -r router/requirements.txt
+	# bjdata's wheel is built against NumPy 1.x and fails to import next to NumPy 2 ("_ARRAY_API
+	# not found"), which kills crossbar's router worker: rebuild it against the installed NumPy.
+	$(ROUTER_VENV)/bin/pip install -q --no-cache-dir --no-binary bjdata --no-build-isolation \
+		--force-reinstall --no-deps bjdata==0.6.6
+	touch $@
+
+engine: engine/target/.built
+
+# A local OpenSearch node for `make up` and the tests; the jars are cached in ~/.m2.
+engine/target/.built: engine/pom.xml $(wildcard engine/src/main/java/estrom/engine/*.java)
+	cd engine && mvn -q -B package
+	touch $@
+
+up: install
+	$(VENV)/bin/python -m estrom.stack
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(ROUTER_VENV) engine/target .estrom

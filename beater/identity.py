@@ -1,0 +1,291 @@
+"""Query identity: one canonical form, and one ID, per meaning.
+
+A query arrives as a Lucene query string or as an Elasticsearch query DSL object. Both are
+turned into a canonical DSL clause (a Lucene string becomes ``{"query_string": {"query": ...}}``
+with the string itself canonicalised), and the ID is the xxh3_64 of the index and that clause.
+The rules, and why each one keeps the meaning, are listed in the README ("Query identity").
+
+This is also where a query is checked: only the query types in ``ALLOWED_QUERY_TYPES`` may be
+stored, because a percolator query runs inside the engine with the engine's rights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+import xxhash
+from luqum.exceptions import ParseError
+from luqum.parser import parser as _lucene
+from luqum.tree import (
+    AndOperation,
+    BaseOperation,
+    Boost,
+    FieldGroup,
+    Group,
+    Item,
+    Not,
+    OrOperation,
+    Plus,
+    Prohibit,
+    Range,
+    SearchField,
+    UnknownOperation,
+    Word,
+)
+
+Query = Union[str, dict]
+
+# Query types that read only the document being percolated. Left out on purpose: `script`,
+# `script_score`, `function_score` and `terms_set` run scripts; `terms` with a lookup,
+# `geo_shape` with an indexed shape, `more_like_this`, `percolate`, `has_child`, `has_parent`
+# and `parent_id` read other documents; `wrapper` hides a query from this check; `intervals`
+# takes a script filter.
+ALLOWED_QUERY_TYPES = frozenset(
+    {
+        "bool", "boosting", "constant_score", "dis_max", "nested",
+        "match_all", "match_none", "match", "match_phrase", "match_phrase_prefix",
+        "match_bool_prefix", "multi_match", "combined_fields", "query_string",
+        "simple_query_string", "term", "terms", "range", "exists", "prefix", "wildcard",
+        "regexp", "fuzzy", "ids", "geo_bounding_box", "geo_distance", "geo_polygon",
+    }
+)
+
+# Leaf queries whose short form `{"field": value}` means `{"field": {KEY: value}}`.
+_SHORT_FORM_KEY = {
+    "match": "query",
+    "match_phrase": "query",
+    "match_phrase_prefix": "query",
+    "match_bool_prefix": "query",
+    "term": "value",
+    "prefix": "value",
+    "wildcard": "value",
+    "regexp": "value",
+    "fuzzy": "value",
+}
+
+_BOOL_CLAUSES = ("must", "filter", "should", "must_not")
+
+# Lucene's other spellings of the operators, which luqum reads as plain words.
+_OPERATOR_WORDS = frozenset({"&&", "||"})
+
+
+class InvalidQuery(ValueError):
+    """The query cannot be parsed, or uses something that is not allowed."""
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A query in canonical form, with its ID."""
+
+    id: str
+    index: str
+    query: Query  # canonical, in the user's form: a string stays a string
+    clause: dict  # the DSL clause stored in the engine
+
+
+def identify(index: str, query: Any) -> Identified:
+    """Canonicalise ``query`` for ``index`` and compute its ID; raise InvalidQuery if refused."""
+    if isinstance(query, str):
+        canonical: Query = canonical_lucene(query)
+        clause = {"query_string": {"query": canonical}}
+    elif isinstance(query, dict):
+        if "query" in query:
+            if set(query) != {"query"}:
+                raise InvalidQuery("a full query object may only have the key 'query'")
+            query = query["query"]
+        clause = canonical_clause(query)
+        canonical = clause
+    else:
+        raise InvalidQuery("a query is a Lucene query string or a query DSL object")
+    return Identified(id=query_id(index, clause), index=index, query=canonical, clause=clause)
+
+
+def query_id(index: str, clause: dict) -> str:
+    """The ID of a canonical clause on an index: 16 lowercase hex digits of xxh3_64."""
+    return xxhash.xxh3_64_hexdigest(_canonical_json([index, clause]).encode("utf-8"))
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- Lucene query strings -------------------------------------------------------------------
+
+
+def canonical_lucene(text: str) -> str:
+    """The canonical spelling of a Lucene query string."""
+    if not text.strip():
+        raise InvalidQuery("the query is empty")
+    try:
+        tree = _lucene.parse(text)
+    except (ParseError, TypeError, ValueError) as e:
+        raise InvalidQuery(f"cannot parse the query string: {e}") from None
+    return _render(_normalise(tree))
+
+
+def _normalise(node: Item) -> Item:
+    if isinstance(node, Group):
+        return _normalise(node.expr)
+    if isinstance(node, FieldGroup):
+        inner = _normalise(node.expr)
+        return FieldGroup(inner) if isinstance(inner, BaseOperation) else inner
+    if isinstance(node, AndOperation | OrOperation):
+        # AND and OR are associative, commutative and idempotent: flatten, sort, deduplicate.
+        kind = type(node)
+        operands: dict[str, Item] = {}
+        for child in node.children:
+            child = _normalise(child)
+            for part in child.children if isinstance(child, kind) else (child,):
+                operands.setdefault(_render(part), part)
+        if len(operands) == 1:
+            return next(iter(operands.values()))
+        return kind(*(operands[key] for key in sorted(operands)))
+    if isinstance(node, UnknownOperation):
+        # Clauses joined by the default operator are one boolean query: their order does not
+        # matter, unless `&&` or `||` stand among them (luqum takes those for words).
+        children = [_normalise(child) for child in node.children]
+        if not any(isinstance(c, Word) and c.value in _OPERATOR_WORDS for c in children):
+            children.sort(key=_render)
+        return UnknownOperation(*children)
+    node = copy.copy(node)
+    node.children = [_normalise(child) for child in node.children]
+    return node
+
+
+def _render(node: Item) -> str:
+    if isinstance(node, AndOperation):
+        return " AND ".join(_operand(child) for child in node.children)
+    if isinstance(node, OrOperation):
+        return " OR ".join(_operand(child) for child in node.children)
+    if isinstance(node, UnknownOperation):
+        return " ".join(_operand(child) for child in node.children)
+    if isinstance(node, FieldGroup):
+        return f"({_render(node.expr)})"
+    if isinstance(node, SearchField):
+        return f"{node.name}:{_operand(node.expr)}"
+    if isinstance(node, Not):
+        return f"NOT {_operand(node.a)}"
+    if isinstance(node, Plus):
+        return f"+{_operand(node.a)}"
+    if isinstance(node, Prohibit):
+        return f"-{_operand(node.a)}"
+    if isinstance(node, Boost):
+        return f"{_operand(node.expr)}^{node.force}"
+    if isinstance(node, Range):
+        low, high = ("[" if node.include_low else "{"), ("]" if node.include_high else "}")
+        return f"{low}{_render(node.low)} TO {_render(node.high)}{high}"
+    bare = copy.deepcopy(node)
+    _strip_whitespace(bare)
+    return str(bare)
+
+
+def _operand(node: Item) -> str:
+    text = _render(node)
+    return f"({text})" if isinstance(node, BaseOperation) else text
+
+
+def _strip_whitespace(node: Item) -> None:
+    node.head = node.tail = ""
+    for child in node.children:
+        _strip_whitespace(child)
+
+
+# --- Query DSL ------------------------------------------------------------------------------
+
+
+def canonical_clause(clause: Any) -> dict:
+    """The canonical form of one DSL clause; raise InvalidQuery for what is not allowed."""
+    if not isinstance(clause, dict) or len(clause) != 1:
+        raise InvalidQuery("a query clause is an object with exactly one key, the query type")
+    ((kind, body),) = clause.items()
+    if kind not in ALLOWED_QUERY_TYPES:
+        raise InvalidQuery(f"query type '{kind}' is not allowed")
+    if not isinstance(body, dict):
+        raise InvalidQuery(f"the body of '{kind}' must be an object")
+    return {kind: _NORMALISERS.get(kind, _leaf)(kind, body)}
+
+
+def _clause_list(value: Any) -> list[dict]:
+    clauses = value if isinstance(value, list) else [value]
+    return [canonical_clause(clause) for clause in clauses]
+
+
+def _sorted_clauses(clauses: list[dict], deduplicate: bool) -> list[dict]:
+    keyed = [(_canonical_json(clause), clause) for clause in clauses]
+    if deduplicate:
+        keyed = list(dict(keyed).items())
+    return [clause for _, clause in sorted(keyed, key=lambda pair: pair[0])]
+
+
+def _bool(kind: str, body: dict) -> dict:
+    out = {}
+    for key, value in body.items():
+        if key in _BOOL_CLAUSES:
+            # `should` keeps duplicates: they count towards minimum_should_match.
+            clauses = _sorted_clauses(_clause_list(value), deduplicate=key != "should")
+            if clauses:
+                out[key] = clauses
+        else:
+            out[key] = value
+    return out
+
+
+def _dis_max(kind: str, body: dict) -> dict:
+    out = dict(body)
+    if "queries" in body:
+        out["queries"] = _sorted_clauses(_clause_list(body["queries"]), deduplicate=True)
+    return out
+
+
+def _nested_clauses(*keys: str):
+    def normalise(kind: str, body: dict) -> dict:
+        out = dict(body)
+        for key in keys:
+            if key in body:
+                out[key] = canonical_clause(body[key])
+        return out
+
+    return normalise
+
+
+def _terms(kind: str, body: dict) -> dict:
+    out = {}
+    for field, values in body.items():
+        if field == "boost" or field.startswith("_"):
+            out[field] = values
+        elif not isinstance(values, list):
+            raise InvalidQuery("'terms' takes a list of values; a terms lookup is not allowed")
+        else:
+            out[field] = sorted(values, key=_canonical_json)
+    return out
+
+
+def _query_string(kind: str, body: dict) -> dict:
+    out = dict(body)
+    if isinstance(body.get("query"), str):
+        out["query"] = canonical_lucene(body["query"])
+    return out
+
+
+def _leaf(kind: str, body: dict) -> dict:
+    key = _SHORT_FORM_KEY.get(kind)
+    if key is None:
+        return body
+    return {
+        field: value if isinstance(value, dict) or field == "boost" else {key: value}
+        for field, value in body.items()
+    }
+
+
+_NORMALISERS = {
+    "bool": _bool,
+    "dis_max": _dis_max,
+    "constant_score": _nested_clauses("filter"),
+    "boosting": _nested_clauses("positive", "negative"),
+    "nested": _nested_clauses("query"),
+    "terms": _terms,
+    "query_string": _query_string,
+}

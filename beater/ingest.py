@@ -1,0 +1,172 @@
+"""Where documents come in: ``POST /api/v0.1/docs/<index>``.
+
+Accepts ``application/json`` (one object, as Logstash's ``format => "json"`` sends, or an array
+of objects, as ``format => "json_batch"`` sends) and ``application/x-ndjson`` (one object per
+line). A request is answered only after its documents were percolated and their hits published;
+any failure on the way answers 4xx (the sender's fault: don't retry) or 503 (retry), and nothing
+of a refused request is published.
+"""
+
+from __future__ import annotations
+
+import json
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from beater.engine import EngineUnavailable
+from beater.percolator import InvalidIndex, check_index
+from beater.service import Beater, DocumentsRejected, RouterUnavailable
+from estrom.http import send_error, send_json
+
+log = Logger()
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+class BadDocuments(ValueError):
+    """The body is not documents; the message says why (and where)."""
+
+
+def parse_documents(body: bytes, content_type: str) -> list[dict]:
+    """The documents in ``body``; raise BadDocuments naming the problem."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadDocuments(f"the body is not UTF-8 (byte {e.start})") from None
+    if not text.strip():
+        raise BadDocuments("the body is empty")
+    if content_type in NDJSON_TYPES:
+        documents = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                documents.append(_document(_loads(line, f"line {number}: "), f"line {number}: "))
+        return documents
+    value = _loads(text, "")
+    if isinstance(value, list):
+        if not value:
+            raise BadDocuments("the array is empty")
+        return [_document(item, f"item {number}: ") for number, item in enumerate(value, start=1)]
+    return [_document(value, "")]
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise BadDocuments(f"{where}not valid JSON: {e}") from None
+
+
+def _document(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise BadDocuments(f"{where}a document is a JSON object, not {type(value).__name__}")
+    return value
+
+
+class LimitedRequest(Request):
+    """A request that stops storing its body past ``site.max_body_bytes`` bytes."""
+
+    body_too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        # Twisted spools bodies over 100 kB to a temporary file; the limit bounds memory, so keep
+        # the body in memory and spare the reactor blocking file I/O.
+        self.content = BytesIO()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > self.channel.site.max_body_bytes:
+            self.body_too_large = True
+            return
+        super().handleContentChunk(data)
+
+
+class IngestSite(Site):
+    requestFactory = LimitedRequest
+
+    def __init__(self, resource: Resource, max_body_bytes: int):
+        super().__init__(resource)
+        self.max_body_bytes = max_body_bytes
+
+
+class DocsResource(Resource):
+    """``/api/v0.1/docs``: one child per index."""
+
+    def __init__(self, beater: Beater):
+        super().__init__()
+        self.beater = beater
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        return IndexDocsResource(self.beater, name.decode("utf-8", "replace"))
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", b"application/json")
+        return b'{"error": "POST documents to /api/v0.1/docs/<index>"}\n'
+
+
+class IndexDocsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, beater: Beater, index: str):
+        super().__init__()
+        self.beater = beater
+        self.index = index
+
+    def render_POST(self, request: LimitedRequest) -> int:
+        Deferred.fromCoroutine(self._ingest(request)).addErrback(
+            lambda failure: (
+                log.failure("ingest failed", failure),
+                send_error(request, 500, "internal error"),
+            )
+        )
+        return NOT_DONE_YET
+
+    async def _ingest(self, request: LimitedRequest) -> None:
+        if request.postpath:
+            return send_error(request, 404, "POST documents to /api/v0.1/docs/<index>")
+        try:
+            index = check_index(self.index)
+        except InvalidIndex as e:
+            return send_error(request, 400, str(e))
+        if request.body_too_large:
+            limit = request.channel.site.max_body_bytes
+            return send_error(request, 413, f"the body is larger than {limit} bytes")
+        content_type, charset = _content_type(request)
+        if content_type not in JSON_TYPES + NDJSON_TYPES:
+            return send_error(
+                request,
+                415,
+                f"unsupported Content-Type '{content_type}': use application/json or application/x-ndjson",
+            )
+        if charset not in (None, "utf-8", "utf8"):
+            return send_error(request, 415, f"unsupported charset '{charset}': use utf-8")
+        try:
+            documents = parse_documents(request.content.getvalue(), content_type)
+        except BadDocuments as e:
+            return send_error(request, 400, str(e))
+        try:
+            counts = await self.beater.ingest(index, documents)
+        except DocumentsRejected as e:
+            return send_error(request, 400, f"the search engine refused the documents: {e}")
+        except (EngineUnavailable, RouterUnavailable) as e:
+            return send_error(request, 503, str(e), RETRY_AFTER)
+        send_json(request, 200, counts)
+
+
+def _content_type(request: Request) -> tuple[str, str | None]:
+    header = (request.getHeader(b"content-type") or b"").decode("latin-1")
+    kind, _, params = header.partition(";")
+    charset = None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    return kind.strip().lower(), charset

@@ -1,0 +1,103 @@
+"""Beater's WAMP side: the ``estrom.register`` / ``estrom.lookup`` procedures, and publishing
+the hits of each percolation to ``docs-for-<ID>``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import PublishOptions, RegisterOptions
+from twisted.internet.defer import gatherResults
+from twisted.logger import Logger
+
+from beater.engine import EngineError, EngineUnavailable
+from beater.identity import InvalidQuery, identify
+from beater.percolator import InvalidIndex, Percolator, check_index
+from estrom import api
+
+log = Logger()
+
+
+class RouterUnavailable(Exception):
+    """Beater is not connected to the router, or a publication was not acknowledged."""
+
+
+class DocumentsRejected(Exception):
+    """The engine could not read the documents (e.g. a value that contradicts the mapping)."""
+
+
+class Beater:
+    """Registers queries and delivers the documents that match them."""
+
+    def __init__(self, percolator: Percolator):
+        self.percolator = percolator
+        self.session = None  # the joined WAMP session, or None
+
+    async def on_join(self, session, details) -> None:
+        # Several Beaters may serve one router: calls are shared out among them.
+        options = RegisterOptions(invoke="roundrobin")
+        await session.register(self.register, api.REGISTER, options=options)
+        await session.register(self.lookup, api.LOOKUP, options=options)
+        self.session = session
+        log.info("Beater joined realm {realm} as {authid}", realm=details.realm, authid=details.authid)
+
+    def on_leave(self, session, details) -> None:
+        self.session = None
+        log.warn("Beater left the router: {reason}", reason=details.reason)
+
+    async def register(self, index: Any, query: Any) -> str:
+        """WAMP ``estrom.register(index, query) -> id``."""
+        try:
+            identified = identify(check_index(index), query)
+            await self.percolator.store(identified)
+        except InvalidIndex as e:
+            raise ApplicationError(api.INVALID_INDEX, str(e)) from None
+        except InvalidQuery as e:
+            raise ApplicationError(api.INVALID_QUERY, str(e)) from None
+        except (EngineUnavailable, EngineError) as e:
+            raise ApplicationError(api.UNAVAILABLE, str(e)) from None
+        return identified.id
+
+    async def lookup(self, query_id: Any) -> dict[str, Any]:
+        """WAMP ``estrom.lookup(id) -> {"index": ..., "query": ...}``."""
+        if not isinstance(query_id, str):
+            raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, "a subscription ID is a string")
+        try:
+            found = await self.percolator.find(query_id)
+        except (EngineUnavailable, EngineError) as e:
+            raise ApplicationError(api.UNAVAILABLE, str(e)) from None
+        if found is None:
+            raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, f"no query has the ID '{query_id}'")
+        return found
+
+    async def ingest(self, index: str, documents: list[dict]) -> dict[str, int]:
+        """Percolate ``documents`` in one engine request, publish every hit, then fire with
+        counts. Raises RouterUnavailable, EngineUnavailable or DocumentsRejected; then nothing
+        can be taken as delivered and the sender should retry."""
+        session = self.session
+        if session is None:
+            raise RouterUnavailable("Beater is not connected to the router")
+        try:
+            matches = await self.percolator.percolate(index, documents)
+        except EngineError as e:
+            raise DocumentsRejected(e.reason) from e
+        hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
+        options = PublishOptions(acknowledge=True)
+        try:
+            await gatherResults(
+                [
+                    session.publish(api.topic(query_id), *(hits[slot] for slot in slots), options=options)
+                    for query_id, slots in matches.items()
+                ],
+                consumeErrors=True,
+            )
+        except Exception as e:
+            # A FirstError wraps the first publication that failed (transport lost, refused).
+            raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+        matched = len({slot for slots in matches.values() for slot in slots})
+        return {
+            "accepted": len(documents),
+            "matched": matched,
+            "published": sum(len(slots) for slots in matches.values()),
+        }

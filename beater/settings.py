@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from estrom.settings import setting
+
+
+@dataclass(frozen=True)
+class BeaterSettings:
+    """Beater: takes documents in over HTTP, percolates them, publishes the hits over WAMP."""
+
+    elasticsearch_url: str = setting(
+        "http://127.0.0.1:9200", "ESTROM_ELASTICSEARCH_URL", "search engine (Elasticsearch/OpenSearch) URL"
+    )
+    router_url: str = setting("ws://127.0.0.1:8080/ws", "ESTROM_ROUTER_URL", "WAMP router WebSocket URL")
+    realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
+    secret: str = setting("", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True)
+    host: str = setting("127.0.0.1", "ESTROM_BEATER_HOST", "address the ingest HTTP server listens on")
+    port: int = setting(8070, "ESTROM_BEATER_PORT", "port of the ingest HTTP server")
+    max_body_bytes: int = setting(10 * 1024 * 1024, "ESTROM_MAX_BODY_BYTES", "largest ingest request body")

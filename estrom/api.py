@@ -1,0 +1,16 @@
+"""Names of the WAMP API (error URIs, procedures, topics): shared by Beater, Tailor and tests."""
+
+INVALID_QUERY = "estrom.error.invalid_query"
+INVALID_INDEX = "estrom.error.invalid_index"
+UNKNOWN_SUBSCRIPTION = "estrom.error.unknown_subscription"
+UNAVAILABLE = "estrom.error.unavailable"
+
+
+REGISTER = "estrom.register"
+LOOKUP = "estrom.lookup"
+TOPIC_PREFIX = "docs-for-"
+
+
+def topic(query_id: str) -> str:
+    """The topic on which the hits of the query ``query_id`` are published."""
+    return TOPIC_PREFIX + query_id

@@ -1,0 +1,53 @@
+"""Typed settings for each service, from command-line flags and ``ESTROM_*`` variables.
+
+A service declares a dataclass whose fields carry ``setting(env=..., help=...)``; ``load`` fills
+it (flag over environment over default) and ``describe`` prints it with secrets masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def setting(default: Any, env: str, help: str, secret: bool = False) -> Any:
+    """A settings field: its default, the ``ESTROM_*`` variable that overrides it, its help."""
+    return dataclasses.field(default=default, metadata={"env": env, "help": help, "secret": secret})
+
+
+def load(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
+    """Parse ``argv`` (default: the process's) into ``cls``, environment variables as defaults."""
+    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
+    for field in dataclasses.fields(cls):
+        env = field.metadata["env"]
+        kind = type(field.default)
+        default = os.environ.get(env, field.default)
+        try:
+            default = kind(default)
+        except ValueError:
+            parser.error(f"{env}={default!r} is not a valid {kind.__name__}")
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=kind,
+            default=default,
+            help=f"{field.metadata['help']} (${env}, default: %(default)s)"
+            if not field.metadata["secret"]
+            else f"{field.metadata['help']} (${env})",
+        )
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def describe(settings: Any) -> str:
+    """One line per setting, secrets masked, for the start-up log."""
+    lines = []
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.metadata["secret"]:
+            value = "***" if value else "(not set)"
+        lines.append(f"  {field.metadata['env']:<28} {value}")
+    return "\n".join(lines)

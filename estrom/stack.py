@@ -1,0 +1,264 @@
+"""The whole system on one machine: a search engine node (when none answers), the router,
+Beater and Tailor, as child processes. ``make up`` runs it; the tests use it too.
+
+This is a launcher, not a reactor process: it blocks while it waits for its children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Ports:
+    engine: int = 9200
+    router: int = 8080
+    beater: int = 8070
+    tailor: int = 8090
+
+
+@dataclass
+class Stack:
+    """The processes of one estrom installation, their logs and data under ``workdir``."""
+
+    workdir: Path
+    ports: Ports = field(default_factory=Ports)
+    engine_url: str | None = None  # None: http://127.0.0.1:<ports.engine>
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    python: str = sys.executable
+    crossbar: str = str(ROOT / ".venv-router" / "bin" / "crossbar")
+    java: str = "java"
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.engine_url is None:
+            self.engine_url = f"http://127.0.0.1:{self.ports.engine}"
+
+    # --- the parts ------------------------------------------------------------------------
+
+    @property
+    def router_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports.router}/ws"
+
+    @property
+    def beater_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.beater}"
+
+    @property
+    def tailor_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.tailor}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "ESTROM_ELASTICSEARCH_URL": self.engine_url,
+                "ESTROM_ROUTER_URL": self.router_url,
+                "ESTROM_BEATER_SECRET": self.secret,
+                "ESTROM_BEATER_PORT": str(self.ports.beater),
+                "ESTROM_TAILOR_PORT": str(self.ports.tailor),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def engine_answers(self) -> bool:
+        return _get(self.engine_url + "/_cluster/health") is not None
+
+    def start_engine(self, timeout: float = 180) -> None:
+        """Start a local OpenSearch node (see engine/) with its data under workdir/engine."""
+        classes = ROOT / "engine" / "target" / "classes"
+        if not classes.is_dir():
+            raise RuntimeError("the engine is not built: run `make engine` (or `make install`)")
+        classpath = f"{classes}{os.pathsep}{ROOT / 'engine' / 'target' / 'lib' / '*'}"
+        self._spawn(
+            "engine",
+            [
+                self.java, "-Xms512m", "-Xmx1g", "-XX:+UseSerialGC",
+                "-cp", classpath, "estrom.engine.EngineNode",
+                str(self.workdir / "engine"), str(self.ports.engine),
+            ],
+        )
+        self._wait("engine", lambda: _get(self.engine_url + "/_cluster/health?wait_for_status=yellow&timeout=1s") is not None, timeout)
+
+    def start_router(self, timeout: float = 60) -> None:
+        """Start crossbar with router/.crossbar/config.json, listening on ports.router."""
+        config = json.loads((ROOT / "router" / ".crossbar" / "config.json").read_text())
+        for worker in config["workers"]:
+            for transport in worker.get("transports", []):
+                transport["endpoint"]["port"] = self.ports.router
+                for service in transport.get("paths", {}).values():
+                    if service.get("type") == "static":  # relative to the cbdir: make it absolute
+                        service["directory"] = str(ROOT / "router" / ".crossbar" / service["directory"])
+        cbdir = self.workdir / "router"
+        cbdir.mkdir(exist_ok=True)
+        (cbdir / "config.json").write_text(json.dumps(config, indent=2))
+        self._spawn("router", [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
+        self._wait("router", lambda: _status(f"http://127.0.0.1:{self.ports.router}/") is not None, timeout)
+
+    def start_beater(self, timeout: float = 60) -> None:
+        self._spawn("beater", [self.python, "-m", "beater"])
+        # Ready when an (empty) ingest goes all the way through engine and router.
+        self._wait("beater", lambda: _status(self.beater_url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200, timeout)
+
+    def start_tailor(self, timeout: float = 60) -> None:
+        self._spawn("tailor", [self.python, "-m", "tailor"])
+        # Ready when a lookup goes through router and Beater (an unknown ID: 404).
+        self._wait("tailor", lambda: _status(self.tailor_url + "/api/v0.1/docs?s=0") == 404, timeout)
+
+    def up(self) -> None:
+        """Start everything, in order; a local engine only if none answers at engine_url."""
+        if not self.engine_answers():
+            self.start_engine()
+        self.start_router()
+        self.start_beater()
+        self.start_tailor()
+
+    # --- processes ------------------------------------------------------------------------
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        if name in self.processes and self.processes[name].poll() is None:
+            raise RuntimeError(f"{name} is already running")
+        log = open(self.log_path(name), "ab")
+        self.processes[name] = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # signals go to the whole group (crossbar has workers)
+        )
+        log.close()
+
+    def _wait(self, name: str, ready, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        process = self.processes[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_path(name)}:\n{self.tail(name)}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} not ready after {timeout} s; see {self.log_path(name)}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, name: str, timeout: float = 30) -> int | None:
+        """SIGTERM ``name``'s process group; SIGKILL it after ``timeout`` s. Its exit status."""
+        process = self.processes.pop(name, None)
+        if process is None:
+            return None
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        _signal_group(process, signal.SIGKILL)  # anything the process left behind in its group
+        return process.returncode
+
+    def down(self) -> None:
+        for name in ("tailor", "beater", "router", "engine"):
+            self.stop(name)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _status(url: str, data: bytes | None = None) -> int | None:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, socket.timeout):
+        return None
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read()
+    except (OSError, socket.timeout):
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="estrom-up", description="Run the whole estrom system here.")
+    parser.add_argument("--workdir", default=str(ROOT / ".estrom"), help="logs and engine data")
+    args = parser.parse_args(argv)
+    stack = Stack(
+        Path(args.workdir),
+        engine_url=os.environ.get("ESTROM_ELASTICSEARCH_URL"),
+        secret=os.environ.get("ESTROM_BEATER_SECRET") or secrets.token_urlsafe(24),
+    )
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        print(f"estrom: starting (logs in {stack.workdir})", flush=True)
+        if stack.engine_answers():
+            print(f"estrom: using the search engine at {stack.engine_url}", flush=True)
+        else:
+            print(f"estrom: nothing answers at {stack.engine_url}; starting a local OpenSearch node", flush=True)
+        stack.up()
+        print(
+            f"""
+estrom is up.
+  send documents:  curl -XPOST -H 'Content-Type: application/json' \\
+                     {stack.beater_url}/api/v0.1/docs/events -d '{{"level": "error", "service": "api"}}'
+  tail a query:    curl -N '{stack.tailor_url}/api/v0.1/docs?i=events&q=level:error%20AND%20service:api'
+  WAMP (browser):  {stack.router_url}  realm "estrom"
+Ctrl-C stops everything.""",
+            flush=True,
+        )
+        while all(process.poll() is None for process in stack.processes.values()):
+            time.sleep(0.5)
+        dead = [name for name, process in stack.processes.items() if process.poll() is not None]
+        print(f"estrom: {', '.join(dead)} exited; stopping. Last lines:\n{stack.tail(dead[0])}", flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nestrom: stopping", flush=True)
+    except RuntimeError as e:
+        print(f"estrom: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.down()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Where documents go out: ``GET /api/v0.1/docs?i=<index>&q=<query>`` or ``?s=<ID>``.
+
+The response is one JSON object, ``{"subscription_id": "<ID>", "hits": [ ... ]}``, whose array
+grows as matching documents arrive, so that a streaming parser (``ijson.items(body,
+"hits.item")``) yields each hit at once. The head is sent only once the subscription is in
+place: nothing published after it can be missed. The object is closed (``]}``) after ``limit``
+hits, when Tailor shuts down, or when Tailor loses the router (then with an ``"error"``), so the
+body is valid JSON whenever it ends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from estrom import api
+from estrom.http import send_error
+
+log = Logger()
+
+# WAMP errors Tailor passes on as HTTP statuses; anything else from the router is a 503.
+_STATUS = {
+    api.INVALID_QUERY: 400,
+    api.INVALID_INDEX: 400,
+    api.UNKNOWN_SUBSCRIPTION: 404,
+}
+
+
+class Stream:
+    """One client's endless response."""
+
+    def __init__(self, request: Request, limit: int | None, keepalive: float):
+        self.request = request
+        self.limit = limit
+        self.sent = 0
+        self.subscription = None
+        self.closed = False
+        self._keepalive = LoopingCall(self._write, b"\n")
+        self._keepalive_seconds = keepalive
+
+    def start(self, subscription_id: str) -> None:
+        self.request.setResponseCode(200)
+        self.request.setHeader(b"Content-Type", b"application/json")
+        self.request.setHeader(b"Cache-Control", b"no-cache")
+        self.request.setHeader(b"X-Accel-Buffering", b"no")  # don't let a proxy hold hits back
+        self._write(b'{"subscription_id": %s, "hits": [\n' % json.dumps(subscription_id).encode())
+        self._keepalive.start(self._keepalive_seconds, now=False)
+
+    def on_event(self, *hits: Any) -> None:
+        for hit in hits:
+            if self.closed:
+                return
+            self._write((b",\n" if self.sent else b"") + json.dumps(hit).encode("utf-8"))
+            self.sent += 1
+            if self.limit is not None and self.sent >= self.limit:
+                self.close()
+
+    def close(self, error: str | None = None) -> None:
+        """End the JSON object and the response."""
+        if self.closed:
+            return
+        tail = b"\n]" + (b", %s: %s" % (b'"error"', json.dumps(error).encode()) if error else b"") + b"}\n"
+        self._write(tail)
+        self._release()
+        self.request.finish()
+
+    def gone(self) -> None:
+        """The client went away: stop, and let go of the subscription."""
+        if not self.closed:
+            self._release()
+
+    def _release(self) -> None:
+        self.closed = True
+        if self._keepalive.running:
+            self._keepalive.stop()
+        if self.subscription is not None and self.subscription.active:
+            # Autobahn unsubscribes at the router once the last local handler is gone.
+            self.subscription.unsubscribe().addErrback(lambda _: None)
+
+    def _write(self, data: bytes) -> None:
+        if not self.request._disconnected:
+            self.request.write(data)
+
+
+class Tailor:
+    """The WAMP session shared by all streams, and the streams themselves."""
+
+    def __init__(self, keepalive: float):
+        self.keepalive = keepalive
+        self.session = None
+        self.streams: set[Stream] = set()
+
+    def on_join(self, session, details) -> None:
+        self.session = session
+        log.info("Tailor joined realm {realm}", realm=details.realm)
+
+    def on_leave(self, session, details) -> None:
+        self.session = None
+        # The router dropped our subscriptions with the session: a stream that went on would
+        # silently miss documents, so end each one, saying why.
+        for stream in list(self.streams):
+            stream.close(error="Tailor lost its connection to the router")
+        log.warn("Tailor left the router: {reason}", reason=details.reason)
+
+    async def shutdown(self) -> None:
+        """End every stream with a valid JSON end, and let the bytes reach the clients."""
+        transports = [stream.request.channel.transport for stream in self.streams]
+        for stream in list(self.streams):
+            stream.close()
+        for transport in transports:
+            if transport is not None:
+                transport.loseConnection()
+        for _ in range(200):
+            if not any(t is not None and t.connected for t in transports):
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+
+    async def open(self, request: Request, index: str | None, query: Any, sid: str | None, limit: int | None) -> None:
+        session = self.session
+        if session is None:
+            return send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
+        try:
+            if sid is None:
+                sid = await session.call(api.REGISTER, index, query)
+            else:
+                await session.call(api.LOOKUP, sid)
+        except ApplicationError as e:
+            status = _STATUS.get(e.error, 503)
+            return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+        if request._disconnected or self.session is not session:
+            return
+        stream = Stream(request, limit, self.keepalive)
+        try:
+            stream.subscription = await session.subscribe(stream.on_event, api.topic(sid))
+        except ApplicationError as e:
+            return send_error(request, 503, _message(e), {"Retry-After": "1"})
+        if request._disconnected:
+            stream.gone()
+            return
+        self.streams.add(stream)
+        request.notifyFinish().addBoth(lambda _: (self.streams.discard(stream), stream.gone()))
+        stream.start(sid)
+
+
+def _message(error: ApplicationError) -> str:
+    return error.args[0] if error.args else error.error
+
+
+class DocsResource(Resource):
+    """``/api/v0.1/docs``."""
+
+    isLeaf = True
+
+    def __init__(self, tailor: Tailor):
+        super().__init__()
+        self.tailor = tailor
+
+    def render_GET(self, request: Request) -> int:
+        try:
+            index, query, sid, limit = _parameters(request)
+        except ValueError as e:
+            send_error(request, 400, str(e))
+            return NOT_DONE_YET
+        Deferred.fromCoroutine(self.tailor.open(request, index, query, sid, limit)).addErrback(
+            lambda failure: (log.failure("stream failed", failure), send_error(request, 500, "internal error"))
+        )
+        return NOT_DONE_YET
+
+
+def _parameters(request: Request) -> tuple[str | None, Any, str | None, int | None]:
+    """``(index, query, subscription id, limit)`` from the URL; ValueError says what is wrong."""
+    args = {}
+    for name, values in request.args.items():
+        name = name.decode("utf-8", "replace")
+        if len(values) > 1:
+            raise ValueError(f"parameter '{name}' is given more than once")
+        try:
+            args[name] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"parameter '{name}' is not UTF-8") from None
+    unknown = set(args) - {"i", "q", "s", "limit"}
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}; use i and q, or s")
+    limit = None
+    if "limit" in args:
+        try:
+            limit = int(args["limit"])
+        except ValueError:
+            raise ValueError("'limit' must be a positive integer") from None
+        if limit < 1:
+            raise ValueError("'limit' must be a positive integer")
+    if "s" in args:
+        if "i" in args or "q" in args:
+            raise ValueError("give either 's', or 'i' and 'q', not both")
+        if not args["s"]:
+            raise ValueError("'s' is empty")
+        return None, None, args["s"], limit
+    if not args.get("i") or not args.get("q", "").strip():
+        raise ValueError("give 'i' (the index) and 'q' (the query), or 's' (a subscription ID)")
+    return args["i"], _query(args["q"]), None, limit
+
+
+def _query(text: str) -> Any:
+    """A JSON object is query DSL; anything else is a Lucene query string."""
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text  # e.g. the range `{a TO b}`
+        if isinstance(value, dict):
+            return value
+    return text

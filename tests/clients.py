@@ -1,0 +1,126 @@
+"""Real clients for the tests: HTTP (treq), a streaming JSON reader (ijson), WAMP (autobahn)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import ijson
+import treq
+from autobahn.twisted.component import Component
+from autobahn.wamp.types import PublishOptions
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+
+TIMEOUT = 20.0
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
+    """Wait until ``condition()`` is true (polling the reactor); fail after ``timeout`` s."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+async def post(url: str, body: Any, content_type: str = "application/json") -> tuple[int, Any]:
+    """POST ``body`` (bytes, or JSON-encoded) and return ``(status, decoded JSON answer)``."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = await treq.post(url, data=data, headers={"Content-Type": content_type}, timeout=TIMEOUT)
+    content = await response.content()
+    return response.code, json.loads(content) if content else None
+
+
+async def get(url: str, params: dict | None = None) -> tuple[int, Any]:
+    response = await treq.get(url, params=params, timeout=TIMEOUT)
+    content = await response.content()
+    return response.code, json.loads(content) if content else None
+
+
+class _Feed(Protocol):
+    def __init__(self, stream: "HttpStream"):
+        self.stream = stream
+
+    def dataReceived(self, data: bytes) -> None:
+        self.stream.raw += data
+        self.stream._parser.send(data)
+
+    def connectionLost(self, reason) -> None:
+        self.stream.ended = True
+        self.stream._done.callback(None)
+
+
+class HttpStream:
+    """A client of Tailor's endless response, parsing it incrementally as `curl -N | ijson`."""
+
+    def __init__(self):
+        self.raw = b""
+        self.hits: list[dict] = []
+        self.ended = False
+        self.status: int | None = None
+        self._parser = ijson.items_coro(_Collector(self.hits), "hits.item")
+        self._done: Deferred = Deferred()
+        self._feed: _Feed | None = None
+
+    @classmethod
+    async def open(cls, tailor_url: str, **params: Any) -> "HttpStream":
+        stream = cls()
+        response = await treq.get(tailor_url + "/api/v0.1/docs", params=params, unbuffered=True, timeout=TIMEOUT)
+        stream.status = response.code
+        stream._feed = _Feed(stream)
+        response.deliverBody(stream._feed)
+        return stream
+
+    @property
+    def subscription_id(self) -> str:
+        head = self.raw.split(b'"hits"')[0]
+        return json.loads(head.rstrip(b", ") + b"}")["subscription_id"]
+
+    async def wait_for_head(self) -> str:
+        await eventually(lambda: b'"hits": [' in self.raw, what="the head of the stream")
+        return self.subscription_id
+
+    async def wait_for_hits(self, count: int) -> list[dict]:
+        await eventually(lambda: len(self.hits) >= count, what=f"{count} hits (have {len(self.hits)})")
+        return self.hits
+
+    async def wait_for_end(self) -> Any:
+        """Wait for the response to end; return the whole body, which must be valid JSON."""
+        await eventually(lambda: self.ended, what="the end of the stream")
+        return json.loads(self.raw)
+
+    def close(self) -> None:
+        """Go away, as a client does on Ctrl-C."""
+        if not self.ended:
+            self._feed.transport.stopProducing()
+
+
+class _Collector:
+    def __init__(self, items: list):
+        self.items = items
+
+    def send(self, item: Any) -> None:
+        self.items.append(item)
+
+
+async def wamp_session(router_url: str, authentication: dict | None = None):
+    """A joined autobahn WAMP session (anonymous unless ``authentication`` says otherwise)."""
+    component = Component(
+        transports=[{"type": "websocket", "url": router_url, "max_retries": 0}],
+        realm="estrom",
+        authentication=authentication or {},
+    )
+    joined: Deferred = Deferred()
+    component.on("join", lambda session, details: joined.callback(session))
+    component.start(reactor)
+    session = await joined
+    return session
+
+
+ACKNOWLEDGE = PublishOptions(acknowledge=True)

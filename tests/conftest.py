@@ -1,0 +1,54 @@
+"""The real system for the tests: an OpenSearch node, crossbar, Beater and Tailor, started once
+per session on ports of their own (so a `make up` alongside does not disturb them).
+
+There is no skipping: if a part cannot start, every test that needs it fails, with its log.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from estrom.stack import ROOT, Ports, Stack
+
+TEST_PORTS = Ports(engine=19200, router=18080, beater=18070, tailor=18090)
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    """The running system. A test that stops a part must start it again before it ends."""
+    workdir = ARTIFACTS / "stack"
+    if (workdir / "engine").exists():
+        import shutil
+
+        shutil.rmtree(workdir / "engine")
+    system = Stack(
+        workdir,
+        ports=TEST_PORTS,
+        engine_url=os.environ.get("ESTROM_TEST_ELASTICSEARCH_URL"),
+    )
+    try:
+        if os.environ.get("ESTROM_TEST_ELASTICSEARCH_URL") is None:
+            system.start_engine()
+        system.start_router()
+        system.start_beater()
+        system.start_tailor()
+    except RuntimeError as e:
+        system.down()
+        pytest.fail(f"the test system did not start: {e}", pytrace=False)
+    yield system
+    system.down()
+
+
+@pytest.fixture
+def index(request) -> str:
+    """An index name of this test's own, so that tests do not see each other's documents."""
+    return "t-" + request.node.name.lower().replace("[", "-").replace("]", "").replace("_", "-")[:80]
+
+
+def artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
