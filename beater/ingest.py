@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
 from beater.service import Beater, DocumentsRejected, RouterUnavailable
-from estrom.http import send_error, send_json
+from estrom.http import NotFound, only, send_error, send_json
 
 log = Logger()
 
@@ -107,9 +107,7 @@ class DocsResource(Resource):
         return IndexDocsResource(self.beater, name.decode("utf-8", "replace"))
 
     def render(self, request: Request) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"Content-Type", b"application/json")
-        return b'{"error": "POST documents to /api/v0.1/docs/<index>"}\n'
+        return NotFound().render(request)
 
 
 class IndexDocsResource(Resource):
@@ -119,6 +117,9 @@ class IndexDocsResource(Resource):
         super().__init__()
         self.beater = beater
         self.index = index
+
+    def render(self, request: LimitedRequest) -> bytes | int:
+        return only(b"POST", request) or super().render(request)
 
     def render_POST(self, request: LimitedRequest) -> int:
         Deferred.fromCoroutine(self._ingest(request)).addErrback(

@@ -26,9 +26,38 @@ def send_error(request: Request, code: int, message: str, headers: dict[str, str
     send_json(request, code, {"error": message}, headers)
 
 
+class NotFound(Resource):
+    """A JSON 404 for every path that is not the API's, instead of Twisted's HTML page."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", b"application/json")
+        return b'{"error": "not found: the API is at /api/v0.1/docs"}\n'
+
+
+class _Branch(Resource):
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        return NotFound()
+
+    def render(self, request: Request) -> bytes:
+        return NotFound().render(request)
+
+
+def only(method: bytes, request: Request) -> bytes | None:
+    """A JSON 405 if ``request`` is not ``method``, else None."""
+    if request.method == method:
+        return None
+    request.setResponseCode(405)
+    request.setHeader(b"Allow", method)
+    request.setHeader(b"Content-Type", b"application/json")
+    return b'{"error": "method not allowed: use %s"}\n' % method
+
+
 def api_root(docs: Resource) -> Resource:
     """The resource tree of a service: ``docs`` at ``/api/v0.1/docs``."""
-    root, api, version = Resource(), Resource(), Resource()
+    root, api, version = _Branch(), _Branch(), _Branch()
     root.putChild(b"api", api)
     api.putChild(b"v0.1", version)
     version.putChild(b"docs", docs)

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from estrom import api
-from estrom.http import send_error
+from estrom.http import only, send_error
 
 log = Logger()
 
@@ -162,6 +162,9 @@ class DocsResource(Resource):
     def __init__(self, tailor: Tailor):
         super().__init__()
         self.tailor = tailor
+
+    def render(self, request: Request) -> bytes | int:
+        return only(b"GET", request) or super().render(request)
 
     def render_GET(self, request: Request) -> int:
         try:

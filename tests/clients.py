@@ -83,6 +83,9 @@ class HttpStream:
         return json.loads(head.rstrip(b", ") + b"}")["subscription_id"]
 
     async def wait_for_head(self) -> str:
+        if self.status != 200:
+            await eventually(lambda: self.ended, what="the error answer")
+            raise AssertionError(f"stream answered {self.status}: {self.raw!r}")
         await eventually(lambda: b'"hits": [' in self.raw, what="the head of the stream")
         return self.subscription_id
 

@@ -7,6 +7,7 @@ There is no skipping: if a part cannot start, every test that needs it fails, wi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def stack() -> Stack:
 @pytest.fixture
 def index(request) -> str:
     """An index name of this test's own, so that tests do not see each other's documents."""
-    return "t-" + request.node.name.lower().replace("[", "-").replace("]", "").replace("_", "-")[:80]
+    return "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:100]
 
 
 def artifact(name: str) -> Path:

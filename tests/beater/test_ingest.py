@@ -1,0 +1,148 @@
+"""Beater's HTTP ingest: the three shapes Logstash and curl send, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+import treq
+
+from tests.clients import HttpStream, post
+
+
+async def tail(stack, index, query="service:api") -> HttpStream:
+    stream = await HttpStream.open(stack.tailor_url, i=index, q=query)
+    await stream.wait_for_head()
+    return stream
+
+
+def url(stack, index):
+    return f"{stack.beater_url}/api/v0.1/docs/{index}"
+
+
+@pytest.mark.parametrize(
+    "content_type, body, count",
+    [
+        # Logstash http output, format => "json": one object per request.
+        ("application/json", {"service": "api", "n": 1}, 1),
+        # format => "json_batch": an array of objects.
+        ("application/json; charset=UTF-8", [{"service": "api", "n": 1}, {"service": "api", "n": 2}], 2),
+        # NDJSON, one object per line; blank lines and a missing final newline are fine.
+        ("application/x-ndjson", b'{"service": "api", "n": 1}\n\n{"service": "api", "n": 2}\n{"service": "api", "n": 3}', 3),
+    ],
+    ids=["json-object", "json-array", "ndjson"],
+)
+@pytest_twisted.ensureDeferred
+async def test_each_shape_is_accepted_and_delivered(stack, index, content_type, body, count):
+    stream = await tail(stack, index)
+    status, answer = await post(url(stack, index), body, content_type)
+    assert status == 200, answer
+    assert answer == {"accepted": count, "matched": count, "published": count}
+    hits = await stream.wait_for_hits(count)
+    assert [hit["_source"]["n"] for hit in hits] == list(range(1, count + 1))
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_documents_nobody_asked_for_are_accepted(stack, index):
+    status, answer = await post(url(stack, index + "-unwatched"), [{"service": "api"}])
+    assert (status, answer) == (200, {"accepted": 1, "matched": 0, "published": 0})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_on_a_field_not_seen_before_matches_when_it_arrives(stack, index):
+    # The percolator index maps unknown fields as text: nothing has to be declared in advance.
+    stream = await tail(stack, index, "kubernetes.pod:web-7 AND NOT level:debug")
+    await post(url(stack, index), [{"kubernetes": {"pod": "web-7"}, "level": "debug"}, {"kubernetes": {"pod": "web-7"}, "level": "warn"}])
+    hits = await stream.wait_for_hits(1)
+    assert hits[0]["_source"]["level"] == "warn"
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_without_a_field_searches_every_field(stack, index):
+    stream = await tail(stack, index, "timeout AND checkout")
+    await post(url(stack, index), [{"msg": "timeout", "service": "checkout"}, {"msg": "timeout", "service": "cart"}])
+    hits = await stream.wait_for_hits(1)
+    assert hits[0]["_source"]["service"] == "checkout"
+    stream.close()
+
+
+BAD = [
+    ("application/json", b"{not json", 400, "not valid JSON"),
+    ("application/json", b"", 400, "the body is empty"),
+    ("application/json", b"   \n", 400, "the body is empty"),
+    ("application/json", b"[]", 400, "the array is empty"),
+    ("application/json", b'"a string"', 400, "a document is a JSON object, not str"),
+    ("application/json", b'[{"a": 1}, 2]', 400, "item 2: a document is a JSON object, not int"),
+    ("application/x-ndjson", b'{"a": 1}\n{"a": 2}\n{"a":\n', 400, "line 3: not valid JSON"),
+    ("application/x-ndjson", b'{"a": 1}\n[1]\n', 400, "line 2: a document is a JSON object, not list"),
+    ("application/json", b'\xff\xfe{"a": 1}', 400, "not UTF-8"),
+    ("text/plain", b'{"a": 1}', 415, "unsupported Content-Type 'text/plain'"),
+    ("", b'{"a": 1}', 415, "unsupported Content-Type"),
+    ("application/json; charset=latin-1", b'{"a": 1}', 415, "unsupported charset"),
+]
+
+
+@pytest.mark.parametrize("content_type, body, status, message", BAD, ids=[b[3] for b in BAD])
+@pytest_twisted.ensureDeferred
+async def test_bad_input_is_refused_with_a_json_error_and_nothing_is_published(
+    stack, index, content_type, body, status, message
+):
+    stream = await tail(stack, index, "*")
+    got, answer = await post(url(stack, index), body, content_type)
+    assert got == status
+    assert message in answer["error"]
+    # Nothing of the refused request was published: the next hit is the next request's.
+    assert (await post(url(stack, index), {"marker": True}))[0] == 200
+    hits = await stream.wait_for_hits(1)
+    assert [hit["_source"] for hit in hits] == [{"marker": True}]
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_over_the_size_limit_is_refused_with_413(stack, index):
+    big = json.dumps([{"blob": "x" * 1000}] * 11_000).encode()  # > 10 MiB default
+    status, answer = await post(url(stack, index), big)
+    assert status == 413
+    assert "larger than" in answer["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/v0.1/docs/Events", "/api/v0.1/docs/_x", "/api/v0.1/docs/a%2Fb"])
+@pytest_twisted.ensureDeferred
+async def test_an_invalid_index_name_is_refused(stack, path):
+    status, answer = await post(stack.beater_url + path, {"a": 1})
+    assert status == 400
+    assert "index name" in answer["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_method_and_unknown_paths_answer_json(stack):
+    response = await treq.get(stack.beater_url + "/api/v0.1/docs/events")
+    assert response.code == 405
+    assert response.headers.getRawHeaders("Allow") == ["POST"]
+    assert "error" in json.loads(await response.content())
+    response = await treq.post(stack.beater_url + "/nope", data=b"{}")
+    assert response.code == 404
+    assert "error" in json.loads(await response.content())
+
+
+@pytest_twisted.ensureDeferred
+async def test_documents_that_contradict_the_source_mapping_are_refused(stack, index):
+    # The percolator index follows the source index's mapping when it exists.
+    created = await treq.put(
+        f"{stack.engine_url}/{index}",
+        json={"mappings": {"properties": {"status": {"type": "integer"}, "level": {"type": "keyword"}}}},
+    )
+    assert created.code == 200, await created.text()
+    stream = await tail(stack, index, "status:[500 TO 599] AND level:ERROR")
+    status, answer = await post(url(stack, index), [{"status": 503, "level": "ERROR"}, {"status": 404, "level": "ERROR"}, {"status": 503, "level": "error"}])
+    assert status == 200, answer
+    hits = await stream.wait_for_hits(1)
+    # A numeric range, and a keyword compared as-is (not analysed to lowercase).
+    assert [hit["_source"] for hit in hits] == [{"status": 503, "level": "ERROR"}]
+    status, answer = await post(url(stack, index), {"status": "not a number"})
+    assert status == 400
+    assert "search engine refused the documents" in answer["error"]
+    stream.close()
