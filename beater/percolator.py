@@ -42,6 +42,7 @@ class Percolator:
         self.page_size = page_size
         self._indexes: set[str] = set()  # percolator indexes known to exist
         self._stored: set[str] = set()  # query IDs known to be stored and searchable
+        self._fields: dict[str, set[str]] = {}  # mapped field paths, per percolator index
 
     async def store(self, query: Identified) -> None:
         """Store ``query`` so that it matches from the moment this returns.
@@ -51,6 +52,7 @@ class Percolator:
         if query.id in self._stored:
             return
         await self._ensure_index(query.index)
+        await self._map_fields(query)
         document = {
             QUERY_FIELD: query.clause,
             ID_FIELD: query.id,
@@ -147,6 +149,31 @@ class Percolator:
                 raise
         self._indexes.add(name)
 
+    async def _map_fields(self, query: Identified) -> None:
+        """Map the fields that ``query``'s DSL clauses search, where still unmapped.
+
+        ``map_unmapped_fields_as_text`` does not cover them: the engine turns a term, range or
+        exists query on an unmapped field into "match none" when it runs a stored query, and
+        refuses a match query on one under ``must_not``. Such a field is mapped as the engine
+        maps a new string (text, with a ``keyword`` sub-field), or as a number when the query
+        compares it with numbers.
+        """
+        wanted = _searched_fields(query.clause)
+        name = percolator_index(query.index)
+        known = self._fields.get(name)
+        if known is None or not wanted.keys() <= known:
+            answer = await self.engine.request("GET", path(name, "_mapping"))
+            known = self._fields[name] = set(_field_names(answer[name]["mappings"].get("properties", {})))
+        missing = {field: kind for field, kind in wanted.items() if field not in known}
+        if not missing:
+            return
+        properties = {field: _NUMBER if kind == "number" else _STRING for field, kind in missing.items()}
+        try:
+            await self.engine.request("PUT", path(name, "_mapping"), {"properties": properties})
+        except EngineError as e:
+            raise InvalidQuery(e.reason) from e
+        known.update(missing)
+
     async def _source_properties(self, index: str) -> dict[str, Any]:
         """The field mappings of the source index, if it exists, each copied to ALL_FIELD."""
         try:
@@ -159,6 +186,57 @@ class Percolator:
         for mapping in answer.values():  # one entry per index behind an alias
             properties.update(mapping.get("mappings", {}).get("properties", {}))
         return _copied_to_all(properties)
+
+
+# How the engine maps a new string field, plus the copy into ALL_FIELD.
+_STRING = {
+    "type": "text",
+    "fields": {"keyword": {"type": "keyword", "ignore_above": 256}},
+    "copy_to": [ALL_FIELD],
+}
+_NUMBER = {"type": "double", "ignore_malformed": True, "copy_to": [ALL_FIELD]}
+
+# Query types whose body is keyed by the field they search.
+_SINGLE_FIELD = frozenset(
+    {
+        "term", "terms", "prefix", "wildcard", "regexp", "fuzzy", "range",
+        "match", "match_phrase", "match_phrase_prefix", "match_bool_prefix",
+    }
+)
+
+
+def _searched_fields(clause: Any) -> dict[str, str]:
+    """``{field: "number" | "string"}`` for every field a clause in ``clause`` searches."""
+    fields: dict[str, str] = {}
+    if isinstance(clause, list):
+        for item in clause:
+            fields.update(_searched_fields(item))
+    elif isinstance(clause, dict):
+        for kind, body in clause.items():
+            if kind == "exists" and isinstance(body, dict) and isinstance(body.get("field"), str):
+                fields.setdefault(body["field"], "string")
+            elif kind in _SINGLE_FIELD and isinstance(body, dict):
+                for field, value in body.items():
+                    if field != "boost" and not field.startswith("_"):
+                        fields[field] = "number" if kind == "range" and _numeric_bounds(value) else "string"
+            else:
+                fields.update(_searched_fields(body))
+    return fields
+
+
+def _numeric_bounds(value: Any) -> bool:
+    bounds = [value.get(key) for key in ("gt", "gte", "lt", "lte", "from", "to")] if isinstance(value, dict) else []
+    bounds = [bound for bound in bounds if bound is not None]
+    return bool(bounds) and all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in bounds)
+
+
+def _field_names(properties: dict[str, Any], prefix: str = "") -> list[str]:
+    names = []
+    for name, field in properties.items():
+        names.append(prefix + name)
+        names += _field_names(field.get("properties", {}), f"{prefix}{name}.")
+        names += _field_names(field.get("fields", {}), f"{prefix}{name}.")
+    return names
 
 
 def _copied_to_all(properties: dict[str, Any]) -> dict[str, Any]:

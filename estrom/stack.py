@@ -117,10 +117,14 @@ class Stack:
         # Ready when an (empty) ingest goes all the way through engine and router.
         self._wait("beater", lambda: _status(self.beater_url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200, timeout)
 
-    def start_tailor(self, timeout: float = 60) -> None:
-        self._spawn("tailor", [self.python, "-m", "tailor"])
+    def start_tailor(self, name: str = "tailor", port: int | None = None, timeout: float = 60, **env: str) -> str:
+        """Start a Tailor (another one, given another ``name`` and ``port``); its URL."""
+        port = port or self.ports.tailor
+        url = f"http://127.0.0.1:{port}"
+        self._spawn(name, [self.python, "-m", "tailor"], {"ESTROM_TAILOR_PORT": str(port), **env})
         # Ready when a lookup goes through router and Beater (an unknown ID: 404).
-        self._wait("tailor", lambda: _status(self.tailor_url + "/api/v0.1/docs?s=0") == 404, timeout)
+        self._wait(name, lambda: _status(url + "/api/v0.1/docs?s=0") == 404, timeout)
+        return url
 
     def up(self) -> None:
         """Start everything, in order; a local engine only if none answers at engine_url."""
@@ -135,14 +139,14 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         if name in self.processes and self.processes[name].poll() is None:
             raise RuntimeError(f"{name} is already running")
         log = open(self.log_path(name), "ab")
         self.processes[name] = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=self.environment(),
+            env={**self.environment(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -183,7 +187,9 @@ class Stack:
         return process.returncode
 
     def down(self) -> None:
-        for name in ("tailor", "beater", "router", "engine"):
+        """Stop everything, the parts that depend on others first."""
+        order = ["beater", "router", "engine"]
+        for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else -1):
             self.stop(name)
 
 

@@ -1,0 +1,17 @@
+# Beater and Tailor: one image; docker-compose.yml picks the service with its command.
+# Build context: the repository root.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY pyproject.toml README.md /app/
+COPY estrom /app/estrom
+COPY beater /app/beater
+COPY tailor /app/tailor
+# Not editable, not from a lock of our own: pyproject.toml's pins are the single source.
+RUN pip install .
+
+# Neither service writes anything locally.
+USER nobody
+EXPOSE 8070 8090

@@ -1,0 +1,171 @@
+"""Tailor's endless JSON response, read the way `curl -N` + ijson read it."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import pytest_twisted
+import treq
+
+from estrom import api
+from tests.clients import HttpStream, eventually, get, post, wamp_session
+
+
+def docs_url(stack, index):
+    return f"{stack.beater_url}/api/v0.1/docs/{index}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_is_sent_at_once_and_hits_are_yielded_one_by_one(stack, index):
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="level:error")
+    sid = await stream.wait_for_head()
+    assert stream.raw.startswith(b'{"subscription_id": "%s", "hits": [' % sid.encode())
+    assert stream.hits == []
+
+    await post(docs_url(stack, index), {"level": "error", "n": 1})
+    assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(1)] == [1]
+    await post(docs_url(stack, index), {"level": "error", "n": 2})
+    assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(2)] == [1, 2]
+    assert not stream.ended
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_limit_closes_the_stream_as_valid_json_after_n_hits(stack, index):
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="level:error", limit="2")
+    sid = await stream.wait_for_head()
+    await post(docs_url(stack, index), [{"level": "error", "n": n} for n in range(3)])
+    body = await stream.wait_for_end()
+    assert body["subscription_id"] == sid
+    assert [hit["_source"]["n"] for hit in body["hits"]] == [0, 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_dsl_as_json_in_q(stack, index):
+    query = {
+        "query": {
+            "bool": {
+                "filter": [{"term": {"service": "api"}}, {"range": {"latency_ms": {"gte": 500}}}],
+                "must_not": {"match": {"level": "debug"}},
+            }
+        }
+    }
+    stream = await HttpStream.open(stack.tailor_url, i=index, q=json.dumps(query), limit="1")
+    await stream.wait_for_head()
+    docs = [
+        {"service": "api", "level": "debug", "latency_ms": 900},
+        {"service": "api", "level": "warn", "latency_ms": 60},  # "60" > "500" as text, not as a number
+        {"service": "api", "level": "warn", "latency_ms": 900},
+    ]
+    await post(docs_url(stack, index), docs)
+    body = await stream.wait_for_end()
+    assert [hit["_source"] for hit in body["hits"]] == [docs[2]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subscription_id_reopens_the_same_query(stack, index):
+    first = await HttpStream.open(stack.tailor_url, i=index, q="service:api AND level:error")
+    sid = await first.wait_for_head()
+    again = await HttpStream.open(stack.tailor_url, s=sid)
+    assert await again.wait_for_head() == sid
+    same = await HttpStream.open(stack.tailor_url, i=index, q="level:error AND service:api")
+    assert await same.wait_for_head() == sid
+    await post(docs_url(stack, index), {"service": "api", "level": "error"})
+    for stream in (first, again, same):
+        assert len(await stream.wait_for_hits(1)) == 1
+        stream.close()
+
+
+@pytest.mark.parametrize(
+    "params, status, message",
+    [
+        ({}, 400, "give 'i' (the index) and 'q' (the query), or 's'"),
+        ({"i": "events"}, 400, "give 'i'"),
+        ({"q": "foo"}, 400, "give 'i'"),
+        ({"i": "events", "q": "  "}, 400, "give 'i'"),
+        ({"s": "abc", "q": "foo"}, 400, "not both"),
+        ({"s": "abc", "limit": "0"}, 400, "'limit' must be a positive integer"),
+        ({"s": "abc", "limit": "ten"}, 400, "'limit' must be a positive integer"),
+        ({"i": "events", "q": "foo", "index": "x"}, 400, "unknown parameter(s): index"),
+        ({"i": "events", "q": "level:(error OR"}, 400, "cannot parse the query string"),
+        ({"i": "events", "q": '{"script": {"script": "1"}}'}, 400, "query type 'script' is not allowed"),
+        ({"i": "events", "q": '{"match": {"msg": {"query": "x", "bogus": 1}}}'}, 400, "bogus"),
+        ({"i": "Events", "q": "foo"}, 400, "must be lowercase"),
+        ({"s": "0123456789abcdef"}, 404, "no query has the ID '0123456789abcdef'"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_requests_get_a_json_error(stack, params, status, message):
+    got, answer = await get(stack.tailor_url + "/api/v0.1/docs", params)
+    assert got == status
+    assert message in answer["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_method_is_a_json_405(stack):
+    response = await treq.post(stack.tailor_url + "/api/v0.1/docs", data=b"")
+    assert response.code == 405
+    assert "error" in json.loads(await response.content())
+
+
+@pytest_twisted.async_yield_fixture
+async def meta(stack):
+    """A session allowed to ask the router about subscriptions (Beater's principal)."""
+    session = await wamp_session(stack.router_url, {"ticket": {"authid": "beater", "ticket": stack.secret}})
+    yield session
+    session.leave()
+
+
+async def subscribers(meta, sid: str) -> int:
+    subscription = await meta.call("wamp.subscription.lookup", api.topic(sid))
+    return 0 if subscription is None else await meta.call("wamp.subscription.count_subscribers", subscription)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_disconnects_is_unsubscribed(stack, index, meta):
+    one = await HttpStream.open(stack.tailor_url, i=index, q="level:error")
+    sid = await one.wait_for_head()
+    two = await HttpStream.open(stack.tailor_url, s=sid)
+    await two.wait_for_head()
+    assert await subscribers(meta, sid) == 1  # Tailor holds one subscription for both
+
+    one.close()
+    await post(docs_url(stack, index), {"level": "error"})
+    assert len(await two.wait_for_hits(1)) == 1  # the other client is not disturbed
+    assert await subscribers(meta, sid) == 1
+
+    two.close()
+    counts = []
+
+    async def gone():
+        counts.append(await subscribers(meta, sid))
+        return counts[-1] == 0
+
+    deadline = 50
+    while not await gone() and deadline:
+        deadline -= 1
+        await eventually(lambda: True)
+    assert counts[-1] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_and_shutdown_mid_stream_end_in_valid_json(stack, index):
+    url = stack.start_tailor("tailor-shutdown", port=stack.ports.tailor + 1, ESTROM_KEEPALIVE_SECONDS="0.2")
+    try:
+        stream = await HttpStream.open(url, i=index, q="level:error")
+        await stream.wait_for_head()
+        await post(docs_url(stack, index), {"level": "error", "n": 1})
+        await stream.wait_for_hits(1)
+        # A quiet stream gets whitespace, which keeps proxies from timing it out.
+        await eventually(lambda: stream.raw.endswith(b"\n\n"), what="keep-alive whitespace")
+
+        stack.processes["tailor-shutdown"].send_signal(signal.SIGTERM)
+        body = await stream.wait_for_end()
+        assert [hit["_source"] for hit in body["hits"]] == [{"level": "error", "n": 1}]
+        assert "error" not in body
+    finally:
+        # Twisted ends a process stopped by a signal with that signal, as a shell expects.
+        assert stack.stop("tailor-shutdown") in (0, -signal.SIGTERM)
+    assert "Traceback" not in stack.tail("tailor-shutdown", lines=200)

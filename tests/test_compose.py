@@ -1,0 +1,258 @@
+"""docker-compose.yml and its Dockerfiles agree with the code (Docker itself is not needed).
+
+Nothing here builds or runs an image: these tests catch a port, variable, command or path that
+drifted from the settings classes, router/.crossbar/config.json or the Makefile.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import fields
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from beater.settings import BeaterSettings
+from tailor.settings import TailorSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTER_CONFIG = json.loads((ROOT / "router" / ".crossbar" / "config.json").read_text())
+SETTINGS = {"beater": BeaterSettings, "tailor": TailorSettings}
+
+
+@cache
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def service(name: str) -> dict:
+    return compose()["services"][name]
+
+
+def default(cls, name: str):
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+def env_name(cls, name: str) -> str:
+    return next(f.metadata["env"] for f in fields(cls) if f.name == name)
+
+
+def environment(name: str) -> dict[str, str]:
+    env = service(name).get("environment", {})
+    if isinstance(env, list):
+        env = dict(entry.split("=", 1) for entry in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def router_transports() -> list[dict]:
+    return [t for worker in ROUTER_CONFIG["workers"] for t in worker.get("transports", [])]
+
+
+def router_port() -> int:
+    (port,) = {t["endpoint"]["port"] for t in router_transports()}
+    return port
+
+
+def router_path(kind: str) -> tuple[str, dict]:
+    """The (URL path, service) of the router's one ``kind`` ("websocket", "static") service."""
+    ((path, config),) = [
+        (path, config)
+        for t in router_transports()
+        for path, config in t.get("paths", {}).items()
+        if config["type"] == kind
+    ]
+    return path, config
+
+
+def published(name: str) -> list[tuple[int, int]]:
+    """(host port, container port) of each "[ip:]host:container" entry."""
+    return [tuple(int(part) for part in str(entry).split(":")[-2:]) for entry in service(name)["ports"]]
+
+
+def dockerfile(name: str) -> Path:
+    build = service(name)["build"]
+    if isinstance(build, str):
+        build = {"context": build}
+    return ROOT / build["context"] / build.get("dockerfile", "Dockerfile")
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the service's Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", dockerfile(name).read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (keyword.upper(), rest.strip())
+        for keyword, _, rest in (line.partition(" ") for line in lines if line and not line.startswith("#"))
+    ]
+
+
+def copies(name: str) -> dict[str, str]:
+    """Build-context source -> image destination of the Dockerfile's COPY instructions."""
+    result = {}
+    for keyword, rest in instructions(name):
+        tokens = shlex.split(rest)
+        if keyword != "COPY" or any(t.startswith("--from") for t in tokens):
+            continue
+        *sources, destination = [t for t in tokens if not t.startswith("--")]
+        for source in sources:
+            if destination.endswith("/"):
+                result[source] = destination + posixpath.basename(source)
+            else:
+                result[source] = destination
+    return result
+
+
+def runs(name: str) -> list[list[str]]:
+    return [shlex.split(rest) for keyword, rest in instructions(name) if keyword == "RUN"]
+
+
+def command(name: str) -> list[str]:
+    """What the container runs: the compose command, else the Dockerfile's last CMD."""
+    cmd = service(name).get("command")
+    if cmd is None:
+        cmd = [rest for keyword, rest in instructions(name) if keyword == "CMD"][-1]
+        cmd = json.loads(cmd) if cmd.startswith("[") else cmd
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+def router_cbdir() -> str:
+    cmd = command("router")
+    return cmd[cmd.index("--cbdir") + 1]
+
+
+def pip_installs(name: str) -> list[list[str]]:
+    return [tokens[tokens.index("install") + 1 :] for tokens in runs(name) if "pip" in tokens and "install" in tokens]
+
+
+# --- the compose file ---------------------------------------------------------------------------
+
+
+def test_compose_has_exactly_the_engine_router_beater_and_tailor():
+    assert set(compose()["services"]) == {"elasticsearch", "router", "beater", "tailor"}
+
+
+def test_compose_ports_match_the_code_defaults():
+    expected = {
+        "elasticsearch": urlsplit(default(BeaterSettings, "elasticsearch_url")).port,
+        "router": router_port(),
+        "beater": default(BeaterSettings, "port"),
+        "tailor": default(TailorSettings, "port"),
+    }
+    for name, port in expected.items():
+        assert published(name) == [(port, port)], name
+
+
+def test_compose_sets_only_variables_the_services_read():
+    for name, cls in SETTINGS.items():
+        read = {f.metadata["env"] for f in fields(cls)}
+        assert set(environment(name)) <= read, name
+    assert set(environment("router")) == {env_name(BeaterSettings, "secret")}
+
+
+def test_beater_and_tailor_listen_on_all_interfaces_in_their_containers():
+    for name, cls in SETTINGS.items():
+        assert environment(name)[env_name(cls, "host")] == "0.0.0.0", name
+
+
+def test_services_reach_each_other_by_compose_service_name():
+    engine = urlsplit(environment("beater")[env_name(BeaterSettings, "elasticsearch_url")])
+    assert (engine.scheme, engine.hostname, engine.port) == ("http", "elasticsearch", published("elasticsearch")[0][1])
+
+    ws_path, _ = router_path("websocket")
+    for name, cls in SETTINGS.items():
+        router = urlsplit(environment(name)[env_name(cls, "router_url")])
+        assert (router.scheme, router.hostname, router.port) == ("ws", "router", router_port()), name
+        assert router.path == "/" + ws_path, name
+
+
+def test_the_beater_secret_comes_from_the_users_environment_and_is_required():
+    secret = env_name(BeaterSettings, "secret")
+    _, websocket = router_path("websocket")
+    assert websocket["auth"]["ticket"]["principals"]["beater"]["ticket"] == "${%s}" % secret
+    for name in ("router", "beater"):
+        # ${VAR:?message}: compose refuses to start without it, and no credential is in the repo.
+        assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % secret, environment(name)[secret]), name
+
+
+def test_services_start_in_order_and_come_back_after_a_crash():
+    engine = service("elasticsearch")
+    assert "/_cluster/health" in " ".join(engine["healthcheck"]["test"])
+    beater = service("beater")["depends_on"]
+    assert beater["elasticsearch"]["condition"] == "service_healthy"
+    assert "router" in beater
+    assert set(service("tailor")["depends_on"]) == {"router", "beater"}
+    for name in ("router", "beater", "tailor"):
+        assert service(name)["restart"] == "unless-stopped", name
+
+
+def test_stored_queries_survive_recreating_the_engine_container():
+    volume, _, target = service("elasticsearch")["volumes"][0].partition(":")
+    assert target == "/usr/share/elasticsearch/data"
+    assert volume in compose()["volumes"]
+
+
+# --- the images ---------------------------------------------------------------------------------
+
+
+def test_each_service_runs_the_module_it_is_named_for():
+    for name in ("beater", "tailor"):
+        assert dockerfile(name).is_file(), name
+        cmd = command(name)
+        assert cmd[cmd.index("-m") + 1] == name
+    assert dockerfile("router").is_file()
+    assert command("router")[:2] == ["crossbar", "start"]
+
+
+def test_app_image_installs_the_package_with_its_pinned_dependencies():
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert all("==" in d for d in dependencies), dependencies
+    for name in ("beater", "tailor"):
+        assert "pyproject.toml" in copies(name)
+        assert ["."] in pip_installs(name), name  # not -e: the image has no source checkout to edit
+        assert {"estrom", "beater", "tailor"} <= set(copies(name))
+
+
+def test_router_image_installs_the_router_requirements_and_rebuilds_bjdata():
+    requirements = copies("router")["router/requirements.txt"]
+    installs = pip_installs("router")
+    assert ["-r", requirements] in installs
+    (bjdata,) = re.findall(r"bjdata==[\w.]+", (ROOT / "Makefile").read_text())
+    rebuild = next(args for args in installs if bjdata in args)
+    assert {"--no-binary", "--no-build-isolation", "--force-reinstall"} <= set(rebuild)
+    assert installs.index(rebuild) > installs.index(["-r", requirements])  # after crossbar's NumPy
+
+
+def test_router_image_has_its_config_and_web_page_where_the_cbdir_expects_them():
+    cbdir = router_cbdir()
+    _, static = router_path("static")
+    assert copies("router")["router/.crossbar/config.json"] == posixpath.join(cbdir, "config.json")
+    assert copies("router")["router/web"] == posixpath.normpath(posixpath.join(cbdir, static["directory"]))
+
+
+def test_router_image_listens_on_all_interfaces_and_changes_nothing_else(tmp_path):
+    # Run the Dockerfile's own patch step on a copy of the config.
+    (patch,) = [tokens for tokens in runs("router") if tokens[:2] == ["python", "-c"]]
+    assert patch[3] == posixpath.join(router_cbdir(), "config.json")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(ROUTER_CONFIG))
+    subprocess.run([sys.executable, "-c", patch[2], str(config)], check=True)
+
+    patched = json.loads(config.read_text())
+    expected = json.loads(json.dumps(ROUTER_CONFIG))
+    for worker in expected["workers"]:
+        for transport in worker.get("transports", []):
+            transport["endpoint"]["interface"] = "0.0.0.0"
+    assert patched == expected
+
+
+def test_docker_build_context_leaves_out_local_environments_and_run_data():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".venv-router", ".estrom", "engine/target", "test-artifacts", ".git"} <= ignored
