@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.exception import ApplicationError, TransportLost
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall, deferLater
@@ -83,7 +83,10 @@ class Stream:
             self._keepalive.stop()
         if self.subscription is not None and self.subscription.active:
             # Autobahn unsubscribes at the router once the last local handler is gone.
-            self.subscription.unsubscribe().addErrback(lambda _: None)
+            try:
+                self.subscription.unsubscribe().addErrback(lambda _: None)
+            except TransportLost:
+                pass  # the session is gone, and its subscriptions with it
 
     def _write(self, data: bytes) -> None:
         if not self.request._disconnected:
@@ -104,11 +107,11 @@ class Tailor:
 
     def on_leave(self, session, details) -> None:
         self.session = None
+        log.warn("Tailor left the router: {reason}", reason=details.reason)
         # The router dropped our subscriptions with the session: a stream that went on would
         # silently miss documents, so end each one, saying why.
         for stream in list(self.streams):
             stream.close(error="Tailor lost its connection to the router")
-        log.warn("Tailor left the router: {reason}", reason=details.reason)
 
     async def shutdown(self) -> None:
         """End every stream with a valid JSON end, and let the bytes reach the clients."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, Callable
 
@@ -18,10 +19,12 @@ TIMEOUT = 20.0
 
 
 async def eventually(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Wait until ``condition()`` is true (polling the reactor); fail after ``timeout`` s."""
+    """Wait until ``condition()`` (or what it awaits) is true; fail after ``timeout`` s."""
     deadline = reactor.seconds() + timeout
     while True:
         value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if reactor.seconds() > deadline:

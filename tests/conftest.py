@@ -6,8 +6,8 @@ There is no skipping: if a part cannot start, every test that needs it fails, wi
 
 from __future__ import annotations
 
-import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,18 +22,10 @@ ARTIFACTS = ROOT / "test-artifacts"
 def stack() -> Stack:
     """The running system. A test that stops a part must start it again before it ends."""
     workdir = ARTIFACTS / "stack"
-    if (workdir / "engine").exists():
-        import shutil
-
-        shutil.rmtree(workdir / "engine")
-    system = Stack(
-        workdir,
-        ports=TEST_PORTS,
-        engine_url=os.environ.get("ESTROM_TEST_ELASTICSEARCH_URL"),
-    )
+    shutil.rmtree(workdir, ignore_errors=True)
+    system = Stack(workdir, ports=TEST_PORTS)
     try:
-        if os.environ.get("ESTROM_TEST_ELASTICSEARCH_URL") is None:
-            system.start_engine()
+        system.start_engine()
         system.start_router()
         system.start_beater()
         system.start_tailor()

@@ -1,0 +1,96 @@
+"""When a part goes away: senders are told to retry, streams end as valid JSON, and stored
+queries survive restarts of every part."""
+
+from __future__ import annotations
+
+import pytest_twisted
+import treq
+
+from tests.clients import HttpStream, eventually, get, post
+
+
+def docs_url(stack, index):
+    return f"{stack.beater_url}/api/v0.1/docs/{index}"
+
+
+async def answers_with(url: str, status: int, body=None) -> bool:
+    try:
+        got, _ = await post(url, body if body is not None else {"probe": True})
+    except Exception:
+        return False
+    return got == status
+
+
+async def assert_retry_later(response) -> None:
+    assert response.code == 503
+    assert response.headers.getRawHeaders("Retry-After") == ["1"]
+    assert "error" in await response.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_router_restart(stack, index):
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="level:error")
+    sid = await stream.wait_for_head()
+    stack.stop("router")
+    try:
+        # The stream can no longer receive: it ends, as valid JSON, saying why.
+        body = await stream.wait_for_end()
+        assert body["hits"] == [] and "router" in body["error"]
+
+        await eventually(lambda: answers_with(docs_url(stack, index), 503), what="Beater to notice")
+        await assert_retry_later(await treq.post(docs_url(stack, index), json={"level": "error"}))
+        await assert_retry_later(await treq.get(stack.tailor_url + "/api/v0.1/docs", params={"s": sid}))
+    finally:
+        stack.start_router()
+
+    # Beater and Tailor reconnect by themselves.
+    await eventually(lambda: answers_with(docs_url(stack, index), 200), what="Beater to reconnect")
+    await eventually(lambda: _status_is(stack.tailor_url, {"s": "0"}, 404), what="Tailor to reconnect")
+    again = await HttpStream.open(stack.tailor_url, s=sid)
+    await again.wait_for_head()
+    await post(docs_url(stack, index), {"level": "error"})
+    assert len(await again.wait_for_hits(1)) == 1
+    again.close()
+
+
+async def _status_is(tailor_url: str, params: dict, status: int) -> bool:
+    got, _ = await get(tailor_url + "/api/v0.1/docs", params)
+    return got == status
+
+
+@pytest_twisted.ensureDeferred
+async def test_beater_restart_keeps_registered_queries(stack, index):
+    first = await HttpStream.open(stack.tailor_url, i=index, q="service:api", limit="1")
+    sid = await first.wait_for_head()
+    first.close()
+    stack.stop("beater")
+    try:
+        # Nobody serves estrom.register: Tailor says "retry later".
+        await assert_retry_later(await treq.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "x"}))
+    finally:
+        stack.start_beater()
+    stream = await HttpStream.open(stack.tailor_url, s=sid)
+    await stream.wait_for_head()
+    await post(docs_url(stack, index), {"service": "api"})
+    assert len(await stream.wait_for_hits(1)) == 1
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_engine_outage_is_503_and_queries_survive_an_engine_restart(stack, index):
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api", limit="1")
+    sid = await stream.wait_for_head()
+    stream.close()
+    stack.stop("engine")
+    try:
+        await assert_retry_later(await treq.post(docs_url(stack, index), json={"service": "api"}))
+        await assert_retry_later(
+            await treq.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "other"})
+        )
+    finally:
+        stack.start_engine()
+    stream = await HttpStream.open(stack.tailor_url, s=sid)
+    await stream.wait_for_head()
+    await post(docs_url(stack, index), [{"service": "db"}, {"service": "api"}])
+    assert [hit["_source"] for hit in await stream.wait_for_hits(1)] == [{"service": "api"}]
+    stream.close()
