@@ -230,8 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     def stop(signum, frame):
+        # One signal is enough (make passes on the one the group got): the rest must not
+        # interrupt the shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
         print(f"estrom: starting (logs in {stack.workdir})", flush=True)
@@ -264,6 +269,7 @@ Ctrl-C stops everything.""",
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.down()
+        print("estrom: stopped", flush=True)
 
 
 if __name__ == "__main__":
