@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test engine clean
+.PHONY: install up test lint engine clean
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine/target/.built
 
@@ -32,7 +32,11 @@ engine/target/.built: engine/pom.xml $(wildcard engine/src/main/java/estrom/engi
 up: install
 	$(VENV)/bin/python -m estrom.stack
 
-test: install
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint
 	$(VENV)/bin/python -m pytest
 
 clean:

@@ -57,9 +57,7 @@ class Engine:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
-    async def request(
-        self, method: str, path: str, body: Any = None, params: dict | None = None
-    ) -> Any:
+    async def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
         """Send one request; fire with the decoded JSON answer of a 2xx response.
 
         Raises EngineUnavailable when nothing answers or the answer is a 5xx, EngineError for

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import xxhash
 from luqum.exceptions import ParseError
@@ -36,7 +36,7 @@ from luqum.tree import (
     Word,
 )
 
-Query = Union[str, dict]
+Query = str | dict
 
 # Query types that read only the document being percolated. Left out on purpose: `script`,
 # `script_score`, `function_score` and `terms_set` run scripts; `terms` with a lookup,
@@ -45,11 +45,33 @@ Query = Union[str, dict]
 # takes a script filter.
 ALLOWED_QUERY_TYPES = frozenset(
     {
-        "bool", "boosting", "constant_score", "dis_max", "nested",
-        "match_all", "match_none", "match", "match_phrase", "match_phrase_prefix",
-        "match_bool_prefix", "multi_match", "combined_fields", "query_string",
-        "simple_query_string", "term", "terms", "range", "exists", "prefix", "wildcard",
-        "regexp", "fuzzy", "ids", "geo_bounding_box", "geo_distance", "geo_polygon",
+        "bool",
+        "boosting",
+        "constant_score",
+        "dis_max",
+        "nested",
+        "match_all",
+        "match_none",
+        "match",
+        "match_phrase",
+        "match_phrase_prefix",
+        "match_bool_prefix",
+        "multi_match",
+        "combined_fields",
+        "query_string",
+        "simple_query_string",
+        "term",
+        "terms",
+        "range",
+        "exists",
+        "prefix",
+        "wildcard",
+        "regexp",
+        "fuzzy",
+        "ids",
+        "geo_bounding_box",
+        "geo_distance",
+        "geo_polygon",
     }
 )
 

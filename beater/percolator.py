@@ -23,9 +23,23 @@ ALL_FIELD = "estrom_all"
 # Leaf field types whose values a query string without a field should find.
 _COPIED_TYPES = frozenset(
     {
-        "text", "match_only_text", "keyword", "wildcard", "long", "integer", "short", "byte",
-        "double", "float", "half_float", "scaled_float", "unsigned_long", "boolean", "date",
-        "date_nanos", "ip",
+        "text",
+        "match_only_text",
+        "keyword",
+        "wildcard",
+        "long",
+        "integer",
+        "short",
+        "byte",
+        "double",
+        "float",
+        "half_float",
+        "scaled_float",
+        "unsigned_long",
+        "boolean",
+        "date",
+        "date_nanos",
+        "ip",
     }
 )
 
@@ -97,9 +111,7 @@ class Percolator:
         matches: dict[str, list[int]] = {}
         while True:
             try:
-                answer = await self.engine.request(
-                    "POST", path(percolator_index(index), "_search"), body
-                )
+                answer = await self.engine.request("POST", path(percolator_index(index), "_search"), body)
             except EngineError as e:
                 if e.type == "index_not_found_exception":
                     return matches  # no query was ever registered for this index
@@ -199,8 +211,17 @@ _NUMBER = {"type": "double", "ignore_malformed": True, "copy_to": [ALL_FIELD]}
 # Query types whose body is keyed by the field they search.
 _SINGLE_FIELD = frozenset(
     {
-        "term", "terms", "prefix", "wildcard", "regexp", "fuzzy", "range",
-        "match", "match_phrase", "match_phrase_prefix", "match_bool_prefix",
+        "term",
+        "terms",
+        "prefix",
+        "wildcard",
+        "regexp",
+        "fuzzy",
+        "range",
+        "match",
+        "match_phrase",
+        "match_phrase_prefix",
+        "match_bool_prefix",
     }
 )
 
@@ -225,9 +246,15 @@ def _searched_fields(clause: Any) -> dict[str, str]:
 
 
 def _numeric_bounds(value: Any) -> bool:
-    bounds = [value.get(key) for key in ("gt", "gte", "lt", "lte", "from", "to")] if isinstance(value, dict) else []
+    bounds = (
+        [value.get(key) for key in ("gt", "gte", "lt", "lte", "from", "to")]
+        if isinstance(value, dict)
+        else []
+    )
     bounds = [bound for bound in bounds if bound is not None]
-    return bool(bounds) and all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in bounds)
+    return bool(bounds) and all(
+        isinstance(bound, int | float) and not isinstance(bound, bool) for bound in bounds
+    )
 
 
 def _field_names(properties: dict[str, Any], prefix: str = "") -> list[str]:

@@ -14,7 +14,9 @@ class BeaterSettings:
     )
     router_url: str = setting("ws://127.0.0.1:8080/ws", "ESTROM_ROUTER_URL", "WAMP router WebSocket URL")
     realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
-    secret: str = setting("", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True)
+    secret: str = setting(
+        "", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True
+    )
     host: str = setting("127.0.0.1", "ESTROM_BEATER_HOST", "address the ingest HTTP server listens on")
     port: int = setting(8070, "ESTROM_BEATER_PORT", "port of the ingest HTTP server")
     max_body_bytes: int = setting(10 * 1024 * 1024, "ESTROM_MAX_BODY_BYTES", "largest ingest request body")

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -90,12 +89,22 @@ class Stack:
         self._spawn(
             "engine",
             [
-                self.java, "-Xms512m", "-Xmx1g", "-XX:+UseSerialGC",
-                "-cp", classpath, "estrom.engine.EngineNode",
-                str(self.workdir / "engine"), str(self.ports.engine),
+                self.java,
+                "-Xms512m",
+                "-Xmx1g",
+                "-XX:+UseSerialGC",
+                "-cp",
+                classpath,
+                "estrom.engine.EngineNode",
+                str(self.workdir / "engine"),
+                str(self.ports.engine),
             ],
         )
-        self._wait("engine", lambda: _get(self.engine_url + "/_cluster/health?wait_for_status=yellow&timeout=1s") is not None, timeout)
+        self._wait(
+            "engine",
+            lambda: _get(self.engine_url + "/_cluster/health?wait_for_status=yellow&timeout=1s") is not None,
+            timeout,
+        )
 
     def start_router(self, timeout: float = 60) -> None:
         """Start crossbar with router/.crossbar/config.json, listening on ports.router."""
@@ -115,9 +124,15 @@ class Stack:
     def start_beater(self, timeout: float = 60) -> None:
         self._spawn("beater", [self.python, "-m", "beater"])
         # Ready when an (empty) ingest goes all the way through engine and router.
-        self._wait("beater", lambda: _status(self.beater_url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200, timeout)
+        self._wait(
+            "beater",
+            lambda: _status(self.beater_url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200,
+            timeout,
+        )
 
-    def start_tailor(self, name: str = "tailor", port: int | None = None, timeout: float = 60, **env: str) -> str:
+    def start_tailor(
+        self, name: str = "tailor", port: int | None = None, timeout: float = 60, **env: str
+    ) -> str:
         """Start a Tailor (another one, given another ``name`` and ``port``); its URL."""
         port = port or self.ports.tailor
         url = f"http://127.0.0.1:{port}"
@@ -142,28 +157,31 @@ class Stack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         if name in self.processes and self.processes[name].poll() is None:
             raise RuntimeError(f"{name} is already running")
-        log = open(self.log_path(name), "ab")
-        self.processes[name] = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**self.environment(), **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # signals go to the whole group (crossbar has workers)
-        )
-        log.close()
+        with open(self.log_path(name), "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**self.environment(), **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # signals go to the whole group (crossbar has workers)
+            )
 
     def _wait(self, name: str, ready, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         process = self.processes[name]
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_path(name)}:\n{self.tail(name)}")
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}; see {self.log_path(name)}:\n{self.tail(name)}"
+                )
             if ready():
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready after {timeout} s; see {self.log_path(name)}:\n{self.tail(name)}")
+        raise RuntimeError(
+            f"{name} not ready after {timeout} s; see {self.log_path(name)}:\n{self.tail(name)}"
+        )
 
     def tail(self, name: str, lines: int = 30) -> str:
         try:
@@ -207,7 +225,7 @@ def _status(url: str, data: bytes | None = None) -> int | None:
             return response.status
     except urllib.error.HTTPError as e:
         return e.code
-    except (OSError, socket.timeout):
+    except (TimeoutError, OSError):
         return None
 
 
@@ -215,7 +233,7 @@ def _get(url: str) -> bytes | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.read()
-    except (OSError, socket.timeout):
+    except (TimeoutError, OSError):
         return None
 
 
@@ -243,7 +261,9 @@ def main(argv: list[str] | None = None) -> None:
         if stack.engine_answers():
             print(f"estrom: using the search engine at {stack.engine_url}", flush=True)
         else:
-            print(f"estrom: nothing answers at {stack.engine_url}; starting a local OpenSearch node", flush=True)
+            print(
+                f"estrom: nothing answers at {stack.engine_url}; starting a local OpenSearch node", flush=True
+            )
         stack.up()
         print(
             f"""

@@ -15,7 +15,7 @@ from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -126,7 +126,9 @@ class Tailor:
                 return
             await deferLater(reactor, 0.01, lambda: None)
 
-    async def open(self, request: Request, index: str | None, query: Any, sid: str | None, limit: int | None) -> None:
+    async def open(
+        self, request: Request, index: str | None, query: Any, sid: str | None, limit: int | None
+    ) -> None:
         session = self.session
         if session is None:
             return send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
@@ -176,7 +178,10 @@ class DocsResource(Resource):
             send_error(request, 400, str(e))
             return NOT_DONE_YET
         Deferred.fromCoroutine(self.tailor.open(request, index, query, sid, limit)).addErrback(
-            lambda failure: (log.failure("stream failed", failure), send_error(request, 500, "internal error"))
+            lambda failure: (
+                log.failure("stream failed", failure),
+                send_error(request, 500, "internal error"),
+            )
         )
         return NOT_DONE_YET
 

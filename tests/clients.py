@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ijson
 import treq
@@ -47,7 +48,7 @@ async def get(url: str, params: dict | None = None) -> tuple[int, Any]:
 
 
 class _Feed(Protocol):
-    def __init__(self, stream: "HttpStream"):
+    def __init__(self, stream: HttpStream):
         self.stream = stream
 
     def dataReceived(self, data: bytes) -> None:
@@ -72,9 +73,11 @@ class HttpStream:
         self._feed: _Feed | None = None
 
     @classmethod
-    async def open(cls, tailor_url: str, **params: Any) -> "HttpStream":
+    async def open(cls, tailor_url: str, **params: Any) -> HttpStream:
         stream = cls()
-        response = await treq.get(tailor_url + "/api/v0.1/docs", params=params, unbuffered=True, timeout=TIMEOUT)
+        response = await treq.get(
+            tailor_url + "/api/v0.1/docs", params=params, unbuffered=True, timeout=TIMEOUT
+        )
         stream.status = response.code
         stream._feed = _Feed(stream)
         response.deliverBody(stream._feed)

@@ -129,7 +129,11 @@ def router_cbdir() -> str:
 
 
 def pip_installs(name: str) -> list[list[str]]:
-    return [tokens[tokens.index("install") + 1 :] for tokens in runs(name) if "pip" in tokens and "install" in tokens]
+    return [
+        tokens[tokens.index("install") + 1 :]
+        for tokens in runs(name)
+        if "pip" in tokens and "install" in tokens
+    ]
 
 
 # --- the compose file ---------------------------------------------------------------------------
@@ -164,7 +168,11 @@ def test_beater_and_tailor_listen_on_all_interfaces_in_their_containers():
 
 def test_services_reach_each_other_by_compose_service_name():
     engine = urlsplit(environment("beater")[env_name(BeaterSettings, "elasticsearch_url")])
-    assert (engine.scheme, engine.hostname, engine.port) == ("http", "elasticsearch", published("elasticsearch")[0][1])
+    assert (engine.scheme, engine.hostname, engine.port) == (
+        "http",
+        "elasticsearch",
+        published("elasticsearch")[0][1],
+    )
 
     ws_path, _ = router_path("websocket")
     for name, cls in SETTINGS.items():
@@ -176,10 +184,10 @@ def test_services_reach_each_other_by_compose_service_name():
 def test_the_beater_secret_comes_from_the_users_environment_and_is_required():
     secret = env_name(BeaterSettings, "secret")
     _, websocket = router_path("websocket")
-    assert websocket["auth"]["ticket"]["principals"]["beater"]["ticket"] == "${%s}" % secret
+    assert websocket["auth"]["ticket"]["principals"]["beater"]["ticket"] == f"${{{secret}}}"
     for name in ("router", "beater"):
         # ${VAR:?message}: compose refuses to start without it, and no credential is in the repo.
-        assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % secret, environment(name)[secret]), name
+        assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", environment(name)[secret]), name
 
 
 def test_services_start_in_order_and_come_back_after_a_crash():

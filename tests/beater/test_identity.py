@@ -90,7 +90,9 @@ def test_dsl_should_keeps_duplicates_because_minimum_should_match_counts_them():
 
 
 def test_terms_values_order_does_not_matter():
-    assert len(set(ids({"terms": {"level": ["warn", "error"]}}, {"terms": {"level": ["error", "warn"]}}))) == 1
+    assert (
+        len(set(ids({"terms": {"level": ["warn", "error"]}}, {"terms": {"level": ["error", "warn"]}}))) == 1
+    )
 
 
 @pytest.mark.parametrize(

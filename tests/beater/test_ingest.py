@@ -29,7 +29,11 @@ def url(stack, index):
         # format => "json_batch": an array of objects.
         ("application/json; charset=UTF-8", [{"service": "api", "n": 1}, {"service": "api", "n": 2}], 2),
         # NDJSON, one object per line; blank lines and a missing final newline are fine.
-        ("application/x-ndjson", b'{"service": "api", "n": 1}\n\n{"service": "api", "n": 2}\n{"service": "api", "n": 3}', 3),
+        (
+            "application/x-ndjson",
+            b'{"service": "api", "n": 1}\n\n{"service": "api", "n": 2}\n{"service": "api", "n": 3}',
+            3,
+        ),
     ],
     ids=["json-object", "json-array", "ndjson"],
 )
@@ -54,7 +58,13 @@ async def test_documents_nobody_asked_for_are_accepted(stack, index):
 async def test_a_query_on_a_field_not_seen_before_matches_when_it_arrives(stack, index):
     # The percolator index maps unknown fields as text: nothing has to be declared in advance.
     stream = await tail(stack, index, "kubernetes.pod:web-7 AND NOT level:debug")
-    await post(url(stack, index), [{"kubernetes": {"pod": "web-7"}, "level": "debug"}, {"kubernetes": {"pod": "web-7"}, "level": "warn"}])
+    await post(
+        url(stack, index),
+        [
+            {"kubernetes": {"pod": "web-7"}, "level": "debug"},
+            {"kubernetes": {"pod": "web-7"}, "level": "warn"},
+        ],
+    )
     hits = await stream.wait_for_hits(1)
     assert hits[0]["_source"]["level"] == "warn"
     stream.close()
@@ -63,7 +73,9 @@ async def test_a_query_on_a_field_not_seen_before_matches_when_it_arrives(stack,
 @pytest_twisted.ensureDeferred
 async def test_query_without_a_field_searches_every_field(stack, index):
     stream = await tail(stack, index, "timeout AND checkout")
-    await post(url(stack, index), [{"msg": "timeout", "service": "checkout"}, {"msg": "timeout", "service": "cart"}])
+    await post(
+        url(stack, index), [{"msg": "timeout", "service": "checkout"}, {"msg": "timeout", "service": "cart"}]
+    )
     hits = await stream.wait_for_hits(1)
     assert hits[0]["_source"]["service"] == "checkout"
     stream.close()
@@ -137,7 +149,14 @@ async def test_documents_that_contradict_the_source_mapping_are_refused(stack, i
     )
     assert created.code == 200, await created.text()
     stream = await tail(stack, index, "status:[500 TO 599] AND level:ERROR")
-    status, answer = await post(url(stack, index), [{"status": 503, "level": "ERROR"}, {"status": 404, "level": "ERROR"}, {"status": 503, "level": "error"}])
+    status, answer = await post(
+        url(stack, index),
+        [
+            {"status": 503, "level": "ERROR"},
+            {"status": 404, "level": "ERROR"},
+            {"status": 503, "level": "error"},
+        ],
+    )
     assert status == 200, answer
     hits = await stream.wait_for_hits(1)
     # A numeric range, and a keyword compared as-is (not analysed to lowercase).

@@ -36,7 +36,10 @@ async def test_lookup_returns_index_and_canonical_query(session, index):
     sid = await session.call(api.REGISTER, index, "service:api AND level:error")
     assert await session.call(api.LOOKUP, sid) == {"index": index, "query": "level:error AND service:api"}
     dsl = await session.call(api.REGISTER, index, {"query": {"term": {"level": "error"}}})
-    assert await session.call(api.LOOKUP, dsl) == {"index": index, "query": {"term": {"level": {"value": "error"}}}}
+    assert await session.call(api.LOOKUP, dsl) == {
+        "index": index,
+        "query": {"term": {"level": {"value": "error"}}},
+    }
 
 
 @pytest_twisted.ensureDeferred
@@ -84,7 +87,9 @@ async def test_invalid_index_name_is_refused(session, bad):
 
 @pytest_twisted.ensureDeferred
 async def test_anonymous_clients_may_not_publish_or_register(session):
-    error = await refused(session.publish(api.topic("0123456789abcdef"), {"forged": True}, options=ACKNOWLEDGE))
+    error = await refused(
+        session.publish(api.topic("0123456789abcdef"), {"forged": True}, options=ACKNOWLEDGE)
+    )
     assert error.error == "wamp.error.not_authorized"
     error = await refused(session.register(lambda: None, "estrom.evil"))
     assert error.error == "wamp.error.not_authorized"

@@ -39,10 +39,16 @@ async def test_wamp_client_subscribes_to_the_topic_directly(stack, index):
         sid = await session.call(api.REGISTER, index, "service:api")
         events = []
         await session.subscribe(lambda *hits: events.append(hits), api.topic(sid))
-        await post(f"{stack.beater_url}/api/v0.1/docs/{index}", [{"service": "api", "n": 1}, {"service": "api", "n": 2}])
+        await post(
+            f"{stack.beater_url}/api/v0.1/docs/{index}",
+            [{"service": "api", "n": 1}, {"service": "api", "n": 2}],
+        )
         await eventually(lambda: events, what="an event")
         # One percolation, one event, all its hits as positional arguments.
         assert len(events) == 1
-        assert [hit["_source"] for hit in events[0]] == [{"service": "api", "n": 1}, {"service": "api", "n": 2}]
+        assert [hit["_source"] for hit in events[0]] == [
+            {"service": "api", "n": 1},
+            {"service": "api", "n": 2},
+        ]
     finally:
         session.leave()

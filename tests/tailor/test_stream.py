@@ -123,7 +123,11 @@ async def subscribers(meta, sid: str) -> int:
     """How many sessions the router has subscribed to the topic of ``sid``."""
     subscription = await meta.call("wamp.subscription.lookup", api.topic(sid))
     try:
-        return 0 if subscription is None else await meta.call("wamp.subscription.count_subscribers", subscription)
+        return (
+            0
+            if subscription is None
+            else await meta.call("wamp.subscription.count_subscribers", subscription)
+        )
     except ApplicationError as e:
         if e.error == "wamp.error.no_such_subscription":  # deleted since the lookup
             return 0
