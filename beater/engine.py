@@ -80,7 +80,8 @@ class Engine:
             answer = json.loads(content) if content else None
         except ValueError:
             answer = {"error": content.decode("utf-8", "replace")[:500]}
-        if response.code >= 500:
+        # 429: the engine's queues are full (rejected execution): busy, not a bad request.
+        if response.code >= 500 or response.code == 429:
             raise EngineUnavailable(f"search engine answered {response.code}: {_reason(answer)[1]}")
         if response.code >= 400:
             raise EngineError(response.code, answer)

@@ -20,3 +20,6 @@ class BeaterSettings:
     host: str = setting("127.0.0.1", "ESTROM_BEATER_HOST", "address the ingest HTTP server listens on")
     port: int = setting(8070, "ESTROM_BEATER_PORT", "port of the ingest HTTP server")
     max_body_bytes: int = setting(10 * 1024 * 1024, "ESTROM_MAX_BODY_BYTES", "largest ingest request body")
+    percolate_page_size: int = setting(
+        1000, "ESTROM_PERCOLATE_PAGE_SIZE", "matching queries fetched per engine request while percolating"
+    )

@@ -121,14 +121,16 @@ class Stack:
         self._spawn("router", [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
         self._wait("router", lambda: _status(f"http://127.0.0.1:{self.ports.router}/") is not None, timeout)
 
-    def start_beater(self, timeout: float = 60) -> None:
-        self._spawn("beater", [self.python, "-m", "beater"])
+    def start_beater(
+        self, name: str = "beater", port: int | None = None, timeout: float = 60, **env: str
+    ) -> str:
+        """Start a Beater (another one, given another ``name`` and ``port``); its URL."""
+        port = port or self.ports.beater
+        url = f"http://127.0.0.1:{port}"
+        self._spawn(name, [self.python, "-m", "beater"], {"ESTROM_BEATER_PORT": str(port), **env})
         # Ready when an (empty) ingest goes all the way through engine and router.
-        self._wait(
-            "beater",
-            lambda: _status(self.beater_url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200,
-            timeout,
-        )
+        self._wait(name, lambda: _status(url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200, timeout)
+        return url
 
     def start_tailor(
         self, name: str = "tailor", port: int | None = None, timeout: float = 60, **env: str

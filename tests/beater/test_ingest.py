@@ -165,3 +165,48 @@ async def test_documents_that_contradict_the_source_mapping_are_refused(stack, i
     assert status == 400
     assert "search engine refused the documents" in answer["error"]
     stream.close()
+
+
+async def percolations(stack, index) -> int:
+    """How many searches the engine has run on the percolator index of ``index``."""
+    response = await treq.get(f"{stack.engine_url}/estrom-queries-{index}/_stats/search")
+    stats = await response.json()
+    return stats["_all"]["primaries"]["search"]["query_total"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_all_documents_of_a_request_are_percolated_in_one_engine_request(stack, index):
+    stream = await tail(stack, index, "service:api")
+    before = await percolations(stack, index)
+    status, answer = await post(url(stack, index), [{"service": "api", "n": n} for n in range(50)])
+    assert (status, answer["published"]) == (200, 50)
+    assert await percolations(stack, index) == before + 1
+    assert len(await stream.wait_for_hits(50)) == 50
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_matching_query_gets_its_hits_however_many_match(stack, index):
+    # A Beater that fetches matching queries two at a time must still find all seven.
+    beater = stack.start_beater("beater-paging", port=stack.ports.beater + 1, ESTROM_PERCOLATE_PAGE_SIZE="2")
+    try:
+        queries = [
+            "service:api",
+            "level:error",
+            "api",
+            "error",
+            "service:api AND level:error",
+            "*",
+            "msg:disk",
+        ]
+        streams = [await tail(stack, index, query) for query in queries]
+        status, answer = await post(
+            url(stack, index).replace(stack.beater_url, beater),
+            {"service": "api", "level": "error", "msg": "disk full"},
+        )
+        assert (status, answer) == (200, {"accepted": 1, "matched": 1, "published": 7})
+        for stream in streams:
+            assert len(await stream.wait_for_hits(1)) == 1
+            stream.close()
+    finally:
+        stack.stop("beater-paging")
