@@ -5,7 +5,7 @@ ROUTER_VENV := .venv-router
 
 .PHONY: install up test lint engine clean
 
-install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine/target/.built
+install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,24 @@ $(ROUTER_VENV)/.installed: router/requirements.txt
 		--force-reinstall --no-deps bjdata==0.6.6
 	touch $@
 
-engine: engine/target/.built
+engine: engine/target/.built engine/elasticsearch7/target/.built
 
-# A local OpenSearch node for `make up` and the tests; the jars are cached in ~/.m2.
+# Local search engine nodes for `make up` and the tests (OpenSearch 2.19, and Elasticsearch 7.17,
+# the last major on Maven Central); the jars are cached in ~/.m2.
 engine/target/.built: engine/pom.xml $(wildcard engine/src/main/java/estrom/engine/*.java)
 	cd engine && mvn -q -B package
 	touch $@
 
+engine/elasticsearch7/target/.built: engine/elasticsearch7/pom.xml \
+		$(wildcard engine/elasticsearch7/src/main/java/estrom/engine/es7/*.java)
+	cd engine/elasticsearch7 && mvn -q -B package
+	touch $@
+
+# `make up ENGINE=elasticsearch7` starts Elasticsearch instead, when no engine answers.
+ENGINE ?= opensearch
+
 up: install
-	$(VENV)/bin/python -m estrom.stack
+	$(VENV)/bin/python -m estrom.stack --engine $(ENGINE)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -40,4 +49,4 @@ test: install lint
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(ROUTER_VENV) engine/target .estrom
+	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom

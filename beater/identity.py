@@ -24,6 +24,7 @@ from luqum.tree import (
     BaseOperation,
     Boost,
     FieldGroup,
+    From,
     Group,
     Item,
     Not,
@@ -32,6 +33,7 @@ from luqum.tree import (
     Prohibit,
     Range,
     SearchField,
+    To,
     UnknownOperation,
     Word,
 )
@@ -199,6 +201,11 @@ def _render(node: Item) -> str:
     if isinstance(node, Range):
         low, high = ("[" if node.include_low else "{"), ("]" if node.include_high else "}")
         return f"{low}{_render(node.low)} TO {_render(node.high)}{high}"
+    return _bare(node)
+
+
+def _bare(node: Item) -> str:
+    """``node`` as written, without the whitespace around it and its parts."""
     bare = copy.deepcopy(node)
     _strip_whitespace(bare)
     return str(bare)
@@ -311,3 +318,96 @@ _NORMALISERS = {
     "terms": _terms,
     "query_string": _query_string,
 }
+
+
+# --- Fields a query names -------------------------------------------------------------------
+
+# Query types whose body is keyed by the field they search.
+_SINGLE_FIELD = frozenset(
+    {
+        "term",
+        "terms",
+        "prefix",
+        "wildcard",
+        "regexp",
+        "fuzzy",
+        "range",
+        "match",
+        "match_phrase",
+        "match_phrase_prefix",
+        "match_bool_prefix",
+    }
+)
+
+
+def searched_fields(clause: dict) -> dict[str, str]:
+    """``{field: "number" | "string"}`` for each field a canonical clause names.
+
+    A field is a number when every use compares it with numbers (a range with numeric bounds).
+    Fields a query string names count too; wildcard field names do not.
+    """
+    uses: dict[str, set[str]] = {}
+    _collect_fields(clause, uses)
+    return {field: "number" if kinds == {"number"} else "string" for field, kinds in uses.items()}
+
+
+def _collect_fields(clause: Any, uses: dict[str, set[str]]) -> None:
+    if isinstance(clause, list):
+        for item in clause:
+            _collect_fields(item, uses)
+        return
+    if not isinstance(clause, dict):
+        return
+    for kind, body in clause.items():
+        if isinstance(body, list):
+            _collect_fields(body, uses)
+        elif not isinstance(body, dict):
+            continue
+        elif kind == "exists" and isinstance(body.get("field"), str):
+            _use(uses, body["field"], "string")
+        elif kind in _SINGLE_FIELD:
+            for field, value in body.items():
+                if field != "boost":
+                    numeric = kind == "range" and _numeric_bounds(
+                        [value.get(key) for key in ("gt", "gte", "lt", "lte", "from", "to")]
+                    )
+                    _use(uses, field, "number" if numeric else "string")
+        elif kind == "query_string" and isinstance(body.get("query"), str):
+            _collect_lucene_fields(_lucene.parse(body["query"]), uses)
+        else:
+            _collect_fields(body, uses)
+
+
+def _collect_lucene_fields(node: Item, uses: dict[str, set[str]]) -> None:
+    if isinstance(node, SearchField):
+        if node.name == "_exists_" and isinstance(node.expr, Word):
+            _use(uses, node.expr.value, "string")
+        elif isinstance(node.expr, Range | From | To):
+            bounds = [_bare(child) for child in node.expr.children]
+            _use(uses, node.name, "number" if _numeric_bounds([b for b in bounds if b != "*"]) else "string")
+        else:
+            _use(uses, node.name, "string")
+    for child in node.children:
+        _collect_lucene_fields(child, uses)
+
+
+def _use(uses: dict[str, set[str]], field: str, kind: str) -> None:
+    if field and not field.startswith("_") and not set(field) & set("*?\\"):
+        uses.setdefault(field, set()).add(kind)
+
+
+def _numeric_bounds(bounds: list[Any]) -> bool:
+    bounds = [bound for bound in bounds if bound is not None]
+    return bool(bounds) and all(_is_number(bound) for bound in bounds)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from beater.engine import Engine, EngineError, path
-from beater.identity import Identified, InvalidQuery
+from beater.identity import Identified, InvalidQuery, searched_fields
 
 PREFIX = "estrom-queries-"
 QUERY_FIELD = "estrom_query"
@@ -162,15 +162,15 @@ class Percolator:
         self._indexes.add(name)
 
     async def _map_fields(self, query: Identified) -> None:
-        """Map the fields that ``query``'s DSL clauses search, where still unmapped.
+        """Map the fields that ``query`` names, where still unmapped.
 
-        ``map_unmapped_fields_as_text`` does not cover them: the engine turns a term, range or
-        exists query on an unmapped field into "match none" when it runs a stored query, and
-        refuses a match query on one under ``must_not``. Such a field is mapped as the engine
-        maps a new string (text, with a ``keyword`` sub-field), or as a number when the query
-        compares it with numbers.
+        ``map_unmapped_fields_as_text`` is not enough: OpenSearch turns a term, range or exists
+        query on an unmapped field into "match none" when it runs a stored query and refuses a
+        match query on one under ``must_not``; Elasticsearch 7 does the same to a query string
+        naming one. Such a field is mapped as the engine maps a new string (text, with a
+        ``keyword`` sub-field), or as a number when the query compares it with numbers.
         """
-        wanted = _searched_fields(query.clause)
+        wanted = searched_fields(query.clause)
         name = percolator_index(query.index)
         known = self._fields.get(name)
         if known is None or not wanted.keys() <= known:
@@ -207,54 +207,6 @@ _STRING = {
     "copy_to": [ALL_FIELD],
 }
 _NUMBER = {"type": "double", "ignore_malformed": True, "copy_to": [ALL_FIELD]}
-
-# Query types whose body is keyed by the field they search.
-_SINGLE_FIELD = frozenset(
-    {
-        "term",
-        "terms",
-        "prefix",
-        "wildcard",
-        "regexp",
-        "fuzzy",
-        "range",
-        "match",
-        "match_phrase",
-        "match_phrase_prefix",
-        "match_bool_prefix",
-    }
-)
-
-
-def _searched_fields(clause: Any) -> dict[str, str]:
-    """``{field: "number" | "string"}`` for every field a clause in ``clause`` searches."""
-    fields: dict[str, str] = {}
-    if isinstance(clause, list):
-        for item in clause:
-            fields.update(_searched_fields(item))
-    elif isinstance(clause, dict):
-        for kind, body in clause.items():
-            if kind == "exists" and isinstance(body, dict) and isinstance(body.get("field"), str):
-                fields.setdefault(body["field"], "string")
-            elif kind in _SINGLE_FIELD and isinstance(body, dict):
-                for field, value in body.items():
-                    if field != "boost" and not field.startswith("_"):
-                        fields[field] = "number" if kind == "range" and _numeric_bounds(value) else "string"
-            else:
-                fields.update(_searched_fields(body))
-    return fields
-
-
-def _numeric_bounds(value: Any) -> bool:
-    bounds = (
-        [value.get(key) for key in ("gt", "gte", "lt", "lte", "from", "to")]
-        if isinstance(value, dict)
-        else []
-    )
-    bounds = [bound for bound in bounds if bound is not None]
-    return bool(bounds) and all(
-        isinstance(bound, int | float) and not isinstance(bound, bool) for bound in bounds
-    )
 
 
 def _field_names(properties: dict[str, Any], prefix: str = "") -> list[str]:

@@ -21,6 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The local search engine nodes this repository can start: Maven module, launcher class.
+ENGINES = {
+    "opensearch": (ROOT / "engine", "estrom.engine.EngineNode"),
+    "elasticsearch7": (ROOT / "engine" / "elasticsearch7", "estrom.engine.es7.Es7Node"),
+}
+
 
 @dataclass
 class Ports:
@@ -37,6 +43,7 @@ class Stack:
     workdir: Path
     ports: Ports = field(default_factory=Ports)
     engine_url: str | None = None  # None: http://127.0.0.1:<ports.engine>
+    engine: str = "opensearch"  # which local node start_engine starts (see ENGINES)
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     python: str = sys.executable
     crossbar: str = str(ROOT / ".venv-router" / "bin" / "crossbar")
@@ -81,11 +88,12 @@ class Stack:
         return _get(self.engine_url + "/_cluster/health") is not None
 
     def start_engine(self, timeout: float = 180) -> None:
-        """Start a local OpenSearch node (see engine/) with its data under workdir/engine."""
-        classes = ROOT / "engine" / "target" / "classes"
+        """Start a local search engine node (see engine/) with its data under workdir/engine."""
+        module, launcher = ENGINES[self.engine]
+        classes = module / "target" / "classes"
         if not classes.is_dir():
-            raise RuntimeError("the engine is not built: run `make engine` (or `make install`)")
-        classpath = f"{classes}{os.pathsep}{ROOT / 'engine' / 'target' / 'lib' / '*'}"
+            raise RuntimeError(f"the {self.engine} node is not built: run `make engine`")
+        classpath = f"{classes}{os.pathsep}{module / 'target' / 'lib' / '*'}"
         self._spawn(
             "engine",
             [
@@ -95,7 +103,7 @@ class Stack:
                 "-XX:+UseSerialGC",
                 "-cp",
                 classpath,
-                "estrom.engine.EngineNode",
+                launcher,
                 str(self.workdir / "engine"),
                 str(self.ports.engine),
             ],
@@ -242,9 +250,16 @@ def _get(url: str) -> bytes | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="estrom-up", description="Run the whole estrom system here.")
     parser.add_argument("--workdir", default=str(ROOT / ".estrom"), help="logs and engine data")
+    parser.add_argument(
+        "--engine",
+        choices=sorted(ENGINES),
+        default="opensearch",
+        help="the local node to start when no engine answers at $ESTROM_ELASTICSEARCH_URL",
+    )
     args = parser.parse_args(argv)
     stack = Stack(
-        Path(args.workdir),
+        Path(args.workdir) / args.engine,
+        engine=args.engine,
         engine_url=os.environ.get("ESTROM_ELASTICSEARCH_URL"),
         secret=os.environ.get("ESTROM_BEATER_SECRET") or secrets.token_urlsafe(24),
     )

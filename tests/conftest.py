@@ -1,5 +1,6 @@
-"""The real system for the tests: an OpenSearch node, crossbar, Beater and Tailor, started once
-per session on ports of their own (so a `make up` alongside does not disturb them).
+"""The real system for the tests: a search engine node (OpenSearch 2.19, then Elasticsearch 7.17),
+crossbar, Beater and Tailor, started on ports of their own (so a `make up` alongside does not
+disturb them). Every test that uses `stack` runs once on each engine.
 
 There is no skipping: if a part cannot start, every test that needs it fails, with its log.
 """
@@ -12,18 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from estrom.stack import ROOT, Ports, Stack
+from estrom.stack import ENGINES, ROOT, Ports, Stack
 
 TEST_PORTS = Ports(engine=19200, router=18080, beater=18070, tailor=18090)
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
-def stack() -> Stack:
-    """The running system. A test that stops a part must start it again before it ends."""
-    workdir = ARTIFACTS / "stack"
+@pytest.fixture(scope="session", params=sorted(ENGINES))
+def stack(request) -> Stack:
+    """The running system, once on each search engine. A test that stops a part must start it
+    again before it ends."""
+    workdir = ARTIFACTS / f"stack-{request.param}"
     shutil.rmtree(workdir, ignore_errors=True)
-    system = Stack(workdir, ports=TEST_PORTS)
+    system = Stack(workdir, ports=TEST_PORTS, engine=request.param)
     try:
         system.start_engine()
         system.start_router()

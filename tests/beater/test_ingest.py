@@ -210,3 +210,17 @@ async def test_every_matching_query_gets_its_hits_however_many_match(stack, inde
             stream.close()
     finally:
         stack.stop("beater-paging")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_numeric_range_in_a_query_string_compares_numbers(stack, index):
+    stream = await tail(stack, index, "status:[500 TO 599] AND service:api")
+    docs = [
+        {"status": 60, "service": "api"},
+        {"status": 503, "service": "api"},
+        {"status": 503, "service": "db"},
+    ]
+    await post(url(stack, index), docs)
+    hits = await stream.wait_for_hits(1)
+    assert [hit["_source"] for hit in hits] == [docs[1]]  # "60" sorts between "500" and "599" as text
+    stream.close()
