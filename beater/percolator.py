@@ -54,19 +54,14 @@ class Percolator:
     def __init__(self, engine: Engine, page_size: int = 1000):
         self.engine = engine
         self.page_size = page_size
-        self._indexes: set[str] = set()  # percolator indexes known to exist
-        self._stored: set[str] = set()  # query IDs known to be stored and searchable
-        self._fields: dict[str, set[str]] = {}  # mapped field paths, per percolator index
 
     async def store(self, query: Identified) -> None:
         """Store ``query`` so that it matches from the moment this returns.
 
-        Raises InvalidQuery with the engine's reason if the engine refuses it.
+        Raises InvalidQuery with the engine's reason if the engine refuses it. Nothing is cached:
+        the engine alone knows what is stored (it may have been restarted, or wiped).
         """
-        if query.id in self._stored:
-            return
-        await self._ensure_index(query.index)
-        await self._map_fields(query)
+        await self._map_fields(query, await self._ensure_index(query.index))
         document = {
             QUERY_FIELD: query.clause,
             ID_FIELD: query.id,
@@ -82,7 +77,6 @@ class Percolator:
             )
         except EngineError as e:
             raise InvalidQuery(e.reason) from e
-        self._stored.add(query.id)
 
     async def find(self, query_id: str) -> dict[str, Any] | None:
         """The ``{"index", "query"}`` a query ID was registered with, or None."""
@@ -123,10 +117,16 @@ class Percolator:
                 return matches
             body["search_after"] = hits[-1]["sort"]
 
-    async def _ensure_index(self, index: str) -> None:
+    async def _ensure_index(self, index: str) -> set[str]:
+        """Create the percolator index of ``index`` unless it exists; its mapped field paths."""
         name = percolator_index(index)
-        if name in self._indexes:
-            return
+        try:
+            answer = await self.engine.request("GET", path(name, "_mapping"))
+        except EngineError as e:
+            if e.status != 404:
+                raise
+        else:
+            return set(_field_names(answer[name]["mappings"].get("properties", {})))
         properties = await self._source_properties(index)
         properties.update(
             {
@@ -157,11 +157,12 @@ class Percolator:
         try:
             await self.engine.request("PUT", path(name), body)
         except EngineError as e:
-            if e.type != "resource_already_exists_exception":
+            if e.type != "resource_already_exists_exception":  # created meanwhile by another call
                 raise
-        self._indexes.add(name)
+            return await self._ensure_index(index)
+        return set(_field_names(properties))
 
-    async def _map_fields(self, query: Identified) -> None:
+    async def _map_fields(self, query: Identified, known: set[str]) -> None:
         """Map the fields that ``query`` names, where still unmapped.
 
         ``map_unmapped_fields_as_text`` is not enough: OpenSearch turns a term, range or exists
@@ -170,21 +171,16 @@ class Percolator:
         naming one. Such a field is mapped as the engine maps a new string (text, with a
         ``keyword`` sub-field), or as a number when the query compares it with numbers.
         """
-        wanted = searched_fields(query.clause)
-        name = percolator_index(query.index)
-        known = self._fields.get(name)
-        if known is None or not wanted.keys() <= known:
-            answer = await self.engine.request("GET", path(name, "_mapping"))
-            known = self._fields[name] = set(_field_names(answer[name]["mappings"].get("properties", {})))
-        missing = {field: kind for field, kind in wanted.items() if field not in known}
+        missing = {field: kind for field, kind in searched_fields(query.clause).items() if field not in known}
         if not missing:
             return
         properties = {field: _NUMBER if kind == "number" else _STRING for field, kind in missing.items()}
         try:
-            await self.engine.request("PUT", path(name, "_mapping"), {"properties": properties})
+            await self.engine.request(
+                "PUT", path(percolator_index(query.index), "_mapping"), {"properties": properties}
+            )
         except EngineError as e:
             raise InvalidQuery(e.reason) from e
-        known.update(missing)
 
     async def _source_properties(self, index: str) -> dict[str, Any]:
         """The field mappings of the source index, if it exists, each copied to ALL_FIELD."""

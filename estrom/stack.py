@@ -129,26 +129,26 @@ class Stack:
         self._spawn("router", [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
         self._wait("router", lambda: _status(f"http://127.0.0.1:{self.ports.router}/") is not None, timeout)
 
-    def start_beater(
-        self, name: str = "beater", port: int | None = None, timeout: float = 60, **env: str
-    ) -> str:
+    def start_beater(self, name: str = "beater", port: int | None = None, **env: str) -> str:
         """Start a Beater (another one, given another ``name`` and ``port``); its URL."""
-        port = port or self.ports.beater
-        url = f"http://127.0.0.1:{port}"
-        self._spawn(name, [self.python, "-m", "beater"], {"ESTROM_BEATER_PORT": str(port), **env})
         # Ready when an (empty) ingest goes all the way through engine and router.
-        self._wait(name, lambda: _status(url + "/api/v0.1/docs/estrom-readiness", b"{}") == 200, timeout)
-        return url
+        return self._start_service(
+            name, "beater", port or self.ports.beater, env, "/api/v0.1/docs/estrom-readiness", b"{}", 200
+        )
 
-    def start_tailor(
-        self, name: str = "tailor", port: int | None = None, timeout: float = 60, **env: str
-    ) -> str:
+    def start_tailor(self, name: str = "tailor", port: int | None = None, **env: str) -> str:
         """Start a Tailor (another one, given another ``name`` and ``port``); its URL."""
-        port = port or self.ports.tailor
-        url = f"http://127.0.0.1:{port}"
-        self._spawn(name, [self.python, "-m", "tailor"], {"ESTROM_TAILOR_PORT": str(port), **env})
         # Ready when a lookup goes through router and Beater (an unknown ID: 404).
-        self._wait(name, lambda: _status(url + "/api/v0.1/docs?s=0") == 404, timeout)
+        return self._start_service(
+            name, "tailor", port or self.ports.tailor, env, "/api/v0.1/docs?s=0", None, 404
+        )
+
+    def _start_service(
+        self, name: str, module: str, port: int, env: dict, probe: str, body: bytes | None, ready: int
+    ) -> str:
+        url = f"http://127.0.0.1:{port}"
+        self._spawn(name, [self.python, "-m", module], {f"ESTROM_{module.upper()}_PORT": str(port), **env})
+        self._wait(name, lambda: _status(url + probe, body) == ready, timeout=60)
         return url
 
     def up(self) -> None:

@@ -70,7 +70,8 @@ class Stream:
         tail = b"\n]" + (b", %s: %s" % (b'"error"', json.dumps(error).encode()) if error else b"") + b"}\n"
         self._write(tail)
         self._release()
-        self.request.finish()
+        if not self.request._disconnected:
+            self.request.finish()
 
     def gone(self) -> None:
         """The client went away: stop, and let go of the subscription."""
