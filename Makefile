@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test lint engine clean
+.PHONY: install up test lint engine browser clean
 
-install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine
+install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,20 @@ $(ROUTER_VENV)/.installed: router/requirements.txt
 	$(ROUTER_VENV)/bin/pip install -q --no-cache-dir --no-binary bjdata --no-build-isolation \
 		--force-reinstall --no-deps bjdata==0.6.6
 	touch $@
+
+# The live tail page's autobahn-js, from npm at the version the lock file pins.
+router/web/node_modules/.installed: router/web/package.json router/web/package-lock.json
+	cd router/web && npm ci --no-audit --no-fund
+	touch $@
+
+# autobahn-js for Node.js: the tests' WAMP client that no one here wrote.
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
+# The page is tested in Debian's Chromium (Playwright cannot download a browser here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 engine: engine/target/.built engine/elasticsearch7/target/.built
 
@@ -45,8 +59,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint
+test: install lint browser tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom
+	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom \
+		router/web/node_modules tests/js/node_modules

@@ -1,0 +1,313 @@
+// The live tail page: registers queries with estrom.register and subscribes to docs-for-<ID>
+// itself, over the router's WebSocket (same origin). The URL (?i=..&q=.. or ?s=..) reopens it.
+"use strict";
+
+const DOCS_SHOWN = 1000; // per tail; older documents leave the page
+const BUFFER_LIMIT = 1000; // per paused tail; beyond it the oldest are dropped, and counted
+const RATE_WINDOW_MS = 5000;
+// Errors that pass: Beater (which serves estrom.*) or the engine is not back yet.
+const TRANSIENT = new Set(["wamp.error.no_such_procedure", "estrom.error.unavailable"]);
+
+const tails = [];
+let session = null;
+
+// A JSON object is query DSL; anything else is a Lucene query string (as Tailor reads `q`).
+function parseQuery(text) {
+  if (text.trim().startsWith("{")) {
+    try {
+      const value = JSON.parse(text);
+      if (value && typeof value === "object" && !Array.isArray(value)) return value;
+    } catch (e) {
+      // not JSON: a Lucene range such as {a TO b}
+    }
+  }
+  return text;
+}
+
+function clock(date) {
+  return date.toTimeString().slice(0, 8) + "." + String(date.getMilliseconds()).padStart(3, "0");
+}
+
+function errorText(error) {
+  if (error && error.args && error.args.length) return error.args[0];
+  if (error && error.error) return error.error;
+  return String(error);
+}
+
+class Tail {
+  constructor({ index, query, sid }) {
+    this.index = index;
+    this.query = query; // as typed; null when opened by ID
+    this.sid = sid || null;
+    this.byId = query === null;
+    this.count = 0;
+    this.arrivals = [];
+    this.buffer = [];
+    this.dropped = 0;
+    this.paused = false;
+    this.newestOnTop = false;
+    this.subscription = null;
+    this.el = document.getElementById("tail-template").content.firstElementChild.cloneNode(true);
+    this.list = this.el.querySelector(".docs");
+    this.el.querySelector(".pause").addEventListener("click", () => this.togglePause());
+    this.el.querySelector(".order").addEventListener("click", () => this.toggleOrder());
+    this.el.querySelector(".clear").addEventListener("click", () => this.clear());
+    this.el.querySelector(".close").addEventListener("click", () => this.close());
+    this.showTitle();
+  }
+
+  showTitle() {
+    this.el.querySelector(".tail-index").textContent = this.index || "";
+    this.el.querySelector(".tail-query").textContent =
+      typeof this.query === "string" ? this.query : JSON.stringify(this.query);
+    this.el.querySelector(".tail-id").textContent = this.sid || "…";
+    if (this.sid) this.el.dataset.sid = this.sid;
+  }
+
+  // Register (or look up) and subscribe; again after every reconnect.
+  async attach(session) {
+    if (!this.byId) {
+      this.sid = await session.call("estrom.register", [this.index, parseQuery(this.query)]);
+    } else {
+      const found = await session.call("estrom.lookup", [this.sid]);
+      this.index = found.index;
+      this.query = typeof found.query === "string" ? found.query : JSON.stringify(found.query);
+    }
+    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits) => this.receive(hits));
+    this.el.dataset.subscribed = "";
+    this.showTitle();
+    this.showError(null);
+  }
+
+  // Attach, retrying while the failure is transient and this session lasts.
+  async keepAttached(current) {
+    for (let delay = 500; session === current && tails.includes(this); delay = Math.min(delay * 1.5, 5000)) {
+      try {
+        await this.attach(current);
+        return;
+      } catch (error) {
+        if (!TRANSIENT.has(error.error)) {
+          this.showError(errorText(error));
+          return;
+        }
+        this.showError(`${errorText(error)} — retrying`);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  receive(hits) {
+    const at = new Date();
+    for (const hit of hits) {
+      this.count += 1;
+      this.arrivals.push(at.getTime());
+      if (this.paused) {
+        this.buffer.push({ hit, at });
+        if (this.buffer.length > BUFFER_LIMIT) {
+          this.buffer.shift();
+          this.dropped += 1;
+        }
+      } else {
+        this.show(hit, at);
+      }
+    }
+    this.showCounts();
+  }
+
+  show(hit, at) {
+    const item = document.createElement("li");
+    const source = hit._source || {};
+    const level = source.level || (source.log && source.log.level) || source.severity;
+    if (typeof level === "string") item.className = "level-" + level.toLowerCase();
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    const time = document.createElement("time");
+    time.dateTime = at.toISOString();
+    time.textContent = clock(at);
+    const sid = document.createElement("span");
+    sid.className = "sid";
+    sid.textContent = this.sid;
+    summary.append(time, sid, document.createTextNode(JSON.stringify(source)));
+    const pre = document.createElement("pre");
+    pre.textContent = JSON.stringify(hit, null, 2);
+    details.append(summary, pre);
+    item.append(details);
+    this.insert(item);
+  }
+
+  insert(item) {
+    if (this.newestOnTop) {
+      this.list.prepend(item);
+      while (this.list.children.length > DOCS_SHOWN) this.list.lastElementChild.remove();
+    } else {
+      const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
+      this.list.append(item);
+      while (this.list.children.length > DOCS_SHOWN) this.list.firstElementChild.remove();
+      if (atBottom) this.list.scrollTop = this.list.scrollHeight; // follow, like tail -f
+    }
+  }
+
+  note(text) {
+    const item = document.createElement("li");
+    item.className = "note";
+    item.textContent = "— " + text + " —";
+    this.insert(item);
+  }
+
+  showCounts() {
+    this.el.querySelector(".count").textContent = String(this.count);
+    const buffered = this.el.querySelector(".buffered");
+    buffered.hidden = !this.paused;
+    buffered.textContent = `· ${this.buffer.length} waiting`;
+    const dropped = this.el.querySelector(".dropped");
+    dropped.hidden = this.dropped === 0;
+    dropped.textContent = `· ${this.dropped} dropped while paused`;
+  }
+
+  showRate(now) {
+    while (this.arrivals.length && this.arrivals[0] < now - RATE_WINDOW_MS) this.arrivals.shift();
+    this.el.querySelector(".rate").textContent = (this.arrivals.length / (RATE_WINDOW_MS / 1000)).toFixed(1);
+  }
+
+  showError(message) {
+    const error = this.el.querySelector(".tail-error");
+    error.hidden = !message;
+    error.textContent = message || "";
+  }
+
+  togglePause() {
+    this.paused = !this.paused;
+    this.el.querySelector(".pause").textContent = this.paused ? "Resume" : "Pause";
+    if (this.paused) {
+      this.el.dataset.paused = "";
+    } else {
+      delete this.el.dataset.paused;
+      for (const { hit, at } of this.buffer.splice(0)) this.show(hit, at);
+    }
+    this.showCounts();
+  }
+
+  toggleOrder() {
+    this.newestOnTop = !this.newestOnTop;
+    this.el.querySelector(".order").textContent = this.newestOnTop ? "Newest at bottom" : "Newest on top";
+    for (const item of Array.from(this.list.children).reverse()) this.list.append(item);
+  }
+
+  clear() {
+    this.list.replaceChildren();
+    this.count = 0;
+    this.buffer = [];
+    this.dropped = 0;
+    this.showCounts();
+  }
+
+  close() {
+    if (this.subscription && session) session.unsubscribe(this.subscription).catch(() => {});
+    this.el.remove();
+    tails.splice(tails.indexOf(this), 1);
+    saveToUrl();
+  }
+}
+
+function saveToUrl() {
+  const params = new URLSearchParams();
+  for (const tail of tails) {
+    if (tail.byId) {
+      params.append("s", tail.sid);
+    } else {
+      params.append("i", tail.index);
+      params.append("q", tail.query);
+    }
+  }
+  const search = params.toString();
+  history.replaceState(null, "", search ? "?" + search : location.pathname);
+}
+
+// ?i=a&q=x&q=y&s=ID: each q takes the i before it; each s opens a query by its ID.
+function loadFromUrl() {
+  let index = null;
+  for (const [name, value] of new URLSearchParams(location.search)) {
+    if (name === "i") index = value;
+    else if (name === "q" && index) open(new Tail({ index, query: value }));
+    else if (name === "s") open(new Tail({ sid: value, query: null }));
+  }
+  if (index) document.getElementById("index").value = index;
+}
+
+function place(tail) {
+  tails.push(tail);
+  document.getElementById("tails").append(tail.el);
+  saveToUrl();
+}
+
+function open(tail) {
+  place(tail);
+  if (session) tail.keepAttached(session);
+}
+
+function showConnection(state, text) {
+  const badge = document.getElementById("connection");
+  badge.dataset.state = state;
+  badge.textContent = text;
+}
+
+document.getElementById("new-tail").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const formError = document.getElementById("form-error");
+  const index = document.getElementById("index").value.trim();
+  const query = document.getElementById("query").value;
+  const sid = document.getElementById("sid").value.trim();
+  formError.hidden = true;
+  if (!session) {
+    formError.textContent = "not connected to the router yet";
+    formError.hidden = false;
+    return;
+  }
+  const tail = sid ? new Tail({ sid, query: null }) : new Tail({ index, query });
+  try {
+    await tail.attach(session); // an invalid query never becomes a tail
+  } catch (error) {
+    formError.textContent = errorText(error);
+    formError.hidden = false;
+    return;
+  }
+  place(tail);
+});
+
+setInterval(() => {
+  const now = Date.now();
+  for (const tail of tails) tail.showRate(now);
+}, 1000);
+
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+const connection = new autobahn.Connection({
+  url: `${scheme}//${location.host}/ws`,
+  realm: "estrom",
+  max_retries: -1,
+  initial_retry_delay: 0.5,
+  max_retry_delay: 5,
+  retry_delay_growth: 1.5,
+});
+let lostAt = null;
+
+connection.onopen = (newSession) => {
+  session = newSession;
+  showConnection("connected", "connected");
+  for (const tail of tails) {
+    if (lostAt) tail.note(`connection lost at ${clock(lostAt)}, back at ${clock(new Date())}`);
+    tail.keepAttached(session);
+  }
+  lostAt = null;
+};
+
+connection.onclose = (reason, details) => {
+  session = null;
+  for (const tail of tails) delete tail.el.dataset.subscribed;
+  lostAt = lostAt || new Date();
+  const retry = details && details.will_retry ? ` — reconnecting in ${details.retry_delay.toFixed(1)} s` : "";
+  showConnection("lost", `connection lost${retry}`);
+  return false; // keep retrying
+};
+
+loadFromUrl();
+connection.open();

@@ -1,0 +1,177 @@
+"""The live tail page the router serves, in a real browser (Debian's Chromium, headless),
+against the real router, Beater and engine."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import urllib.request
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import artifact
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without these, Chromium keeps calling home, and this machine refuses every such connection.
+QUIET = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.screenshot(path=artifact(re.sub(r"[^\w.-]+", "-", request.node.name) + ".png"))
+    context.close()
+    assert errors == [], errors
+
+
+def post(stack, index: str, documents) -> dict:
+    request = urllib.request.Request(
+        f"{stack.beater_url}/api/v0.1/docs/{index}",
+        data=json.dumps(documents).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def page_url(stack, query: str = "") -> str:
+    return f"http://127.0.0.1:{stack.ports.router}/{query}"
+
+
+def tail(page: Page, index: str, query: str):
+    page.fill("#index", index)
+    page.fill("#query", query)
+    page.click("button[type=submit]")
+    section = page.locator(".tail[data-subscribed]").last
+    expect(section).to_be_visible()
+    return section
+
+
+def test_page_tails_a_query_and_shows_matching_documents_as_they_arrive(stack, page, index):
+    page.goto(page_url(stack))
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    section = tail(page, index, "level:error AND service:api")
+    sid = section.get_attribute("data-sid")
+    assert re.fullmatch(r"[0-9a-f]{16}", sid)
+
+    post(
+        stack,
+        index,
+        [{"level": "error", "service": "api", "msg": "first"}, {"level": "info", "service": "api"}],
+    )
+    post(stack, index, {"level": "error", "service": "api", "msg": "second"})
+    docs = section.locator(".docs li")
+    expect(docs).to_have_count(2)
+    expect(section.locator(".count")).to_have_text("2")
+    expect(docs.nth(0).locator("summary")).to_contain_text('"msg":"first"')
+    expect(docs.nth(0).locator("summary .sid")).to_have_text(sid)
+    expect(docs.nth(0).locator("summary time")).to_have_text(re.compile(r"\d\d:\d\d:\d\d\.\d{3}"))
+    expect(section.locator(".rate")).not_to_have_text("0.0")  # documents per second, updated each second
+
+    # Collapsible, pretty-printed: the whole hit, as estrom delivers it.
+    docs.nth(1).locator("summary").click()
+    shown = json.loads(docs.nth(1).locator("pre").inner_text())
+    assert shown["_index"] == index and shown["_source"] == {
+        "level": "error",
+        "service": "api",
+        "msg": "second",
+    }
+
+    # Newest on top reorders what is there and puts new documents first.
+    section.locator(".order").click()
+    post(stack, index, {"level": "error", "service": "api", "msg": "third"})
+    expect(docs).to_have_count(3)
+    expect(docs.nth(0).locator("summary")).to_contain_text('"msg":"third"')
+
+    # The URL reopens the same view.
+    assert f"i={index}" in page.url and "q=level%3Aerror+AND+service%3Aapi" in page.url
+
+
+def test_invalid_query_shows_the_engines_reason_next_to_the_input(stack, page, index):
+    page.goto(page_url(stack))
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    page.fill("#index", index)
+    page.fill("#query", '{"match": {"msg": {"query": "x", "bogus": 1}}}')
+    page.click("button[type=submit]")
+    expect(page.locator("#form-error")).to_contain_text("bogus")
+    page.fill("#query", '{"script": {"script": "1"}}')
+    page.click("button[type=submit]")
+    expect(page.locator("#form-error")).to_contain_text("query type 'script' is not allowed")
+    expect(page.locator(".tail")).to_have_count(0)
+
+
+def test_pause_keeps_what_arrives_and_resume_shows_it(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    section.locator(".pause").click()
+    post(stack, index, [{"service": "api", "n": n} for n in range(3)])
+    expect(section.locator(".buffered")).to_have_text("· 3 waiting")
+    expect(section.locator(".docs li")).to_have_count(0)
+    section.locator(".pause").click()
+    expect(section.locator(".docs li")).to_have_count(3)
+    expect(section.locator(".buffered")).to_be_hidden()
+
+    section.locator(".clear").click()
+    expect(section.locator(".docs li")).to_have_count(0)
+    expect(section.locator(".count")).to_have_text("0")
+
+
+def test_shared_url_reopens_several_queries_side_by_side(stack, page, index):
+    page.goto(page_url(stack, f"?i={index}&q=service:api&q=level:error"))
+    sections = page.locator(".tail[data-sid]")
+    expect(sections).to_have_count(2)
+    sid = sections.nth(1).get_attribute("data-sid")
+
+    page.goto(page_url(stack, f"?s={sid}"))
+    section = page.locator(".tail[data-sid]")
+    expect(section).to_have_count(1)
+    expect(section.locator(".tail-query")).to_have_text("level:error")
+    expect(section.locator(".tail-index")).to_have_text(index)
+    post(stack, index, {"level": "error"})
+    expect(section.locator(".docs li")).to_have_count(1)
+
+
+def test_page_reconnects_and_resubscribes_after_the_router_restarts(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    stack.stop("router")
+    try:
+        expect(page.locator("#connection")).to_have_attribute("data-state", "lost")
+        expect(page.locator("#connection")).to_contain_text("reconnecting")
+    finally:
+        stack.start_router()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=20_000)
+    expect(section).to_have_attribute("data-subscribed", "", timeout=20_000)  # subscribed again
+    expect(section.locator(".docs li.note")).to_contain_text("connection lost at")
+
+    # Beater reconnects by itself too; then documents reach the page again.
+    for _ in range(100):
+        try:
+            if post(stack, index, {"service": "api", "after": "restart"})["published"] == 1:
+                break
+        except OSError:  # 503 while Beater is not back
+            pass
+        page.wait_for_timeout(200)
+    expect(section.locator(".docs li:not(.note)").first).to_contain_text('"after":"restart"')
