@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,8 @@ class Stack:
     crossbar: str = str(ROOT / ".venv-router" / "bin" / "crossbar")
     java: str = "java"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # How to tell that each service is ready: URL, path, body to POST (or None: GET), status.
+    _probes: dict[str, tuple[str, str, bytes | None, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -128,6 +131,11 @@ class Stack:
         (cbdir / "config.json").write_text(json.dumps(config, indent=2))
         self._spawn("router", [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
         self._wait("router", lambda: _status(f"http://127.0.0.1:{self.ports.router}/") is not None, timeout)
+        # After a restart, wait until the running services have reconnected (they back off up
+        # to 5 s): the system is up when its clients can use it again.
+        for name in self._probes:
+            if name in self.processes:
+                self._wait(name, partial(self._answers, name), timeout)
 
     def start_beater(self, name: str = "beater", port: int | None = None, **env: str) -> str:
         """Start a Beater (another one, given another ``name`` and ``port``); its URL."""
@@ -148,8 +156,13 @@ class Stack:
     ) -> str:
         url = f"http://127.0.0.1:{port}"
         self._spawn(name, [self.python, "-m", module], {f"ESTROM_{module.upper()}_PORT": str(port), **env})
-        self._wait(name, lambda: _status(url + probe, body) == ready, timeout=60)
+        self._probes[name] = (url, probe, body, ready)
+        self._wait(name, partial(self._answers, name), timeout=60)
         return url
+
+    def _answers(self, name: str) -> bool:
+        url, probe, body, ready = self._probes[name]
+        return _status(url + probe, body) == ready
 
     def up(self) -> None:
         """Start everything, in order; a local engine only if none answers at engine_url."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -37,12 +37,13 @@ _STATUS = {
 class Stream:
     """One client's endless response."""
 
-    def __init__(self, request: Request, limit: int | None, keepalive: float):
+    def __init__(self, request: Request, topic: str, limit: int | None, keepalive: float, on_end):
         self.request = request
+        self.topic = topic
         self.limit = limit
         self.sent = 0
-        self.subscription = None
         self.closed = False
+        self._on_end = on_end  # called once, when the stream ends for whatever reason
         self._keepalive = LoopingCall(self._write, b"\n")
         self._keepalive_seconds = keepalive
 
@@ -54,7 +55,7 @@ class Stream:
         self._write(b'{"subscription_id": %s, "hits": [\n' % json.dumps(subscription_id).encode())
         self._keepalive.start(self._keepalive_seconds, now=False)
 
-    def on_event(self, *hits: Any) -> None:
+    def send(self, hits: tuple) -> None:
         for hit in hits:
             if self.closed:
                 return
@@ -69,25 +70,20 @@ class Stream:
             return
         tail = b"\n]" + (b", %s: %s" % (b'"error"', json.dumps(error).encode()) if error else b"") + b"}\n"
         self._write(tail)
-        self._release()
+        self._end()
         if not self.request._disconnected:
             self.request.finish()
 
     def gone(self) -> None:
-        """The client went away: stop, and let go of the subscription."""
+        """The client went away."""
         if not self.closed:
-            self._release()
+            self._end()
 
-    def _release(self) -> None:
+    def _end(self) -> None:
         self.closed = True
         if self._keepalive.running:
             self._keepalive.stop()
-        if self.subscription is not None and self.subscription.active:
-            # Autobahn unsubscribes at the router once the last local handler is gone.
-            try:
-                self.subscription.unsubscribe().addErrback(lambda _: None)
-            except TransportLost:
-                pass  # the session is gone, and its subscriptions with it
+        self._on_end(self)
 
     def _write(self, data: bytes) -> None:
         if not self.request._disconnected:
@@ -95,12 +91,22 @@ class Stream:
 
 
 class Tailor:
-    """The WAMP session shared by all streams, and the streams themselves."""
+    """The WAMP session shared by all streams, and the streams themselves.
+
+    Tailor holds one subscription per topic and hands each event to that topic's streams
+    itself: when one stream ends on its limit, the others on the topic still get the event.
+    """
 
     def __init__(self, keepalive: float):
         self.keepalive = keepalive
         self.session = None
-        self.streams: set[Stream] = set()
+        self.topics: dict[str, set[Stream]] = {}
+        self._subscriptions: dict[str, Any] = {}
+        self._subscribing = DeferredLock()  # one subscribe at a time: no topic twice
+
+    @property
+    def streams(self) -> list[Stream]:
+        return [stream for streams in self.topics.values() for stream in streams]
 
     def on_join(self, session, details) -> None:
         self.session = session
@@ -111,13 +117,14 @@ class Tailor:
         log.warn("Tailor left the router: {reason}", reason=details.reason)
         # The router dropped our subscriptions with the session: a stream that went on would
         # silently miss documents, so end each one, saying why.
-        for stream in list(self.streams):
+        self._subscriptions.clear()
+        for stream in self.streams:
             stream.close(error="Tailor lost its connection to the router")
 
     async def shutdown(self) -> None:
         """End every stream with a valid JSON end, and let the bytes reach the clients."""
         transports = [stream.request.channel.transport for stream in self.streams]
-        for stream in list(self.streams):
+        for stream in self.streams:
             stream.close()
         for transport in transports:
             if transport is not None:
@@ -138,22 +145,36 @@ class Tailor:
                 sid = await session.call(api.REGISTER, index, query)
             else:
                 await session.call(api.LOOKUP, sid)
+            topic = api.topic(sid)
+            await self._subscribing.run(lambda: Deferred.fromCoroutine(self._subscribe(session, topic)))
         except ApplicationError as e:
             status = _STATUS.get(e.error, 503)
             return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
         if request._disconnected or self.session is not session:
             return
-        stream = Stream(request, limit, self.keepalive)
-        try:
-            stream.subscription = await session.subscribe(stream.on_event, api.topic(sid))
-        except ApplicationError as e:
-            return send_error(request, 503, _message(e), {"Retry-After": "1"})
-        if request._disconnected:
-            stream.gone()
-            return
-        self.streams.add(stream)
-        request.notifyFinish().addBoth(lambda _: (self.streams.discard(stream), stream.gone()))
+        stream = Stream(request, topic, limit, self.keepalive, self._ended)
+        self.topics.setdefault(topic, set()).add(stream)
+        request.notifyFinish().addBoth(lambda _: stream.gone())
         stream.start(sid)
+
+    async def _subscribe(self, session, topic: str) -> None:
+        if topic not in self._subscriptions:
+            self._subscriptions[topic] = await session.subscribe(
+                lambda *hits: [stream.send(hits) for stream in list(self.topics.get(topic, ()))], topic
+            )
+
+    def _ended(self, stream: Stream) -> None:
+        streams = self.topics.get(stream.topic, set())
+        streams.discard(stream)
+        if streams:
+            return
+        self.topics.pop(stream.topic, None)
+        subscription = self._subscriptions.pop(stream.topic, None)
+        if subscription is not None and subscription.active:
+            try:
+                subscription.unsubscribe().addErrback(lambda _: None)
+            except TransportLost:
+                pass  # the session is gone, and its subscriptions with it
 
 
 def _message(error: ApplicationError) -> str:

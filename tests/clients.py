@@ -8,15 +8,20 @@ from collections.abc import Callable
 from typing import Any
 
 import ijson
-import treq
 from autobahn.twisted.component import Component
 from autobahn.wamp.types import PublishOptions
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
+from twisted.web.client import Agent, HTTPConnectionPool
 
 TIMEOUT = 20.0
+
+# No kept-alive connections: parts are restarted between tests (and once per engine), and a
+# pooled connection to a process that is gone fails the next request.
+http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
 
 
 async def eventually(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
@@ -36,13 +41,13 @@ async def eventually(condition: Callable[[], Any], timeout: float = TIMEOUT, wha
 async def post(url: str, body: Any, content_type: str = "application/json") -> tuple[int, Any]:
     """POST ``body`` (bytes, or JSON-encoded) and return ``(status, decoded JSON answer)``."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = await treq.post(url, data=data, headers={"Content-Type": content_type}, timeout=TIMEOUT)
+    response = await http.post(url, data=data, headers={"Content-Type": content_type}, timeout=TIMEOUT)
     content = await response.content()
     return response.code, json.loads(content) if content else None
 
 
 async def get(url: str, params: dict | None = None) -> tuple[int, Any]:
-    response = await treq.get(url, params=params, timeout=TIMEOUT)
+    response = await http.get(url, params=params, timeout=TIMEOUT)
     content = await response.content()
     return response.code, json.loads(content) if content else None
 
@@ -75,7 +80,7 @@ class HttpStream:
     @classmethod
     async def open(cls, tailor_url: str, **params: Any) -> HttpStream:
         stream = cls()
-        response = await treq.get(
+        response = await http.get(
             tailor_url + "/api/v0.1/docs", params=params, unbuffered=True, timeout=TIMEOUT
         )
         stream.status = response.code
@@ -133,3 +138,25 @@ async def wamp_session(router_url: str, authentication: dict | None = None):
 
 
 ACKNOWLEDGE = PublishOptions(acknowledge=True)
+
+
+class ProcessLines(ProcessProtocol):
+    """A child process's output, line by line, and its exit status once it has ended."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.stderr = b""
+        self.status: int | None = None
+        self.ended = False
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        self.lines += [line.decode() for line in complete]
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def processEnded(self, reason) -> None:
+        self.status = reason.value.exitCode
+        self.ended = True

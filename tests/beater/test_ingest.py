@@ -6,9 +6,8 @@ import json
 
 import pytest
 import pytest_twisted
-import treq
 
-from tests.clients import HttpStream, post
+from tests.clients import HttpStream, http, post
 
 
 async def tail(stack, index, query="service:api") -> HttpStream:
@@ -131,11 +130,11 @@ async def test_an_invalid_index_name_is_refused(stack, path):
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_method_and_unknown_paths_answer_json(stack):
-    response = await treq.get(stack.beater_url + "/api/v0.1/docs/events")
+    response = await http.get(stack.beater_url + "/api/v0.1/docs/events")
     assert response.code == 405
     assert response.headers.getRawHeaders("Allow") == ["POST"]
     assert "error" in json.loads(await response.content())
-    response = await treq.post(stack.beater_url + "/nope", data=b"{}")
+    response = await http.post(stack.beater_url + "/nope", data=b"{}")
     assert response.code == 404
     assert "error" in json.loads(await response.content())
 
@@ -143,7 +142,7 @@ async def test_wrong_method_and_unknown_paths_answer_json(stack):
 @pytest_twisted.ensureDeferred
 async def test_documents_that_contradict_the_source_mapping_are_refused(stack, index):
     # The percolator index follows the source index's mapping when it exists.
-    created = await treq.put(
+    created = await http.put(
         f"{stack.engine_url}/{index}",
         json={"mappings": {"properties": {"status": {"type": "integer"}, "level": {"type": "keyword"}}}},
     )
@@ -169,7 +168,7 @@ async def test_documents_that_contradict_the_source_mapping_are_refused(stack, i
 
 async def percolations(stack, index) -> int:
     """How many searches the engine has run on the percolator index of ``index``."""
-    response = await treq.get(f"{stack.engine_url}/estrom-queries-{index}/_stats/search")
+    response = await http.get(f"{stack.engine_url}/estrom-queries-{index}/_stats/search")
     stats = await response.json()
     return stats["_all"]["primaries"]["search"]["query_total"]
 

@@ -8,45 +8,26 @@ import shutil
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.protocol import ProcessProtocol
 
 from estrom.stack import ROOT
-from tests.clients import HttpStream, eventually, post
+from tests.clients import HttpStream, ProcessLines, eventually, post
 
 SCRIPT = ROOT / "tests" / "js" / "subscribe.mjs"
-
-
-class _Lines(ProcessProtocol):
-    def __init__(self):
-        self.lines: list[str] = []
-        self.stderr = b""
-        self.status = None
-        self._partial = b""
-
-    def outReceived(self, data: bytes) -> None:
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        self.lines += [line.decode() for line in complete]
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def processEnded(self, reason) -> None:
-        self.status = reason.value.exitCode
 
 
 @pytest_twisted.ensureDeferred
 async def test_autobahn_js_in_node_receives_the_same_hits_as_the_http_stream(stack, index):
     stream = await HttpStream.open(stack.tailor_url, i=index, q="level:error")
     sid = await stream.wait_for_head()
-    node = _Lines()
+    node = ProcessLines()
     argv = [shutil.which("node"), "--experimental-websocket", str(SCRIPT), stack.router_url, sid, "2"]
     reactor.spawnProcess(node, argv[0], argv, env=None, path=str(SCRIPT.parent))
-    await eventually(lambda: "subscribed" in node.lines or node.status is not None, what="node to subscribe")
-    assert node.status is None, node.stderr.decode()
+    await eventually(lambda: "subscribed" in node.lines or node.ended, what="node to subscribe")
+    assert not node.ended, node.stderr.decode()
 
     await post(f"{stack.beater_url}/api/v0.1/docs/{index}", [{"level": "error", "n": 1}, {"level": "info"}])
     await post(f"{stack.beater_url}/api/v0.1/docs/{index}", {"level": "error", "n": 2})
-    await eventually(lambda: node.status is not None, what="node to receive 2 hits")
+    await eventually(lambda: node.ended, what="node to receive 2 hits")
     assert node.status == 0, node.stderr.decode()
 
     from_node = [json.loads(line) for line in node.lines if line != "subscribed"]

@@ -4,9 +4,8 @@ queries survive restarts of every part."""
 from __future__ import annotations
 
 import pytest_twisted
-import treq
 
-from tests.clients import HttpStream, eventually, get, post
+from tests.clients import HttpStream, eventually, get, http, post
 
 
 def docs_url(stack, index):
@@ -35,8 +34,8 @@ async def test_router_restart(stack, index):
         assert body["hits"] == [] and "router" in body["error"]
 
         await eventually(lambda: answers_with(docs_url(stack, index), 503), what="Beater to notice")
-        await assert_retry_later(await treq.post(docs_url(stack, index), json={"level": "error"}))
-        await assert_retry_later(await treq.get(stack.tailor_url + "/api/v0.1/docs", params={"s": sid}))
+        await assert_retry_later(await http.post(docs_url(stack, index), json={"level": "error"}))
+        await assert_retry_later(await http.get(stack.tailor_url + "/api/v0.1/docs", params={"s": sid}))
     finally:
         stack.start_router()
 
@@ -64,7 +63,7 @@ async def test_beater_restart_keeps_registered_queries(stack, index):
     try:
         # Nobody serves estrom.register: Tailor says "retry later".
         await assert_retry_later(
-            await treq.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "x"})
+            await http.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "x"})
         )
     finally:
         stack.start_beater()
@@ -82,9 +81,9 @@ async def test_engine_outage_is_503_and_queries_survive_an_engine_restart(stack,
     stream.close()
     stack.stop("engine")
     try:
-        await assert_retry_later(await treq.post(docs_url(stack, index), json={"service": "api"}))
+        await assert_retry_later(await http.post(docs_url(stack, index), json={"service": "api"}))
         await assert_retry_later(
-            await treq.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "other"})
+            await http.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "other"})
         )
     finally:
         stack.start_engine()

@@ -7,11 +7,10 @@ import signal
 
 import pytest
 import pytest_twisted
-import treq
 from autobahn.wamp.exception import ApplicationError
 
 from estrom import api
-from tests.clients import HttpStream, eventually, get, post, wamp_session
+from tests.clients import HttpStream, eventually, get, http, post, wamp_session
 
 
 def docs_url(stack, index):
@@ -106,7 +105,7 @@ async def test_bad_requests_get_a_json_error(stack, params, status, message):
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_method_is_a_json_405(stack):
-    response = await treq.post(stack.tailor_url + "/api/v0.1/docs", data=b"")
+    response = await http.post(stack.tailor_url + "/api/v0.1/docs", data=b"")
     assert response.code == 405
     assert "error" in json.loads(await response.content())
 

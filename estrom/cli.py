@@ -1,0 +1,223 @@
+"""``estrom tail``: follow a query from a terminal, one line per matching document.
+
+It reads Tailor's HTTP stream (so it works through any HTTP proxy: urllib honours
+``http_proxy``) and parses it incrementally with ijson. When the connection is lost it says so on
+stderr and reconnects with backoff, to the same subscription. Ctrl-C ends it with status 0.
+
+This is a plain blocking program, not a reactor process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.client import HTTPException
+from typing import Any, TextIO
+
+import ijson
+
+DEFAULT_URL = "http://127.0.0.1:8090"
+RECONNECT_MAX_SECONDS = 10.0
+# Tailor sends whitespace every 15 s on a quiet stream: a read that waits longer has lost it.
+READ_TIMEOUT_SECONDS = 60.0
+
+_COLOURS = {
+    "fatal": "\033[1;31m",
+    "critical": "\033[1;31m",
+    "error": "\033[31m",
+    "err": "\033[31m",
+    "warn": "\033[33m",
+    "warning": "\033[33m",
+    "debug": "\033[2m",
+    "trace": "\033[2m",
+}
+_RESET = "\033[0m"
+_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+class Refused(Exception):
+    """Tailor refused the request (4xx): retrying will not help."""
+
+
+class Lost(Exception):
+    """The stream broke off, or could not be opened for now: reconnect."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="estrom", description="Live, filtered tail for document streams.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    tail = commands.add_parser(
+        "tail",
+        help="print each document matching a query as it arrives",
+        description="Print each document matching a query as it arrives, one line each.",
+    )
+    tail.add_argument("query", nargs="?", help="Lucene query string, or query DSL as a JSON object")
+    tail.add_argument("-i", "--index", help="the index the documents are sent to")
+    tail.add_argument("-s", "--subscription", metavar="ID", help="a subscription ID instead of -i and QUERY")
+    tail.add_argument(
+        "--url",
+        default=os.environ.get("ESTROM_TAILOR_URL", DEFAULT_URL),
+        help="Tailor's URL ($ESTROM_TAILOR_URL, default: %(default)s)",
+    )
+    shape = tail.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--format", metavar="TEMPLATE", help="e.g. '{@timestamp} {level} {msg}'; {a.b} reads nested fields"
+    )
+    shape.add_argument("--json", action="store_true", help="print whole hits as NDJSON (for jq)")
+    tail.add_argument("--limit", type=int, metavar="N", help="stop after N documents")
+    tail.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto", help="colour lines by level"
+    )
+    args = parser.parse_args(argv)
+
+    if args.subscription and (args.index or args.query):
+        parser.error("give -s ID, or -i INDEX and QUERY, not both")
+    if not args.subscription and not (args.index and args.query):
+        parser.error("give -i INDEX and QUERY, or -s ID")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be a positive integer")
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not args.json)
+    try:
+        return follow(args, sys.stdout, sys.stderr, colour)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # e.g. `estrom tail ... | head`
+        sys.stderr.close()
+        return 0
+
+
+def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
+    """Print hits until the limit, a refusal (status 2) or forever, reconnecting as needed."""
+    subscription = args.subscription
+    printed = 0
+    delay = 0.5
+    while True:
+        if subscription:
+            params = {"s": subscription}
+        else:
+            params = {"i": args.index, "q": args.query}
+        if args.limit:
+            params["limit"] = str(args.limit - printed)
+        try:
+            for kind, value in _stream(f"{args.url.rstrip('/')}/api/v0.1/docs", params):
+                if kind == "subscription_id":
+                    if subscription is None:
+                        subscription = value
+                    delay = 0.5
+                    continue
+                out.write(render(value, args, colour) + "\n")
+                out.flush()
+                printed += 1
+                if args.limit and printed >= args.limit:
+                    return 0
+            reason = "the stream ended"
+        except Refused as e:
+            err.write(f"estrom: {e}\n")
+            return 2
+        except Lost as e:
+            reason = str(e)
+        err.write(
+            f"estrom: {reason}; reconnecting in {delay:.1f} s (documents sent meanwhile are not shown)\n"
+        )
+        err.flush()
+        time.sleep(delay)
+        delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+
+def _stream(url: str, params: dict[str, str]):
+    """Yield ``("subscription_id", id)``, then ``("hit", hit)`` for each hit as it arrives."""
+    request = urllib.request.Request(url + "?" + urllib.parse.urlencode(params))
+    try:
+        response = urllib.request.urlopen(request, timeout=READ_TIMEOUT_SECONDS)
+    except urllib.error.HTTPError as e:
+        message = _error_message(e)
+        if e.code in (400, 404):
+            raise Refused(message) from None
+        raise Lost(message) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise Lost(f"cannot reach Tailor at {url}: {getattr(e, 'reason', e)}") from None
+    error = None
+    with response:
+        try:
+            builder = None
+            for prefix, event, value in ijson.parse(_Available(response)):
+                if prefix == "subscription_id":
+                    yield "subscription_id", value
+                elif prefix == "error":
+                    error = value
+                elif prefix == "hits.item" and event in ("start_map", "start_array"):
+                    builder = ijson.ObjectBuilder()
+                    builder.event(event, value)
+                elif builder is not None:
+                    builder.event(event, value)
+                    if prefix == "hits.item" and event in ("end_map", "end_array"):
+                        yield "hit", builder.value
+                        builder = None
+        except (ijson.JSONError, HTTPException, OSError) as e:
+            raise Lost(f"connection lost: {e}") from None
+    if error:
+        raise Lost(f"Tailor ended the stream: {error}")
+
+
+class _Available:
+    """A response whose ``read`` returns what has arrived, not a full buffer: ijson asks for
+    64 kB at a time, and a live stream must not wait for that much."""
+
+    def __init__(self, response):
+        self._response = response
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson's probe of the type read returns
+            return b""
+        return self._response.read1(size if size > 0 else 65536)
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(error.read())["error"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"Tailor answered {error.code} {error.reason}"
+
+
+def render(hit: dict[str, Any], args: argparse.Namespace, colour: bool) -> str:
+    """One line for ``hit``: the template, the whole hit (--json), or the document as JSON."""
+    if args.json:
+        return json.dumps(hit, separators=(",", ":"), ensure_ascii=False)
+    source = hit.get("_source", {})
+    if args.format:
+        line = _FIELD.sub(lambda match: _field(hit, source, match.group(1)), args.format)
+    else:
+        line = json.dumps(source, separators=(",", ":"), ensure_ascii=False)
+    level = _lookup(source, "level") or _lookup(source, "log.level") or _lookup(source, "severity")
+    start = _COLOURS.get(str(level).lower()) if colour and level else None
+    return f"{start}{line}{_RESET}" if start else line
+
+
+def _field(hit: dict, source: dict, name: str) -> str:
+    value = _lookup(source, name)
+    if value is None and name in ("_id", "_index"):
+        value = hit.get(name)
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _lookup(source: Any, name: str) -> Any:
+    """``source[name]``, or by the dotted path ``a.b.c`` through nested objects."""
+    if isinstance(source, dict) and name in source:
+        return source[name]
+    head, dot, rest = name.partition(".")
+    if dot and isinstance(source, dict) and isinstance(source.get(head), dict):
+        return _lookup(source[head], rest)
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

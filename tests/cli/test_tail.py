@@ -1,0 +1,128 @@
+"""`estrom tail`, run as a real process against the real system."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from tests.clients import ProcessLines, eventually, post
+
+ESTROM = str(Path(sys.executable).parent / "estrom")
+
+
+def run(*args: str) -> tuple[ProcessLines, object]:
+    lines = ProcessLines()
+    process = reactor.spawnProcess(lines, ESTROM, [ESTROM, "tail", *args], env=None)
+    return lines, process
+
+
+def docs_url(stack, index):
+    return f"{stack.beater_url}/api/v0.1/docs/{index}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_prints_each_matching_document_as_a_compact_json_line(stack, index):
+    out, _ = run("--url", stack.tailor_url, "-i", index, "level:error AND service:api", "--limit", "2")
+    # The stream's head has been read once the first probe comes through.
+    await _deliver_until_printed(stack, index, out, {"level": "error", "service": "api", "n": 1})
+    await post(
+        docs_url(stack, index),
+        [{"level": "info", "service": "api"}, {"level": "error", "service": "api", "n": 2}],
+    )
+    await eventually(lambda: out.ended, what="estrom tail to stop after --limit 2")
+    assert out.status == 0, out.stderr
+    assert out.lines[-1] == '{"level":"error","service":"api","n":2}'
+    assert all(json.loads(line)["level"] == "error" for line in out.lines)
+
+
+async def _deliver_until_printed(stack, index, out: ProcessLines, document: dict) -> None:
+    """Post ``document`` until the command prints it (it may not have subscribed yet)."""
+
+    async def printed():
+        if out.ended:
+            raise AssertionError(f"estrom tail ended: {out.status} {out.stderr!r}")
+        if any(f'"n":{document["n"]}' in line for line in out.lines):
+            return True
+        await post(docs_url(stack, index), document)
+        return False
+
+    await eventually(printed, what="estrom tail to print a document")
+
+
+@pytest_twisted.ensureDeferred
+async def test_format_template_and_json_output(stack, index):
+    template = "{@timestamp} [{level}] {kubernetes.pod} {msg} {missing}"
+    formatted, _ = run(
+        "--url", stack.tailor_url, "-i", index, "service:api", "--format", template, "--limit", "1"
+    )
+    raw, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "--json", "--limit", "1")
+    document = {
+        "@timestamp": "2026-11-28T03:00:00Z",
+        "level": "warn",
+        "service": "api",
+        "msg": "slow",
+        "kubernetes": {"pod": "web-1"},
+    }
+
+    async def both_printed():
+        if not (formatted.ended and raw.ended):
+            await post(docs_url(stack, index), document)
+        return formatted.ended and raw.ended
+
+    await eventually(both_printed, what="both commands to print the document")
+    assert (formatted.status, raw.status) == (0, 0), (formatted.stderr, raw.stderr)
+    assert formatted.lines == ["2026-11-28T03:00:00Z [warn] web-1 slow -"]
+    hit = json.loads(raw.lines[0])
+    assert hit["_index"] == index and hit["_source"] == document and hit["_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_colour_by_level(stack, index):
+    out, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "--color", "always", "--limit", "2")
+    await _deliver_until_printed(stack, index, out, {"service": "api", "level": "error", "n": 1})
+    await post(docs_url(stack, index), {"service": "api", "level": "info", "n": 2})
+    await eventually(lambda: out.ended, what="two lines")
+    assert out.lines[0].startswith("\033[31m") and out.lines[0].endswith("\033[0m")
+    assert out.lines[-1] == '{"service":"api","level":"info","n":2}'  # no colour for info
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_exits_cleanly(stack, index):
+    out, process = run("--url", stack.tailor_url, "-i", index, "service:api")
+    await _deliver_until_printed(stack, index, out, {"service": "api", "n": 1})
+    process.signalProcess(signal.SIGINT)
+    await eventually(lambda: out.ended, what="estrom tail to exit")
+    assert out.status == 0
+    assert b"Traceback" not in out.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_query_is_an_error_not_a_retry(stack, index):
+    out, _ = run("--url", stack.tailor_url, "-i", index, "level:(error OR")
+    await eventually(lambda: out.ended, what="estrom tail to give up")
+    assert out.status == 2
+    assert b"cannot parse the query string" in out.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnects_to_the_same_subscription_and_says_so(stack, index):
+    port = stack.ports.tailor + 2
+    url = stack.start_tailor("tailor-cli", port=port)
+    out, process = run("--url", url, "-i", index, "service:api")
+    try:
+        await _deliver_until_printed(stack, index, out, {"service": "api", "n": 1})
+        stack.stop("tailor-cli")
+        await eventually(lambda: b"reconnecting" in out.stderr, what="a word on stderr")
+        stack.start_tailor("tailor-cli", port=port)
+        await _deliver_until_printed(stack, index, out, {"service": "api", "n": 2})
+        assert not out.ended
+    finally:
+        process.signalProcess(signal.SIGINT)
+        stack.stop("tailor-cli")
+    await eventually(lambda: out.ended, what="estrom tail to exit")
+    assert out.status == 0
