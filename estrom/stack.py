@@ -301,7 +301,8 @@ estrom is up.
   send documents:  curl -XPOST -H 'Content-Type: application/json' \\
                      {stack.beater_url}/api/v0.1/docs/events -d '{{"level": "error", "service": "api"}}'
   tail a query:    curl -N '{stack.tailor_url}/api/v0.1/docs?i=events&q=level:error%20AND%20service:api'
-  WAMP (browser):  {stack.router_url}  realm "estrom"
+  in a terminal:   .venv/bin/estrom tail --url {stack.tailor_url} -i events 'level:error'
+  in a browser:    http://127.0.0.1:{stack.ports.router}/  (WAMP: {stack.router_url}, realm "estrom")
 Ctrl-C stops everything.""",
             flush=True,
         )
