@@ -42,12 +42,14 @@ class Stream:
         self.topic = topic
         self.limit = limit
         self.sent = 0
+        self.started = False
         self.closed = False
         self._on_end = on_end  # called once, when the stream ends for whatever reason
         self._keepalive = LoopingCall(self._write, b"\n")
         self._keepalive_seconds = keepalive
 
     def start(self, subscription_id: str) -> None:
+        self.started = True
         self.request.setResponseCode(200)
         self.request.setHeader(b"Content-Type", b"application/json")
         self.request.setHeader(b"Cache-Control", b"no-cache")
@@ -68,6 +70,9 @@ class Stream:
         """End the JSON object and the response."""
         if self.closed:
             return
+        if not self.started:  # nothing sent yet: an ordinary error answer
+            self._end()
+            return send_error(self.request, 503, error or "Tailor is shutting down", {"Retry-After": "1"})
         tail = b"\n]" + (b", %s: %s" % (b'"error"', json.dumps(error).encode()) if error else b"") + b"}\n"
         self._write(tail)
         self._end()
@@ -145,23 +150,33 @@ class Tailor:
                 sid = await session.call(api.REGISTER, index, query)
             else:
                 await session.call(api.LOOKUP, sid)
-            topic = api.topic(sid)
-            await self._subscribing.run(lambda: Deferred.fromCoroutine(self._subscribe(session, topic)))
         except ApplicationError as e:
             status = _STATUS.get(e.error, 503)
             return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
         if request._disconnected or self.session is not session:
             return
+        topic = api.topic(sid)
         stream = Stream(request, topic, limit, self.keepalive, self._ended)
         self.topics.setdefault(topic, set()).add(stream)
         request.notifyFinish().addBoth(lambda _: stream.gone())
-        stream.start(sid)
+        try:
+            await self._subscribing.run(lambda: Deferred.fromCoroutine(self._subscribe(session, topic)))
+        except ApplicationError as e:
+            stream.gone()
+            return send_error(request, 503, _message(e), {"Retry-After": "1"})
+        if not stream.closed:  # the client may have gone, or the router, meanwhile
+            stream.start(sid)
 
     async def _subscribe(self, session, topic: str) -> None:
-        if topic not in self._subscriptions:
-            self._subscriptions[topic] = await session.subscribe(
-                lambda *hits: [stream.send(hits) for stream in list(self.topics.get(topic, ()))], topic
-            )
+        if topic in self._subscriptions or topic not in self.topics:
+            return
+        subscription = await session.subscribe(
+            lambda *hits: [stream.send(hits) for stream in list(self.topics.get(topic, ()))], topic
+        )
+        if topic in self.topics:
+            self._subscriptions[topic] = subscription
+        else:  # every stream on it ended while the router answered
+            subscription.unsubscribe().addErrback(lambda _: None)
 
     def _ended(self, stream: Stream) -> None:
         streams = self.topics.get(stream.topic, set())
