@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.secret:
         sys.exit("beater: ESTROM_BEATER_SECRET is not set; the router admits Beater only with it")
 
-    beater = Beater(Percolator(Engine(settings.elasticsearch_url), settings.percolate_page_size))
+    beater = Beater(
+        Percolator(Engine(settings.elasticsearch_url), settings.percolate_page_size), settings.batching()
+    )
     wamp = component(
         settings.router_url,
         settings.realm,

@@ -20,7 +20,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
-from beater.service import Beater, DocumentsRejected, RouterUnavailable
+from beater.pipeline import Overloaded, Rejected
+from beater.service import Beater, RouterUnavailable
 from estrom.http import NotFound, only, send_error, send_json
 
 log = Logger()
@@ -155,8 +156,11 @@ class IndexDocsResource(Resource):
             return send_error(request, 400, str(e))
         try:
             counts = await self.beater.ingest(index, documents)
-        except DocumentsRejected as e:
+        except Rejected as e:
             return send_error(request, 400, f"the search engine refused the documents: {e}")
+        except Overloaded as e:
+            # Logstash's http output retries on 429 (and 503): nothing is lost, memory stays flat.
+            return send_error(request, 429, f"{e}: retry later", RETRY_AFTER)
         except (EngineUnavailable, RouterUnavailable) as e:
             return send_error(request, 503, str(e), RETRY_AFTER)
         send_json(request, 200, counts)

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import InvalidQuery, identify
 from beater.percolator import InvalidIndex, Percolator, check_index
+from beater.pipeline import Pipeline, Rejected
 from estrom import api
 
 log = Logger()
@@ -23,15 +24,12 @@ class RouterUnavailable(Exception):
     """Beater is not connected to the router, or a publication was not acknowledged."""
 
 
-class DocumentsRejected(Exception):
-    """The engine could not read the documents (e.g. a value that contradicts the mapping)."""
-
-
 class Beater:
     """Registers queries and delivers the documents that match them."""
 
-    def __init__(self, percolator: Percolator):
+    def __init__(self, percolator: Percolator, batching: dict[str, Any] | None = None):
         self.percolator = percolator
+        self.pipeline = Pipeline(self.deliver, **(batching or {}))
         self.session = None  # the joined WAMP session, or None
 
     async def on_join(self, session, details) -> None:
@@ -72,16 +70,22 @@ class Beater:
         return found
 
     async def ingest(self, index: str, documents: list[dict]) -> dict[str, int]:
-        """Percolate ``documents`` in one engine request, publish every hit, then fire with
-        counts. Raises RouterUnavailable, EngineUnavailable or DocumentsRejected; then nothing
-        can be taken as delivered and the sender should retry."""
+        """Percolate and publish ``documents`` (with those of concurrent requests), then fire
+        with their counts. Raises Overloaded, RouterUnavailable, EngineUnavailable or Rejected;
+        then nothing can be taken as delivered and the sender should retry (but for Rejected)."""
+        if self.session is None:
+            raise RouterUnavailable("Beater is not connected to the router")
+        return await self.pipeline.submit(index, documents)
+
+    async def deliver(self, index: str, documents: list[dict]) -> dict[str, list[int]]:
+        """Percolate one batch in one engine request; publish one event per matching query."""
         session = self.session
         if session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         try:
             matches = await self.percolator.percolate(index, documents)
         except EngineError as e:
-            raise DocumentsRejected(e.reason) from e
+            raise Rejected(e.reason) from e
         hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
         options = PublishOptions(acknowledge=True)
         try:
@@ -95,9 +99,4 @@ class Beater:
         except Exception as e:
             # A FirstError wraps the first publication that failed (transport lost, refused).
             raise RouterUnavailable(f"publishing to the router failed: {e}") from e
-        matched = len({slot for slots in matches.values() for slot in slots})
-        return {
-            "accepted": len(documents),
-            "matched": matched,
-            "published": sum(len(slots) for slots in matches.values()),
-        }
+        return matches

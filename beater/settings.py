@@ -23,3 +23,26 @@ class BeaterSettings:
     percolate_page_size: int = setting(
         1000, "ESTROM_PERCOLATE_PAGE_SIZE", "matching queries fetched per engine request while percolating"
     )
+    batch_max_docs: int = setting(
+        1000, "ESTROM_BATCH_MAX_DOCS", "documents gathered into one percolation at most"
+    )
+    batch_max_wait_ms: float = setting(
+        5.0, "ESTROM_BATCH_MAX_WAIT_MS", "how long a document waits for others"
+    )
+    queue_max_docs: int = setting(
+        50_000,
+        "ESTROM_QUEUE_MAX_DOCS",
+        "documents waiting for the engine at most; past it ingest answers 429",
+    )
+    percolations_in_flight: int = setting(
+        2, "ESTROM_PERCOLATIONS_IN_FLIGHT", "percolations sent to the engine at once"
+    )
+
+    def batching(self) -> dict:
+        """The keyword arguments of beater.pipeline.Pipeline."""
+        return {
+            "max_docs": self.batch_max_docs,
+            "max_wait": self.batch_max_wait_ms / 1000,
+            "max_queued": self.queue_max_docs,
+            "in_flight": self.percolations_in_flight,
+        }

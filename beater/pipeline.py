@@ -1,0 +1,145 @@
+"""Micro-batching: the documents of concurrent ingest requests, gathered into one percolation.
+
+Requests for one index wait until ``max_docs`` documents are gathered or ``max_wait`` seconds
+have passed, then go to the engine together; while ``in_flight`` percolations are running, new
+requests keep gathering, so batches grow with the load. A request is never split: its documents
+are percolated in one engine request, and it is answered once they are percolated and published.
+In front of the engine at most ``max_queued`` documents wait; past that, ``submit`` refuses at
+once (Beater answers 429), so memory stays flat under overload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from twisted.internet import reactor as default_reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+# index, documents -> {query_id: [positions of the matching documents]}, once published
+Deliver = Callable[[str, list[dict]], Awaitable[dict[str, list[int]]]]
+
+
+class Overloaded(Exception):
+    """Too many documents are waiting for the engine: the sender should retry later."""
+
+
+class Rejected(Exception):
+    """The engine cannot read these documents (the sender's fault: do not retry as is)."""
+
+
+@dataclass
+class _Request:
+    documents: list[dict]
+    done: Deferred = field(default_factory=Deferred)
+
+
+@dataclass
+class _Index:
+    waiting: list[_Request] = field(default_factory=list)
+    documents: int = 0
+    timer: IDelayedCall | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        deliver: Deliver,
+        max_docs: int = 1000,
+        max_wait: float = 0.005,
+        max_queued: int = 50_000,
+        in_flight: int = 2,
+        clock: IReactorTime = default_reactor,
+    ):
+        self._deliver = deliver
+        self.max_docs = max_docs
+        self.max_wait = max_wait
+        self.max_queued = max_queued
+        self.in_flight = in_flight
+        self._clock = clock
+        self._indexes: dict[str, _Index] = {}
+        self._running = 0
+        self.queued = 0  # documents waiting, not yet sent to the engine
+
+    def submit(self, index: str, documents: list[dict]) -> Deferred[dict[str, int]]:
+        """Queue ``documents``; fires with their counts once percolated and published.
+
+        Raises Overloaded at once when the queue is full. The Deferred fails with Rejected, or
+        with whatever ``deliver`` raised for a batch (engine or router unavailable).
+        """
+        if self.queued + len(documents) > self.max_queued and self.queued > 0:
+            raise Overloaded(f"{self.queued} documents are waiting for the search engine")
+        request = _Request(documents)
+        state = self._indexes.setdefault(index, _Index())
+        state.waiting.append(request)
+        state.documents += len(documents)
+        self.queued += len(documents)
+        if state.documents >= self.max_docs:
+            self._flush(index)
+        elif state.timer is None:
+            state.timer = self._clock.callLater(self.max_wait, self._due, index)
+        return request.done
+
+    def _due(self, index: str) -> None:
+        self._indexes[index].timer = None
+        self._flush(index)
+
+    def _flush(self, index: str) -> None:
+        if self._running >= self.in_flight:
+            return  # _finished flushes again; meanwhile the batch grows
+        state = self._indexes[index]
+        if state.timer is not None and state.timer.active():
+            state.timer.cancel()
+        state.timer = None
+        batch, size = [], 0
+        while state.waiting and (not batch or size + len(state.waiting[0].documents) <= self.max_docs):
+            request = state.waiting.pop(0)
+            batch.append(request)
+            size += len(request.documents)
+        state.documents -= size
+        self.queued -= size
+        if not state.waiting:
+            del self._indexes[index]
+        if batch:
+            self._running += 1
+            Deferred.fromCoroutine(self._run(index, batch)).addBoth(self._finished)
+
+    def _finished(self, _) -> None:
+        self._running -= 1
+        # The fullest index first: that is where documents have waited to be a batch.
+        for index in sorted(self._indexes, key=lambda name: -self._indexes[name].documents):
+            state = self._indexes[index]
+            if state.documents >= self.max_docs or state.timer is None:
+                self._flush(index)
+            if self._running >= self.in_flight:
+                return
+
+    async def _run(self, index: str, batch: list[_Request]) -> None:
+        documents = [document for request in batch for document in request.documents]
+        try:
+            matches = await self._deliver(index, documents)
+        except Rejected:
+            if len(batch) == 1:
+                batch[0].done.errback()
+                return
+            # One sender's bad document must not fail the others: each request on its own.
+            for request in batch:
+                await self._run(index, [request])
+            return
+        except Exception:  # noqa: BLE001 - whatever failed, every waiting request must hear of it
+            for request in batch:
+                request.done.errback()
+            return
+        start = 0
+        for request in batch:
+            end = start + len(request.documents)
+            mine = [[slot for slot in slots if start <= slot < end] for slots in matches.values()]
+            request.done.callback(
+                {
+                    "accepted": len(request.documents),
+                    "matched": len({slot for slots in mine for slot in slots}),
+                    "published": sum(len(slots) for slots in mine),
+                }
+            )
+            start = end
