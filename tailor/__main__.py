@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     txaio.start_logging(level="info")
     log.info("Tailor settings:\n{settings}", settings=describe(settings))
 
-    tailor = Tailor(settings.keepalive_seconds)
+    tailor = Tailor(settings.keepalive_seconds, settings.max_pending_hits)
     wamp = component(settings.router_url, settings.realm)
     wamp.on("join", tailor.on_join)
     wamp.on("leave", tailor.on_leave)

@@ -16,3 +16,8 @@ class TailorSettings:
     keepalive_seconds: float = setting(
         15.0, "ESTROM_KEEPALIVE_SECONDS", "seconds between keep-alive whitespace on quiet streams"
     )
+    max_pending_hits: int = setting(
+        1000,
+        "ESTROM_MAX_PENDING_HITS",
+        "hits kept for a client that reads slower than they arrive; past it the stream ends",
+    )

@@ -11,15 +11,18 @@ body is valid JSON whenever it ends.
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from estrom import api
 from estrom.http import only, send_error
@@ -34,18 +37,29 @@ _STATUS = {
 }
 
 
+@implementer(IPushProducer)
 class Stream:
-    """One client's endless response."""
+    """One client's endless response.
 
-    def __init__(self, request: Request, topic: str, limit: int | None, keepalive: float, on_end):
+    A push producer: when the client reads slower than hits arrive, the transport pauses it and
+    hits wait here, up to ``max_pending``. A client that falls further behind is closed with a
+    valid end that says how many hits it missed (``], "dropped": N}``): memory stays bounded.
+    """
+
+    def __init__(
+        self, request: Request, topic: str, limit: int | None, keepalive: float, max_pending: int, on_end
+    ):
         self.request = request
         self.topic = topic
         self.limit = limit
         self.sent = 0
         self.started = False
         self.closed = False
+        self.paused = False
+        self._pending: deque[bytes] = deque()
+        self._max_pending = max_pending
         self._on_end = on_end  # called once, when the stream ends for whatever reason
-        self._keepalive = LoopingCall(self._write, b"\n")
+        self._keepalive = LoopingCall(self._idle)
         self._keepalive_seconds = keepalive
 
     def start(self, subscription_id: str) -> None:
@@ -54,6 +68,7 @@ class Stream:
         self.request.setHeader(b"Content-Type", b"application/json")
         self.request.setHeader(b"Cache-Control", b"no-cache")
         self.request.setHeader(b"X-Accel-Buffering", b"no")  # don't let a proxy hold hits back
+        self.request.registerProducer(self, True)
         self._write(b'{"subscription_id": %s, "hits": [\n' % json.dumps(subscription_id).encode())
         self._keepalive.start(self._keepalive_seconds, now=False)
 
@@ -61,22 +76,32 @@ class Stream:
         for hit in hits:
             if self.closed:
                 return
-            self._write((b",\n" if self.sent else b"") + json.dumps(hit).encode("utf-8"))
-            self.sent += 1
-            if self.limit is not None and self.sent >= self.limit:
-                self.close()
+            if self.limit is not None and self.sent + len(self._pending) >= self.limit:
+                break  # the limit is reached once what waits is written
+            self._pending.append(json.dumps(hit).encode("utf-8"))
+            self._flush()
+            if len(self._pending) > self._max_pending:
+                return self.close(dropped=len(self._pending))
 
-    def close(self, error: str | None = None) -> None:
+    def close(self, error: str | None = None, dropped: int = 0) -> None:
         """End the JSON object and the response."""
         if self.closed:
             return
         if not self.started:  # nothing sent yet: an ordinary error answer
             self._end()
             return send_error(self.request, 503, error or "Tailor is shutting down", {"Retry-After": "1"})
-        tail = b"\n]" + (b", %s: %s" % (b'"error"', json.dumps(error).encode()) if error else b"") + b"}\n"
-        self._write(tail)
+        self._pending.clear()
+        extra = {key: value for key, value in (("error", error), ("dropped", dropped)) if value}
+        self._write(
+            b"\n]"
+            + b"".join(
+                b", %s: %s" % (json.dumps(k).encode(), json.dumps(v).encode()) for k, v in extra.items()
+            )
+            + b"}\n"
+        )
         self._end()
         if not self.request._disconnected:
+            self.request.unregisterProducer()
             self.request.finish()
 
     def gone(self) -> None:
@@ -84,8 +109,32 @@ class Stream:
         if not self.closed:
             self._end()
 
+    # IPushProducer: the transport says when the client keeps up, and when not.
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        self.gone()
+
+    def _flush(self) -> None:
+        while self._pending and not self.paused and not self.closed:
+            self._write((b",\n" if self.sent else b"") + self._pending.popleft())
+            self.sent += 1
+            if self.limit is not None and self.sent >= self.limit:
+                self.close()
+
+    def _idle(self) -> None:
+        if not self.paused:
+            self._write(b"\n")
+
     def _end(self) -> None:
         self.closed = True
+        self._pending.clear()
         if self._keepalive.running:
             self._keepalive.stop()
         self._on_end(self)
@@ -102,8 +151,9 @@ class Tailor:
     itself: when one stream ends on its limit, the others on the topic still get the event.
     """
 
-    def __init__(self, keepalive: float):
+    def __init__(self, keepalive: float, max_pending: int = 1000):
         self.keepalive = keepalive
+        self.max_pending = max_pending
         self.session = None
         self.topics: dict[str, set[Stream]] = {}
         self._subscriptions: dict[str, Any] = {}
@@ -156,7 +206,7 @@ class Tailor:
         if request._disconnected or self.session is not session:
             return
         topic = api.topic(sid)
-        stream = Stream(request, topic, limit, self.keepalive, self._ended)
+        stream = Stream(request, topic, limit, self.keepalive, self.max_pending, self._ended)
         self.topics.setdefault(topic, set()).add(stream)
         request.notifyFinish().addBoth(lambda _: stream.gone())
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import urllib.parse
 
 import pytest
 import pytest_twisted
@@ -173,3 +175,61 @@ async def test_keepalive_and_shutdown_mid_stream_end_in_valid_json(stack, index)
         # Twisted ends a process stopped by a signal with that signal, as a shell expects.
         assert stack.stop("tailor-shutdown") in (0, -signal.SIGTERM)
     assert "Traceback" not in stack.tail("tailor-shutdown", lines=200)
+
+
+def _open_slow_client(port: int, index: str) -> tuple[socket.socket, bytes]:
+    """A client that asks for a stream and then reads nothing (its receive buffer is small)."""
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(20)
+    client.connect(("127.0.0.1", port))
+    query = urllib.parse.urlencode({"i": index, "q": "service:api"})
+    client.sendall(f"GET /api/v0.1/docs?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head = b""
+    while b'"hits": [' not in head:
+        head += client.recv(4096)
+    return client, head
+
+
+def _read_to_end(client: socket.socket, head: bytes) -> bytes:
+    data = head
+    while chunk := client.recv(65536):
+        data += chunk
+    client.close()
+    body = data.split(b"\r\n\r\n", 1)[1]
+    # Undo the chunked transfer encoding.
+    out, rest = b"", body
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        if int(size, 16) == 0:
+            break
+        out, rest = out + rest[: int(size, 16)], rest[int(size, 16) + 2 :]
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(stack, index):
+    port = stack.ports.tailor + 4
+    stack.start_tailor("tailor-slow", port=port, ESTROM_MAX_PENDING_HITS="200")
+    try:
+        slow, head = _open_slow_client(port, index)
+        fast = await HttpStream.open(f"http://127.0.0.1:{port}", i=index, q="service:api")
+        await fast.wait_for_head()
+        # 8 MB of matching documents: far more than the socket buffers between Tailor and the
+        # slow client hold, so Tailor has to keep (200 at most) or give up.
+        blob = "x" * 8000
+        for batch in range(10):
+            status, _ = await post(
+                docs_url(stack, index),
+                [{"service": "api", "n": batch * 100 + n, "blob": blob} for n in range(100)],
+            )
+            assert status == 200
+        assert len(await fast.wait_for_hits(1000)) == 1000  # a client that keeps up gets all
+        body = json.loads(_read_to_end(slow, head))
+        assert body["dropped"] > 0
+        received = [hit["_source"]["n"] for hit in body["hits"]]
+        assert received == list(range(len(received)))  # in order, no gap, until it fell behind
+        assert len(received) + body["dropped"] <= 1000
+        fast.close()
+    finally:
+        stack.stop("tailor-slow")
