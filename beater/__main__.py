@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from beater.engine import Engine
 from beater.ingest import DocsResource, IngestSite
+from beater.interest import Interest
 from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("beater: ESTROM_BEATER_SECRET is not set; the router admits Beater only with it")
 
     beater = Beater(
-        Percolator(Engine(settings.elasticsearch_url), settings.percolate_page_size), settings.batching()
+        Percolator(Engine(settings.elasticsearch_url), settings.percolate_page_size),
+        settings.batching(),
+        Interest(settings.active_grace_seconds) if settings.percolate_only_active else None,
     )
     wamp = component(
         settings.router_url,

@@ -89,14 +89,22 @@ class Percolator:
         hits = answer["hits"]["hits"]
         return hits[0]["_source"][META_FIELD] if hits else None
 
-    async def percolate(self, index: str, documents: list[dict]) -> dict[str, list[int]]:
-        """Match ``documents`` against the queries of ``index`` in one percolation.
+    async def percolate(
+        self, index: str, documents: list[dict], only: list[str] | None = None
+    ) -> dict[str, list[int]]:
+        """Match ``documents`` against the queries of ``index`` (those in ``only``, if given)
+        in one percolation.
 
         Fires with ``{query_id: [positions of the matching documents]}``. Pages through all
         matching queries: a search returns only a page of hits at a time.
         """
+        query: dict[str, Any] = {"percolate": {"field": QUERY_FIELD, "documents": documents}}
+        if only is not None:
+            if not only:
+                return {}  # nobody listens: nothing to ask the engine
+            query = {"bool": {"filter": [query, {"terms": {ID_FIELD: only}}]}}
         body: dict[str, Any] = {
-            "query": {"percolate": {"field": QUERY_FIELD, "documents": documents}},
+            "query": query,
             "_source": False,
             "size": self.page_size,
             "sort": [{ID_FIELD: "asc"}],

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import InvalidQuery, identify
+from beater.interest import Interest
 from beater.percolator import InvalidIndex, Percolator, check_index
 from beater.pipeline import Pipeline, Rejected
 from estrom import api
@@ -27,9 +28,12 @@ class RouterUnavailable(Exception):
 class Beater:
     """Registers queries and delivers the documents that match them."""
 
-    def __init__(self, percolator: Percolator, batching: dict[str, Any] | None = None):
+    def __init__(
+        self, percolator: Percolator, batching: dict[str, Any] | None = None, interest: Interest | None = None
+    ):
         self.percolator = percolator
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
+        self.interest = interest  # None: percolate every stored query
         self.session = None  # the joined WAMP session, or None
 
     async def on_join(self, session, details) -> None:
@@ -37,6 +41,8 @@ class Beater:
         options = RegisterOptions(invoke="roundrobin")
         await session.register(self.register, api.REGISTER, options=options)
         await session.register(self.lookup, api.LOOKUP, options=options)
+        if self.interest is not None:
+            await self.interest.follow(session)
         self.session = session
         log.info("Beater joined realm {realm} as {authid}", realm=details.realm, authid=details.authid)
 
@@ -49,6 +55,8 @@ class Beater:
         try:
             identified = identify(check_index(index), query)
             await self.percolator.store(identified)
+            if self.interest is not None:
+                self.interest.touch(identified.id)
         except InvalidIndex as e:
             raise ApplicationError(api.INVALID_INDEX, str(e)) from None
         except InvalidQuery as e:
@@ -67,6 +75,8 @@ class Beater:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         if found is None:
             raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, f"no query has the ID '{query_id}'")
+        if self.interest is not None:
+            self.interest.touch(query_id)
         return found
 
     async def ingest(self, index: str, documents: list[dict]) -> dict[str, int]:
@@ -83,7 +93,8 @@ class Beater:
         if session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         try:
-            matches = await self.percolator.percolate(index, documents)
+            only = self.interest.active() if self.interest is not None else None
+            matches = await self.percolator.percolate(index, documents, only)
         except EngineError as e:
             raise Rejected(e.reason) from e
         hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]

@@ -38,6 +38,18 @@ class BeaterSettings:
         2, "ESTROM_PERCOLATIONS_IN_FLIGHT", "percolations sent to the engine at once"
     )
 
+    percolate_only_active: bool = setting(
+        True,
+        "ESTROM_PERCOLATE_ONLY_ACTIVE",
+        "percolate only queries someone subscribes to (from the router's meta-events)",
+    )
+
+    active_grace_seconds: float = setting(
+        60.0,
+        "ESTROM_ACTIVE_GRACE_SECONDS",
+        "a query registered or looked up counts as listened to this long, subscribed or not",
+    )
+
     def batching(self) -> dict:
         """The keyword arguments of beater.pipeline.Pipeline."""
         return {

@@ -26,6 +26,8 @@ def load(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = Non
     for field in dataclasses.fields(cls):
         env = field.metadata["env"]
         kind = type(field.default)
+        if kind is bool:
+            kind = _boolean
         default = os.environ.get(env, field.default)
         try:
             default = kind(default)
@@ -41,6 +43,19 @@ def load(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = Non
             else f"{field.metadata['help']} (${env})",
         )
     return cls(**vars(parser.parse_args(argv)))
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_boolean.__name__ = "boolean (true/false)"
 
 
 def describe(settings: Any) -> str:

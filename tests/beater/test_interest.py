@@ -1,0 +1,61 @@
+"""Only queries someone listens to are percolated (the router's subscription meta-events)."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from autobahn.wamp.types import SubscribeOptions
+
+from estrom import api
+from tests.clients import HttpStream, eventually, post, wamp_session
+
+
+@pytest_twisted.ensureDeferred
+async def test_percolation_follows_live_subscriptions(stack, index):
+    client = await wamp_session(stack.router_url)
+    listened = await client.call(api.REGISTER, index, "service:api")
+    ignored = await client.call(api.REGISTER, index, "level:error")
+    received = []
+    subscription = await client.subscribe(lambda *hits: received.extend(hits), api.topic(listened))
+    # A Beater that starts now learns of the subscription from the router's list, and forgets
+    # registrations after 0.2 s unless someone subscribed.
+    beater = stack.start_beater(
+        "beater-interest", port=stack.ports.beater + 5, ESTROM_ACTIVE_GRACE_SECONDS="0.2"
+    )
+    url = f"{beater}/api/v0.1/docs/{index}"
+    document = {"service": "api", "level": "error"}  # both queries match it
+    try:
+        status, answer = await post(url, document)
+        assert (status, answer["published"]) == (200, 1)  # only the query with a subscriber
+        await eventually(lambda: received, what="the subscriber's hit")
+
+        await subscription.unsubscribe()
+
+        async def nobody_listens():
+            return (await post(url, document))[1]["published"] == 0
+
+        await eventually(nobody_listens, what="Beater to see the unsubscription")
+
+        # An inactive query still opens by its ID, and is percolated again from then on.
+        stream = await HttpStream.open(stack.tailor_url, s=ignored)
+        await stream.wait_for_head()
+        await eventually(lambda: _published_one(url, document), what="the reopened query to be percolated")
+        assert (await stream.wait_for_hits(1))[0]["_source"] == document
+        stream.close()
+
+        # A prefix subscription could receive any topic: then every query is percolated.
+        everything = await client.subscribe(
+            lambda *hits: None, api.TOPIC_PREFIX, SubscribeOptions(match="prefix")
+        )
+
+        async def all_percolated():
+            return (await post(url, document))[1]["published"] == 2
+
+        await eventually(all_percolated, what="the prefix subscription to switch the filter off")
+        await everything.unsubscribe()
+    finally:
+        client.leave()
+        stack.stop("beater-interest")
+
+
+async def _published_one(url, document) -> bool:
+    return (await post(url, document))[1]["published"] >= 1
