@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test lint engine browser clean
+.PHONY: install up test lint bench engine browser clean
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
@@ -61,6 +61,10 @@ lint: $(VENV)/.installed
 
 test: install lint browser tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
+
+# Throughput, latency and memory on a real engine node and the real stack (about 15 minutes).
+bench: install
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom \

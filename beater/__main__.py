@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         Percolator(Engine(settings.elasticsearch_url), settings.percolate_page_size),
         settings.batching(),
         Interest(settings.active_grace_seconds) if settings.percolate_only_active else None,
+        settings.percolate_one_by_one,
     )
     wamp = component(
         settings.router_url,

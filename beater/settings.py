@@ -50,6 +50,12 @@ class BeaterSettings:
         "a query registered or looked up counts as listened to this long, subscribed or not",
     )
 
+    percolate_one_by_one: bool = setting(
+        False,
+        "ESTROM_PERCOLATE_ONE_BY_ONE",
+        "one percolate request per document, as the original design did (the benchmark's baseline)",
+    )
+
     def batching(self) -> dict:
         """The keyword arguments of beater.pipeline.Pipeline."""
         return {
