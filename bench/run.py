@@ -150,24 +150,20 @@ class Bench:
         sent = 0
         received_before = self.received
         started = time.monotonic()
-        deadline = started + self.args.seconds
 
-        async def sender():
+        async def send():
             nonlocal published, sent
-            while time.monotonic() < deadline:
-                documents = [
-                    {"user": f"u{random.randrange(count)}", "msg": "GET /api 200"}
-                    for _ in range(self.args.batch_docs)
-                ]
-                response = await self.http.post(url, json=documents)
-                answer = await response.json()
-                if response.code == 200:
-                    published += answer["published"]
-                    sent += len(documents)
+            documents = [
+                {"user": f"u{random.randrange(count)}", "msg": "GET /api 200"}
+                for _ in range(self.args.batch_docs)
+            ]
+            response = await self.http.post(url, json=documents)
+            answer = await response.json()
+            if response.code == 200:
+                published += answer["published"]
+                sent += len(documents)
 
-        await DeferredList(
-            [ensureDeferred(sender()) for _ in range(self.args.senders)], fireOnOneErrback=True
-        )
+        await self._for_a_while(self.args.senders, send)
         await _until(lambda: self.received - received_before >= published, 60)
         return (self.received - received_before) / (time.monotonic() - started), sent
 
@@ -179,28 +175,23 @@ class Bench:
         """Percolate requests straight to the engine (2 at a time, like Beater): documents/s."""
         url = f"{self.stack.engine_url}/estrom-queries-{index}/_search"
         done = 0
-        started = time.monotonic()
-        deadline = started + self.args.seconds
 
-        async def caller():
+        async def call():
             nonlocal done
-            while time.monotonic() < deadline:
-                documents = [
-                    {"user": f"u{random.randrange(count)}", "msg": "GET /api 200"} for _ in range(batch)
-                ]
-                body = {
-                    "query": {"percolate": {"field": "estrom_query", "documents": documents}},
-                    "_source": False,
-                    "size": 1000,
-                    "sort": [{"estrom_id": "asc"}],
-                    "track_total_hits": False,
-                }
-                response = await self.http.post(url, json=body)
-                await response.json()
-                done += batch
+            documents = [{"user": f"u{random.randrange(count)}", "msg": "GET /api 200"} for _ in range(batch)]
+            body = {
+                "query": {"percolate": {"field": "estrom_query", "documents": documents}},
+                "_source": False,
+                "size": 1000,
+                "sort": [{"estrom_id": "asc"}],
+                "track_total_hits": False,
+            }
+            response = await self.http.post(url, json=body)
+            await response.json()
+            done += batch
 
-        await DeferredList([ensureDeferred(caller()) for _ in range(2)], fireOnOneErrback=True)
-        return done / (time.monotonic() - started)
+        elapsed = await self._for_a_while(2, call)
+        return done / elapsed
 
     async def _filter_savings(self, count: int) -> None:
         """10,000 stored queries, 100 with a subscriber: percolating only those vs all."""
@@ -224,21 +215,31 @@ class Bench:
         """Documents/s Beater accepts (percolated and published) from JSON batches of 100."""
         url = f"{beater_url}/api/v0.1/docs/{index}"
         accepted = 0
+
+        async def send():
+            nonlocal accepted
+            response = await self.http.post(
+                url, json=[{"user": f"u{random.randrange(count)}"} for _ in range(100)]
+            )
+            if response.code == 200:
+                accepted += (await response.json())["accepted"]
+            else:
+                await response.content()
+
+        elapsed = await self._for_a_while(4, send)
+        return accepted / elapsed
+
+    async def _for_a_while(self, workers: int, step) -> float:
+        """Run ``step()`` over and over in ``workers`` loops for --seconds; the seconds it took."""
         started = time.monotonic()
         deadline = started + self.args.seconds
 
-        async def sender():
-            nonlocal accepted
+        async def loop():
             while time.monotonic() < deadline:
-                documents = [{"user": f"u{random.randrange(count)}"} for _ in range(100)]
-                response = await self.http.post(url, json=documents)
-                if response.code == 200:
-                    accepted += (await response.json())["accepted"]
-                else:
-                    await response.content()
+                await step()
 
-        await DeferredList([ensureDeferred(sender()) for _ in range(4)], fireOnOneErrback=True)
-        return accepted / (time.monotonic() - started)
+        await DeferredList([ensureDeferred(loop()) for _ in range(workers)], fireOnOneErrback=True)
+        return time.monotonic() - started
 
     # --- 3 and 4: latency and memory ---------------------------------------------------------
 
