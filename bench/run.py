@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import time
@@ -64,7 +65,9 @@ def main() -> None:
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
     args = parser.parse_args()
 
-    stack = Stack(ROOT / ".estrom" / "bench", ports=PORTS)
+    workdir = ROOT / ".estrom" / "bench"
+    shutil.rmtree(workdir, ignore_errors=True)  # every run starts from an empty engine
+    stack = Stack(workdir, ports=PORTS)
     try:
         stack.start_engine()
         stack.start_router()
