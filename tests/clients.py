@@ -62,7 +62,6 @@ class _Feed(Protocol):
 
     def connectionLost(self, reason) -> None:
         self.stream.ended = True
-        self.stream._done.callback(None)
 
 
 class HttpStream:
@@ -74,7 +73,6 @@ class HttpStream:
         self.ended = False
         self.status: int | None = None
         self._parser = ijson.items_coro(_Collector(self.hits), "hits.item")
-        self._done: Deferred = Deferred()
         self._feed: _Feed | None = None
 
     @classmethod
