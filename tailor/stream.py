@@ -72,13 +72,14 @@ class Stream:
         self._write(b'{"subscription_id": %s, "hits": [\n' % json.dumps(subscription_id).encode())
         self._keepalive.start(self._keepalive_seconds, now=False)
 
-    def send(self, hits: tuple) -> None:
+    def send(self, hits: list[bytes]) -> None:
+        """Write ``hits`` (each already JSON-encoded), or keep them while the client is slow."""
         for hit in hits:
             if self.closed:
                 return
             if self.limit is not None and self.sent + len(self._pending) >= self.limit:
                 break  # the limit is reached once what waits is written
-            self._pending.append(json.dumps(hit).encode("utf-8"))
+            self._pending.append(hit)
             self._flush()
             if len(self._pending) > self._max_pending:
                 return self.close(dropped=len(self._pending))
@@ -220,13 +221,18 @@ class Tailor:
     async def _subscribe(self, session, topic: str) -> None:
         if topic in self._subscriptions or topic not in self.topics:
             return
-        subscription = await session.subscribe(
-            lambda *hits: [stream.send(hits) for stream in list(self.topics.get(topic, ()))], topic
-        )
+        subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic)
         if topic in self.topics:
             self._subscriptions[topic] = subscription
         else:  # every stream on it ended while the router answered
             subscription.unsubscribe().addErrback(lambda _: None)
+
+    def _deliver(self, topic: str, hits: tuple) -> None:
+        streams = list(self.topics.get(topic, ()))
+        if streams:
+            encoded = [json.dumps(hit).encode("utf-8") for hit in hits]  # once, for every stream
+            for stream in streams:
+                stream.send(encoded)
 
     def _ended(self, stream: Stream) -> None:
         streams = self.topics.get(stream.topic, set())
