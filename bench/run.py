@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import shutil
 import socket
 import statistics
@@ -67,7 +68,7 @@ def main() -> None:
 
     workdir = ROOT / ".estrom" / "bench"
     shutil.rmtree(workdir, ignore_errors=True)  # every run starts from an empty engine
-    stack = Stack(workdir, ports=PORTS)
+    stack = Stack(workdir, ports=PORTS, watcher=secrets.token_urlsafe(24))
     try:
         stack.start_engine()
         stack.start_router()
@@ -95,8 +96,11 @@ class Bench:
         self.received = 0
 
     async def run(self) -> None:
-        self.session = await _wamp(self.stack.router_url)
-        # One subscriber for every topic: counts what reaches subscribers.
+        self.session = await _wamp(
+            self.stack.router_url, {"ticket": {"authid": "watcher", "ticket": self.stack.watcher}}
+        )
+        # One subscriber for every topic (a trusted principal's: anonymous clients may only
+        # subscribe to exact topics): counts what reaches subscribers.
         await self.session.subscribe(self._count, api.TOPIC_PREFIX, SubscribeOptions(match="prefix"))
         self.results["memory"] = {"rest": self._memory()}
         for count in [int(n) for n in self.args.queries.split(",")]:
@@ -438,7 +442,7 @@ def _slow_client(port: int, index: str, query: str) -> socket.socket:
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client.connect(("127.0.0.1", port))
     params = urllib.parse.urlencode({"i": index, "q": query})
-    client.sendall(f"GET /api/v0.1/docs?{params} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    client.sendall(f"GET /api/v0.1/docs?{params} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return client
 
 
@@ -449,8 +453,12 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _wamp(url: str):
-    component = Component(transports=[{"type": "websocket", "url": url, "max_retries": 0}], realm="estrom")
+async def _wamp(url: str, authentication: dict | None = None):
+    component = Component(
+        transports=[{"type": "websocket", "url": url, "max_retries": 0}],
+        realm="estrom",
+        authentication=authentication or {},
+    )
     joined: Deferred = Deferred()
     component.on("join", lambda session, details: joined.callback(session))
     component.start(reactor)

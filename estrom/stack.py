@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -49,6 +50,14 @@ class Stack:
     python: str = sys.executable
     crossbar: str = str(ROOT / ".venv-router" / "bin" / "crossbar")
     java: str = "java"
+    # Browser origins ("https://tail.example.com:8443") whose pages may use the router besides its
+    # own page; a WebSocket handshake from any other origin is refused.
+    allowed_origins: list[str] = field(
+        default_factory=lambda: _origins(os.environ.get("ESTROM_ALLOWED_ORIGINS"))
+    )
+    # The ticket of a "watcher" principal that may subscribe to every docs-for-* topic at once
+    # (tests and the benchmark count what reaches subscribers); None: there is none.
+    watcher: str | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # How to tell that each service is ready: URL, path, body to POST (or None: GET), status.
     _probes: dict[str, tuple[str, str, bytes | None, int]] = field(default_factory=dict, repr=False)
@@ -118,17 +127,11 @@ class Stack:
         )
 
     def start_router(self, timeout: float = 60) -> None:
-        """Start crossbar with router/.crossbar/config.json, listening on ports.router."""
-        config = json.loads((ROOT / "router" / ".crossbar" / "config.json").read_text())
-        for worker in config["workers"]:
-            for transport in worker.get("transports", []):
-                transport["endpoint"]["port"] = self.ports.router
-                for service in transport.get("paths", {}).values():
-                    if service.get("type") == "static":  # relative to the cbdir: make it absolute
-                        service["directory"] = str(ROOT / "router" / ".crossbar" / service["directory"])
+        """Start crossbar with router/.crossbar/config.json, listening on ports.router and also
+        accepting WebSocket connections from the browser origins in ``allowed_origins``."""
         cbdir = self.workdir / "router"
         cbdir.mkdir(exist_ok=True)
-        (cbdir / "config.json").write_text(json.dumps(config, indent=2))
+        (cbdir / "config.json").write_text(json.dumps(self.router_config(), indent=2))
         self._spawn("router", [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
         self._wait("router", lambda: _status(f"http://127.0.0.1:{self.ports.router}/") is not None, timeout)
         # After a restart, wait until the running services have reconnected (they back off up
@@ -136,6 +139,37 @@ class Stack:
         for name in self._probes:
             if name in self.processes:
                 self._wait(name, partial(self._answers, name), timeout)
+
+    def router_config(self) -> dict:
+        """router/.crossbar/config.json as this stack runs it from another cbdir: its ports, the
+        page's own origins on that port (plus ``allowed_origins``), absolute paths, and the
+        ``watcher`` principal if there is one."""
+        source = ROOT / "router" / ".crossbar"
+        config = json.loads((source / "config.json").read_text())
+        for worker in config["workers"]:
+            options = worker.get("options", {})
+            if "pythonpath" in options:  # relative to the cbdir, as the static directory below
+                options["pythonpath"] = [str((source / path).resolve()) for path in options["pythonpath"]]
+            for transport in worker.get("transports", []):
+                port = transport["endpoint"]["port"]
+                transport["endpoint"]["port"] = self.ports.router
+                for service in transport.get("paths", {}).values():
+                    if service.get("type") == "static":
+                        service["directory"] = str((source / service["directory"]).resolve())
+                    origins = service.get("options", {}).get("allowed_origins")
+                    if origins is not None:
+                        # crossbar reads no environment variable inside a list: add them here.
+                        origins[:] = [_with_port(origin, port, self.ports.router) for origin in origins]
+                        origins += [origin for origin in self.allowed_origins if origin not in origins]
+                    if self.watcher and "ticket" in service.get("auth", {}):
+                        service["auth"]["ticket"]["principals"]["watcher"] = {
+                            "ticket": self.watcher,
+                            "role": "watcher",
+                        }
+            if self.watcher:
+                for realm in worker.get("realms", []):
+                    realm["roles"].append(_WATCHER_ROLE)
+        return config
 
     def start_beater(self, name: str = "beater", port: int | None = None, **env: str) -> str:
         """Start a Beater (another one, given another ``name`` and ``port``); its URL."""
@@ -232,6 +266,41 @@ class Stack:
         order = ["beater", "router", "engine"]
         for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else -1):
             self.stop(name)
+
+
+def _origins(value: str | None) -> list[str]:
+    """The origins in a comma-separated list such as $ESTROM_ALLOWED_ORIGINS, each with its port:
+    autobahn compares "scheme://host:port", the port written out even when it is the default.
+    (router/Dockerfile does the same for the image.)"""
+    origins = [origin.strip().rstrip("/") for origin in (value or "").split(",")]
+    return [
+        origin
+        if origin.rpartition(":")[2].isdigit() or origin.endswith(":*")
+        else origin + (":443" if origin.startswith("https:") else ":80")
+        for origin in origins
+        if origin
+    ]
+
+
+def _with_port(origin: str, old: int, new: int) -> str:
+    """``origin`` on port ``new`` when it is on port ``old``: the page's own origin moves with it."""
+    return re.sub(rf":{old}$", f":{new}", origin)
+
+
+# Tests and the benchmark watch every topic at once, which no client of `make up` may: a ticket
+# principal of their own, in their copy of the router's configuration only.
+_WATCHER_ROLE = {
+    "name": "watcher",
+    "permissions": [
+        {
+            "uri": "docs-for-",
+            "match": "prefix",
+            "allow": {"call": False, "register": False, "publish": False, "subscribe": True},
+            "disclose": {"caller": False, "publisher": False},
+            "cache": True,
+        }
+    ],
+}
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:

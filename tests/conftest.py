@@ -8,6 +8,7 @@ There is no skipping: if a part cannot start, every test that needs it fails, wi
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def stack(request) -> Stack:
     again before it ends."""
     workdir = ARTIFACTS / f"stack-{request.param}"
     shutil.rmtree(workdir, ignore_errors=True)
-    system = Stack(workdir, ports=TEST_PORTS, engine=request.param)
+    system = Stack(workdir, ports=TEST_PORTS, engine=request.param, watcher=secrets.token_urlsafe(24))
     try:
         system.start_engine()
         system.start_router()
@@ -36,6 +37,19 @@ def stack(request) -> Stack:
         pytest.fail(f"the test system did not start: {e}", pytrace=False)
     yield system
     system.down()
+
+
+@pytest.fixture
+def sole_beater(stack):
+    """Start the only Beater with the given settings; the usual one is back after the test."""
+
+    def start(**env: str) -> None:
+        stack.stop("beater")
+        stack.start_beater(**env)
+
+    yield start
+    stack.stop("beater")
+    stack.start_beater()
 
 
 @pytest.fixture

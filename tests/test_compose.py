@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from beater.settings import BeaterSettings
+from estrom.stack import Stack
 from tailor.settings import TailorSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,21 @@ def command(name: str) -> list[str]:
 def router_cbdir() -> str:
     cmd = command("router")
     return cmd[cmd.index("--cbdir") + 1]
+
+
+def build_args(name: str) -> set[str]:
+    """The names of the Dockerfile's ARG instructions."""
+    return {rest.split("=", 1)[0] for keyword, rest in instructions(name) if keyword == "ARG"}
+
+
+def patch_config(tmp_path: Path, **env: str) -> dict:
+    """ROUTER_CONFIG as the router Dockerfile's patch step leaves it, run here with ``env``."""
+    (patch,) = [tokens for tokens in runs("router") if tokens[:2] == ["python", "-c"]]
+    assert patch[3] == posixpath.join(router_cbdir(), "config.json")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(ROUTER_CONFIG))
+    subprocess.run([sys.executable, "-c", patch[2], str(config)], check=True, env=env)
+    return json.loads(config.read_text())
 
 
 def pip_installs(name: str) -> list[list[str]]:
@@ -246,19 +262,73 @@ def test_router_image_has_its_config_and_web_page_where_the_cbdir_expects_them()
 
 
 def test_router_image_listens_on_all_interfaces_and_changes_nothing_else(tmp_path):
-    # Run the Dockerfile's own patch step on a copy of the config.
-    (patch,) = [tokens for tokens in runs("router") if tokens[:2] == ["python", "-c"]]
-    assert patch[3] == posixpath.join(router_cbdir(), "config.json")
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(ROUTER_CONFIG))
-    subprocess.run([sys.executable, "-c", patch[2], str(config)], check=True)
-
-    patched = json.loads(config.read_text())
+    # Run the Dockerfile's own patch step on a copy of the config, without extra origins.
+    patched = patch_config(tmp_path)
     expected = json.loads(json.dumps(ROUTER_CONFIG))
     for worker in expected["workers"]:
         for transport in worker.get("transports", []):
             transport["endpoint"]["interface"] = "0.0.0.0"
     assert patched == expected
+
+
+def test_router_accepts_the_page_from_the_port_compose_publishes():
+    _, websocket = router_path("websocket")
+    ((host_port, _),) = published("router")
+    assert websocket["options"]["allowed_origins"][:2] == [
+        f"http://127.0.0.1:{host_port}",
+        f"http://localhost:{host_port}",
+    ]
+    assert websocket["options"]["allow_null_origin"] is False
+
+
+def test_compose_passes_the_allowed_origins_to_the_router_image():
+    assert "ESTROM_ALLOWED_ORIGINS" in build_args("router")
+    args = service("router")["build"]["args"]
+    assert args == {"ESTROM_ALLOWED_ORIGINS": "${ESTROM_ALLOWED_ORIGINS:-}"}  # optional: empty
+
+
+def test_router_image_adds_the_allowed_origins_as_the_local_stack_does(tmp_path, monkeypatch):
+    origins = " https://tail.example.com, http://10.0.0.5:8080/,,https://*.example.org:*"
+    patched = patch_config(tmp_path, ESTROM_ALLOWED_ORIGINS=origins)
+    monkeypatch.setenv("ESTROM_ALLOWED_ORIGINS", origins)
+    local = Stack(tmp_path / "stack").router_config()  # the default ports: compose's
+
+    def allowed(config: dict) -> list[str]:
+        (ws,) = [
+            service
+            for worker in config["workers"]
+            for t in worker.get("transports", [])
+            for service in t.get("paths", {}).values()
+            if service["type"] == "websocket"
+        ]
+        return ws["options"]["allowed_origins"]
+
+    assert allowed(patched) == allowed(local)
+    assert allowed(patched)[2:] == [
+        "https://tail.example.com:443",  # autobahn compares the origin with its port written out
+        "http://10.0.0.5:8080",
+        "https://*.example.org:*",
+    ]
+
+
+def test_router_image_has_the_components_where_the_pythonpath_expects_them():
+    # pythonpath entries are relative to the cbdir: router/.crossbar here, router_cbdir() there.
+    cbdir = router_cbdir()
+    for worker in ROUTER_CONFIG["workers"]:
+        pythonpath = worker.get("options", {}).get("pythonpath", [])
+        for component in worker.get("components", []):
+            module = component["classname"].rpartition(".")[0].replace(".", "/") + ".py"
+            places = [
+                (
+                    posixpath.normpath(posixpath.join("router/.crossbar", path, module)),
+                    posixpath.normpath(posixpath.join(cbdir, path, module)),
+                )
+                for path in pythonpath
+            ]
+            assert any(
+                (ROOT / source).is_file() and copies("router").get(source) == destination
+                for source, destination in places
+            ), places
 
 
 def test_docker_build_context_leaves_out_local_environments_and_run_data():

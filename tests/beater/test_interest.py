@@ -42,8 +42,12 @@ async def test_percolation_follows_live_subscriptions(stack, index):
         assert (await stream.wait_for_hits(1))[0]["_source"] == document
         stream.close()
 
-        # A prefix subscription could receive any topic: then every query is percolated.
-        everything = await client.subscribe(
+        # A prefix subscription could receive any topic: then every query is percolated. (Only
+        # a trusted principal may make one: anonymous clients subscribe to exact topics.)
+        watcher = await wamp_session(
+            stack.router_url, {"ticket": {"authid": "watcher", "ticket": stack.watcher}}
+        )
+        everything = await watcher.subscribe(
             lambda *hits: None, api.TOPIC_PREFIX, SubscribeOptions(match="prefix")
         )
 
@@ -52,6 +56,7 @@ async def test_percolation_follows_live_subscriptions(stack, index):
 
         await eventually(all_percolated, what="the prefix subscription to switch the filter off")
         await everything.unsubscribe()
+        watcher.leave()
     finally:
         client.leave()
         stack.stop("beater-interest")
