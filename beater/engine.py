@@ -12,22 +12,49 @@ from typing import Any
 from urllib.parse import quote
 
 import treq
-from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
-from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
+from twisted.internet.defer import Deferred
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionClosed,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    PartialDownloadError,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 
+# Every way the engine can fail to answer at all: connection failures come as themselves while
+# connecting, wrapped in ResponseFailed & co. once the request is on its way. Failing to answer in
+# time is the deadline's (Engine._timed_out), whatever the cancelled exchange raised then
+# (ConnectingCancelledError while connecting, CancelledError or ResponseNeverReceived after).
 _UNREACHABLE = (
     ConnectError,
-    ConnectionLost,
+    ConnectionClosed,
     DNSLookupError,
     TimeoutError,
     ResponseFailed,
     ResponseNeverReceived,
     RequestTransmissionFailed,
+    PartialDownloadError,
 )
 
 
 class EngineUnavailable(Exception):
-    """The engine did not answer, or answered that it cannot serve now (5xx)."""
+    """The engine did not answer, or answered that it cannot serve now (5xx); ``status`` is its
+    answer's status, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class EngineError(Exception):
@@ -51,41 +78,116 @@ def _reason(body: Any) -> tuple[str, str]:
 
 
 class Engine:
-    """A search engine node or cluster at ``url``."""
+    """A search engine node or cluster at ``url``.
 
-    def __init__(self, url: str, timeout: float = 30.0):
+    Every request has ``timeout`` seconds, from connecting to the last byte of the answer.
+    ``http`` is the treq-like client to send requests with (``treq`` itself, or a test's
+    ``treq.testing.StubTreq``), ``clock`` the reactor that measures the timeout.
+    """
+
+    def __init__(
+        self, url: str, timeout: float = 30.0, *, http: Any = None, clock: IReactorTime | None = None
+    ):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._http = http or treq
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
 
     async def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
         """Send one request; fire with the decoded JSON answer of a 2xx response.
 
-        Raises EngineUnavailable when nothing answers or the answer is a 5xx, EngineError for
-        any other non-2xx answer.
+        Raises EngineUnavailable when nothing answers whole within ``timeout`` or the answer is a
+        5xx or 429, EngineError for any other non-2xx answer.
         """
-        data = None if body is None else json.dumps(body).encode("utf-8")
+        # Bytes are NDJSON (the bulk API's body); anything else is one JSON value.
+        content_type = "application/x-ndjson" if isinstance(body, bytes) else "application/json"
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        exchange = Deferred.fromCoroutine(self._exchange(method, self.url + path, data, params, content_type))
+        # One deadline for the whole exchange: treq's own timeout ends once the head has
+        # arrived, and a body that stalls would then be waited for without end.
+        exchange.addTimeout(self.timeout, self._clock, onTimeoutCancel=self._timed_out)
         try:
-            response = await treq.request(
-                method,
-                self.url + path,
-                data=data,
-                params=params,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-                timeout=self.timeout,
-            )
-            content = await response.content()
+            code, content = await exchange
         except _UNREACHABLE as e:
-            raise EngineUnavailable(f"search engine at {self.url} unreachable: {e}") from e
+            raise EngineUnavailable(f"search engine at {self.url} unreachable: {_describe(e)}") from e
         try:
             answer = json.loads(content) if content else None
         except ValueError:
             answer = {"error": content.decode("utf-8", "replace")[:500]}
         # 429: the engine's queues are full (rejected execution): busy, not a bad request.
-        if response.code >= 500 or response.code == 429:
-            raise EngineUnavailable(f"search engine answered {response.code}: {_reason(answer)[1]}")
-        if response.code >= 400:
-            raise EngineError(response.code, answer)
+        if code >= 500 or code == 429:
+            raise EngineUnavailable(f"search engine answered {code}: {_reason(answer)[1]}", code)
+        if code >= 400:
+            raise EngineError(code, answer)
         return answer
+
+    async def bulk(self, actions: list[dict]) -> Any:
+        """Send ``actions`` (action and source lines) to the bulk API; fire with its answer.
+
+        The bulk API answers 200 even when items fail: their statuses are in ``items``.
+        """
+        return await self.request(
+            "POST", "/_bulk", b"".join(json.dumps(a).encode("utf-8") + b"\n" for a in actions)
+        )
+
+    async def _exchange(
+        self, method: str, url: str, data: bytes | None, params: dict | None, content_type: str
+    ) -> tuple[int, bytes]:
+        response = await self._http.request(
+            method,
+            url,
+            data=data,
+            params=params,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+            unbuffered=True,  # read by _read_body, which can be cancelled
+        )
+        return response.code, await _read_body(response)
+
+    def _timed_out(self, result: Any, timeout: float) -> Failure:
+        return Failure(EngineUnavailable(f"search engine at {self.url} did not answer within {timeout:g} s"))
+
+
+class _Body(Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred(self._cancel)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        # PotentialDataLoss: a body without a length, ended by closing the connection (as treq
+        # reads it too).
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(ResponseFailed([reason]))
+
+    def _cancel(self, done: Deferred[bytes]) -> None:
+        # Close the connection: otherwise it stays open, in use, for as long as the engine stalls.
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+def _read_body(response: IResponse) -> Deferred[bytes]:
+    """Fire with the whole body of ``response``; cancelling it closes the connection.
+
+    treq's ``content()`` cannot be cancelled that way, and Twisted's ``readBody`` looks for an
+    ``abortConnection`` that an agent's response body transport does not have.
+    """
+    body = _Body()
+    response.deliverBody(body)
+    return body.done
+
+
+def _describe(error: Exception) -> str:
+    """What went wrong, readably: Twisted's ResponseFailed & co. carry a list of Failures."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(reason.getErrorMessage() or reason.type.__name__ for reason in reasons)
+    return str(error) or type(error).__name__
 
 
 def path(*segments: str) -> str:

@@ -41,6 +41,18 @@ _COLOURS = {
 _RESET = "\033[0m"
 _FIELD = re.compile(r"\{([^{}]+)\}")
 
+# What a document must not send to the reader's terminal: C0 controls (ESC starts escape
+# sequences: colours, cursor moves, OSC 52 clipboard writes, window titles) and DEL; C1 controls,
+# U+0080-U+009F (U+009B is CSI on terminals that honour 8-bit controls); the bidirectional
+# overrides and isolates, which reorder what is shown (CVE-2021-42574, "Trojan Source"); and the
+# line and paragraph separators, which some tools take for new lines. Lone surrogates too: they
+# cannot be written as UTF-8 at all. JSON escapes only C0 (and json.dumps with
+# ensure_ascii=False none of the rest).
+_JSON_LEAVES = "\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[\x00-\x1f{_JSON_LEAVES}]")
+_UNSAFE_IN_JSON = re.compile(f"[{_JSON_LEAVES}]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
 
 class Refused(Exception):
     """Tailor refused the request (4xx): retrying will not help."""
@@ -119,10 +131,11 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
                     return 0
             reason = "the stream ended"
         except Refused as e:
-            err.write(f"estrom: {e}\n")
+            # Tailor's reasons quote the query, and the engine's: they are shown, not obeyed.
+            err.write(f"estrom: {printable(str(e))}\n")
             return 2
         except Lost as e:
-            reason = str(e)
+            reason = printable(str(e))
         err.write(
             f"estrom: {reason}; reconnecting in {delay:.1f} s (documents sent meanwhile are not shown)\n"
         )
@@ -187,17 +200,43 @@ def _error_message(error: urllib.error.HTTPError) -> str:
 
 
 def render(hit: dict[str, Any], args: argparse.Namespace, colour: bool) -> str:
-    """One line for ``hit``: the template, the whole hit (--json), or the document as JSON."""
+    """One line for ``hit``: the template, the whole hit (--json), or the document as JSON.
+
+    Whatever comes from the document is escaped so that it can neither control the terminal nor
+    start a line of its own: JSON output stays valid JSON (``\\u009b``), template fields get
+    ``printable``.
+    """
     if args.json:
-        return json.dumps(hit, separators=(",", ":"), ensure_ascii=False)
+        return _json(hit)
     source = hit.get("_source", {})
     if args.format:
         line = _FIELD.sub(lambda match: _field(hit, source, match.group(1)), args.format)
     else:
-        line = json.dumps(source, separators=(",", ":"), ensure_ascii=False)
+        line = _json(source)
     level = _lookup(source, "level") or _lookup(source, "log.level") or _lookup(source, "severity")
     start = _COLOURS.get(str(level).lower()) if colour and level else None
     return f"{start}{line}{_RESET}" if start else line
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character in a visible form: ``\\n``, ``\\t``, ``\\x1b``,
+    ``\\u009b``, ``\\u202e``. Backslashes are left alone: this is for reading, not for parsing
+    (``--json`` is)."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _SHORT:
+        return _SHORT[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}"
+
+
+def _json(value: Any) -> str:
+    """Compact JSON, non-ASCII text kept readable, but no character a terminal would act on."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Outside its strings JSON is ASCII, so these are inside strings, where \\uXXXX means them.
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _field(hit: dict, source: dict, name: str) -> str:
@@ -206,7 +245,7 @@ def _field(hit: dict, source: dict, name: str) -> str:
         value = hit.get(name)
     if value is None:
         return "-"
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return printable(value) if isinstance(value, str) else _json(value)
 
 
 def _lookup(source: Any, name: str) -> Any:

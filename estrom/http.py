@@ -1,12 +1,55 @@
-"""JSON answers for the HTTP services: every error a user can cause is ``{"error": "..."}``."""
+"""What the HTTP services share: JSON answers (every error a user can cause is
+``{"error": "..."}``), the resource tree, and ``GuardedSite``, which decides what gets in at all.
+
+``GuardedSite`` answers only for the host names it is told to (a web page that rebinds its own
+DNS name to 127.0.0.1 can otherwise use a local service: https://en.wikipedia.org/wiki/DNS_rebinding),
+gives a client a deadline to send a whole request, and caps the connections it keeps open.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport, ITransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
+from zope.interface import directlyProvides, providedBy
+
+from estrom.settings import setting
+
+log = Logger()
+
+LOOPBACK_HOSTS = "127.0.0.1,localhost,::1"
+
+
+def allowed_hosts_setting() -> Any:
+    """The ``ESTROM_ALLOWED_HOSTS`` field of a service's settings."""
+    return setting(
+        LOOPBACK_HOSTS,
+        "ESTROM_ALLOWED_HOSTS",
+        "comma-separated host names a request's Host header may name (* for any); others get 421",
+    )
+
+
+def request_deadline_setting() -> Any:
+    """The ``ESTROM_REQUEST_DEADLINE_SECONDS`` field of a service's settings."""
+    return setting(
+        30.0,
+        "ESTROM_REQUEST_DEADLINE_SECONDS",
+        "seconds a client has to send a whole request, head and body; past it 408 and closed",
+    )
+
+
+ANY_HOST = "*"
+# How long a refused or timed-out client may take to read its answer before it is cut off.
+LINGER_SECONDS = 2.0
 
 
 def send_json(request: Request, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
@@ -62,3 +105,275 @@ def api_root(docs: Resource) -> Resource:
     api.putChild(b"v0.1", version)
     version.putChild(b"docs", docs)
     return root
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """What a ``GuardedSite`` lets in.
+
+    ``allowed_hosts``: the host names a request's ``Host`` header may name (lower-case, IPv6
+    addresses without brackets; ``*`` allows any); ``request_deadline``: seconds from the first
+    byte of a request to its last, head and body; ``max_connections``: connections open at once.
+    """
+
+    allowed_hosts: frozenset[str] = frozenset(LOOPBACK_HOSTS.split(","))
+    request_deadline: float = 30.0
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.allowed_hosts:
+            raise ValueError("ESTROM_ALLOWED_HOSTS names no host: every request would be refused")
+        if self.request_deadline <= 0:
+            raise ValueError("ESTROM_REQUEST_DEADLINE_SECONDS must be positive")
+        if self.max_connections < 1:
+            raise ValueError("ESTROM_MAX_CONNECTIONS must be at least 1")
+
+    @classmethod
+    def parse(cls, allowed_hosts: str, request_deadline: float, max_connections: int) -> SiteLimits:
+        """The limits the settings give; ``allowed_hosts`` is comma-separated (``localhost,[::1]``)."""
+        hosts = frozenset(_normalise(host) for host in allowed_hosts.split(",") if host.strip())
+        return cls(hosts, request_deadline, max_connections)
+
+    def allows(self, host: str) -> bool:
+        """Whether ``host`` (as ``request_host`` returns it) is served."""
+        return ANY_HOST in self.allowed_hosts or host in self.allowed_hosts
+
+
+def request_host(request: Request) -> str | None:
+    """The host ``request`` names in its one ``Host`` header (lower-case, without port or IPv6
+    brackets), or None when it has none, several, or one that is not ``host[:port]``."""
+    values = request.requestHeaders.getRawHeaders(b"host") or []
+    if len(values) != 1:
+        return None
+    try:
+        value = values[0].decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if value.startswith("["):  # an IPv6 literal: [::1]:8070 (RFC 3986, section 3.2.2)
+        host, bracket, port = value[1:].partition("]")
+        if not bracket:
+            return None
+    else:
+        host, colon, port = value.partition(":")
+        port = colon + port
+    if port and not re.fullmatch(r":[0-9]*", port):
+        return None
+    host = _normalise(host)
+    return host or None
+
+
+def _normalise(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    # `localhost.` is `localhost`, fully qualified.
+    return host[:-1] if host.endswith(".") and host != "." else host
+
+
+class _Misdirected(Resource):
+    """A JSON 421 for a request to a host this server does not answer for."""
+
+    isLeaf = True
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def render(self, request: Request) -> bytes:
+        # 421 (RFC 9110, section 15.5.20) says "this server is not the one for that name", which
+        # is what a foreign Host is; 403 would read as "no permission" on an existing resource.
+        request.setResponseCode(421, b"Misdirected Request")
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"error": self.message}).encode("utf-8") + b"\n"
+
+
+class GuardedSite(Site):
+    """A ``Site`` that lets in only what ``limits`` (a SiteLimits) allow.
+
+    - A request whose ``Host`` is not one of ``limits.allowed_hosts`` gets a JSON 421 before any
+      resource sees it.
+    - A request must arrive whole, head and body, within ``limits.request_deadline`` seconds of
+      its first byte, or the client gets a JSON 408 and the connection is closed. Twisted's idle
+      timeout alone restarts with every byte, so one byte a minute would hold a connection open
+      for ever. Sending the response is not limited (Tailor's streams are endless), nor is an
+      idle keep-alive connection, which Twisted's idle timeout closes.
+    - Past ``limits.max_connections`` open connections, a new one gets a JSON 503 with
+      ``Retry-After`` at once, its request unread, and is closed.
+
+    Time is ``reactor`` (``Site``'s keyword argument), so a test can pass a Clock. ``limits``
+    may be assigned after construction too (a subclass's constructor may not pass it on), as long
+    as it is before the site listens.
+    """
+
+    def __init__(self, resource: Resource, *args: Any, limits: SiteLimits | None = None, **kwargs: Any):
+        super().__init__(resource, *args, **kwargs)
+        self.limits = limits or SiteLimits()
+        self.connections: set[_Connection] = set()
+        self._refusing = False
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        if len(self.connections) >= self.limits.max_connections:
+            if not self._refusing:  # once per episode: a flood must not flood the log too
+                log.warn(
+                    "{count} connections open (ESTROM_MAX_CONNECTIONS): new ones get 503",
+                    count=len(self.connections),
+                )
+                self._refusing = True
+            return _Busy(self.reactor)
+        channel = super().buildProtocol(addr)
+        connection = _Connection(self, channel)
+        channel.requestFactory = connection.watch(channel.requestFactory)
+        return connection
+
+    # ProtocolWrapper's bookkeeping (WrappingFactory's interface): the connections open.
+
+    def registerProtocol(self, connection: _Connection) -> None:
+        self.connections.add(connection)
+
+    def unregisterProtocol(self, connection: _Connection) -> None:
+        self.connections.discard(connection)
+        if len(self.connections) < self.limits.max_connections:
+            self._refusing = False
+
+    def getResourceFor(self, request: Request) -> Resource:
+        # Twisted calls this once the request has arrived whole, before anything renders it.
+        connection = getattr(getattr(request, "channel", None), "transport", None)
+        if isinstance(connection, _Connection):
+            connection.received(request)
+        host = request_host(request)
+        if host is None:
+            return _Misdirected("the request must name the host it is for in one Host header")
+        if not self.limits.allows(host):
+            return _Misdirected(
+                f"this server does not answer for host {host[:200]!r} (see ESTROM_ALLOWED_HOSTS)"
+            )
+        return super().getResourceFor(request)
+
+
+class _Connection(ProtocolWrapper):
+    """One connection of a ``GuardedSite``, and the transport of its HTTP channel.
+
+    The deadline starts with a byte that arrives while no request is being answered, and ends
+    when the request has arrived whole (``received``); bytes that arrive while a request is
+    being answered wait in the channel (pipelining), so their deadline starts once it has been.
+    """
+
+    def __init__(self, site: GuardedSite, channel: Protocol):
+        super().__init__(site, channel)
+        self._clock: IReactorTime = site.reactor
+        self._seconds = site.limits.request_deadline
+        self._deadline: IDelayedCall | None = None
+        self._answering: set[Request] = set()  # received whole, not answered yet
+        self._unparsed = False  # bytes arrived while answering
+        self._expired = False
+        self._closed = False
+        self._abort: IDelayedCall | None = None
+
+    def watch(self, make_request: Callable[..., Request]) -> Callable[..., Request]:
+        """``make_request``, the channel's request factory, telling us when each request ends."""
+
+        def factory(*args: Any, **kwargs: Any) -> Request:
+            request = make_request(*args, **kwargs)
+            request.notifyFinish().addBoth(lambda _: self._answered(request))
+            return request
+
+        # The channel calls a factory that provides INonQueuedRequestFactory differently.
+        directlyProvides(factory, providedBy(make_request))
+        return factory
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._expired:
+            return  # answered 408: what else arrives is not read
+        if self._answering:
+            self._unparsed = True
+        elif self._deadline is None:
+            self._deadline = self._clock.callLater(self._seconds, self._expire)
+        super().dataReceived(data)
+
+    def received(self, request: Request) -> None:
+        """``request`` has arrived whole: its deadline is met."""
+        self._disarm()
+        self._answering.add(request)
+        self._unparsed = False  # what arrived meanwhile may have been this very request
+
+    def connectionLost(self, reason: Any) -> None:
+        self._closed = True
+        self._disarm()
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        super().connectionLost(reason)
+
+    def _answered(self, request: Request) -> None:
+        if request in self._answering:
+            self._answering.discard(request)
+        else:
+            # Answered without passing getResourceFor (Twisted answers `OPTIONS *` itself), so it
+            # did arrive whole.
+            self._disarm()
+        if self._unparsed and not self._answering and not self._closed:
+            # The channel now parses what arrived meanwhile; if it held a whole request, that one
+            # has been received already (and cleared `_unparsed`).
+            self._unparsed = False
+            self._deadline = self._clock.callLater(self._seconds, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        self._expired = True
+        log.info(
+            "no whole request from {peer} within {seconds} s: 408", peer=self.getPeer(), seconds=self._seconds
+        )
+        answer = _canned(
+            "408 Request Timeout", f"the request did not arrive whole within {self._seconds:g} s"
+        )
+        self._abort = _answer_and_close(self.transport, answer, self._clock)
+
+
+class _Busy(Protocol):
+    """A connection past ``max_connections``: a 503 at once, whatever the request."""
+
+    def __init__(self, clock: IReactorTime):
+        self._clock = clock
+        self._abort: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._abort = _answer_and_close(self.transport, _BUSY, self._clock)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+
+
+def _canned(status: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 response with ``{"error": message}``, for a connection about to close."""
+    body = json.dumps({"error": message}).encode("utf-8") + b"\n"
+    head = [
+        f"HTTP/1.1 {status}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
+_BUSY = _canned("503 Service Unavailable", "too many connections: retry later", {"Retry-After": "1"})
+
+
+def _answer_and_close(transport: ITransport, answer: bytes, clock: IReactorTime) -> IDelayedCall:
+    """Write ``answer`` and close the connection; the returned call aborts it if the client has
+    not closed its side within LINGER_SECONDS (cancel the call when the connection is lost)."""
+    transport.write(answer)
+    if ITCPTransport.providedBy(transport):
+        # Close our side only and keep reading: closing with the client's request unread would
+        # send a reset, and a reset can make the client drop the answer before reading it.
+        transport.loseWriteConnection()
+    else:
+        transport.loseConnection()
+    # A client that neither reads nor closes is cut off.
+    return clock.callLater(LINGER_SECONDS, transport.abortConnection)

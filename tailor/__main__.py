@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import txaio
 from autobahn.twisted.component import run
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.web.server import Site
 
-from estrom.http import api_root
+from estrom.http import GuardedSite, SiteLimits, api_root
 from estrom.settings import describe, load
 from estrom.wamp import component
 from tailor.settings import TailorSettings
@@ -22,14 +23,21 @@ def main(argv: list[str] | None = None) -> None:
     settings = load(TailorSettings, argv, prog="tailor")
     txaio.start_logging(level="info")
     log.info("Tailor settings:\n{settings}", settings=describe(settings))
+    try:
+        limits = SiteLimits.parse(
+            settings.allowed_hosts, settings.request_deadline_seconds, settings.max_connections
+        )
+    except ValueError as e:
+        sys.exit(f"tailor: {e}")
 
-    tailor = Tailor(settings.keepalive_seconds, settings.max_pending_hits)
+    tailor = Tailor(settings.keepalive_seconds, settings.max_pending_hits, settings.max_pending_bytes)
     wamp = component(settings.router_url, settings.realm)
     wamp.on("join", tailor.on_join)
     wamp.on("leave", tailor.on_leave)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(tailor.shutdown()))
 
-    reactor.listenTCP(settings.port, Site(api_root(DocsResource(tailor))), interface=settings.host)
+    site = GuardedSite(api_root(DocsResource(tailor)), limits=limits)
+    reactor.listenTCP(settings.port, site, interface=settings.host)
     log.info(
         "Tailor: curl -N 'http://{host}:{port}/api/v0.1/docs?i=<index>&q=<query>'",
         host=settings.host,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from estrom.http import allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
 
 
@@ -20,4 +21,16 @@ class TailorSettings:
         1000,
         "ESTROM_MAX_PENDING_HITS",
         "hits kept for a client that reads slower than they arrive; past it the stream ends",
+    )
+    max_pending_bytes: int = setting(
+        16 * 1024 * 1024,
+        "ESTROM_MAX_PENDING_BYTES",
+        "bytes of hits kept for a client that reads slower than they arrive (keep it above the largest request)",
+    )
+    allowed_hosts: str = allowed_hosts_setting()
+    request_deadline_seconds: float = request_deadline_setting()
+    # Streams are long-lived, so this is how many clients tail at once. Each one can hold up to
+    # ESTROM_MAX_PENDING_BYTES, and each is a file descriptor: raise it together with those.
+    max_connections: int = setting(
+        10_000, "ESTROM_MAX_CONNECTIONS", "connections (streams) open at once; past it new ones get 503"
     )

@@ -1,0 +1,230 @@
+"""beater.engine's client: every way the engine fails to answer, in time or at all, is
+EngineUnavailable (503 + Retry-After at the edges), never an exception that escapes as a 500.
+
+First with treq's StubTreq and a Clock, then against real loopback servers that misbehave.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from treq.testing import StubTreq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.web.client import Agent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from beater.engine import Engine, EngineError, EngineUnavailable
+
+# A deadline long enough for a busy test machine, but the test must fail, not hang, without it.
+WAIT = 10.0
+
+
+class Node(Resource):
+    """A fake engine: ``/ok``, ``/status/<code>``; ``/silent`` never answers; ``/stall`` sends its
+    head and part of its body, and nothing more."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: list[Request] = []  # held requests whose connection was closed
+
+    def render(self, request: Request) -> bytes | int:
+        request.setHeader(b"Content-Type", b"application/json")
+        name, *rest = request.postpath
+        if name == b"ok":
+            return b'{"took": 1}'
+        if name == b"status":
+            request.setResponseCode(int(rest[0]))
+            return json.dumps(
+                {"error": {"type": "t", "reason": "because", "caused_by": {"reason": "inner"}}}
+            ).encode()
+        request.notifyFinish().addErrback(lambda _: self.gone.append(request))
+        if name == b"stall":
+            request.write(b'{"hits": [')
+        return NOT_DONE_YET
+
+
+def stubbed(timeout: float = 5.0) -> tuple[Engine, StubTreq, Clock, Node]:
+    node, clock = Node(), Clock()
+    stub = StubTreq(node)
+    return Engine("http://engine.test:9200", timeout, http=stub, clock=clock), stub, clock, node
+
+
+def start(engine: Engine, path: str) -> Deferred:
+    return Deferred.fromCoroutine(engine.request("GET", path))
+
+
+def failure_of(d: Deferred) -> Exception:
+    failures = []
+    d.addErrback(failures.append)
+    assert failures, "the request has not failed"
+    return failures[0].value
+
+
+def test_a_2xx_answer_is_decoded():
+    engine, stub, _, _ = stubbed()
+    d = start(engine, "/ok")
+    stub.flush()
+    assert d.result == {"took": 1}
+
+
+@pytest.mark.parametrize("code", [500, 503, 429])
+def test_a_5xx_or_429_answer_is_unavailable(code):
+    engine, stub, _, _ = stubbed()
+    d = start(engine, f"/status/{code}")
+    stub.flush()
+    error = failure_of(d)
+    assert isinstance(error, EngineUnavailable)
+    assert f"answered {code}: inner" in str(error)
+
+
+def test_a_4xx_answer_is_the_engines_refusal():
+    engine, stub, _, _ = stubbed()
+    d = start(engine, "/status/400")
+    stub.flush()
+    error = failure_of(d)
+    assert isinstance(error, EngineError) and (error.status, error.reason) == (400, "inner")
+
+
+def test_no_answer_head_within_the_timeout_is_unavailable():
+    engine, stub, clock, _ = stubbed(timeout=5)
+    d = start(engine, "/silent")
+    stub.flush()
+    clock.advance(4.9)
+    assert not d.called
+    clock.advance(0.1)
+    error = failure_of(d)
+    assert isinstance(error, EngineUnavailable)
+    assert str(error) == "search engine at http://engine.test:9200 did not answer within 5 s"
+
+
+def test_a_body_that_stalls_is_unavailable_and_its_connection_closed():
+    engine, stub, clock, node = stubbed(timeout=5)
+    d = start(engine, "/stall")
+    stub.flush()  # the head and the start of the body have arrived
+    clock.advance(5)
+    assert isinstance(failure_of(d), EngineUnavailable)
+    stub.flush()
+    assert len(node.gone) == 1  # closed, not left open for as long as the engine stalls
+
+
+class NeverConnects:
+    """An endpoint whose connection attempt never ends: cancelling it fails it with
+    ConnectingCancelledError, as Twisted's HostnameEndpoint does."""
+
+    def endpointForURI(self, uri):
+        return self
+
+    def connect(self, factory):
+        return Deferred(lambda d: d.errback(ConnectingCancelledError(None)))
+
+
+def test_a_connection_that_cannot_be_made_within_the_timeout_is_unavailable():
+    clock = Clock()
+    agent = Agent.usingEndpointFactory(clock, NeverConnects())
+    engine = Engine("http://engine.test:9200", 5, http=HTTPClient(agent), clock=clock)
+    d = start(engine, "/ok")
+    clock.advance(5)
+    error = failure_of(d)
+    assert isinstance(error, EngineUnavailable), error
+    assert "did not answer within 5 s" in str(error)
+
+
+# Real loopback servers
+
+
+class Silent(Protocol):
+    """Accepts, reads, never answers."""
+
+
+class HeadThenStall(Protocol):
+    """Answers the head and part of the body, then nothing; ``lost`` fires when the client closes."""
+
+    lost: Deferred[None]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+
+    def connectionLost(self, reason) -> None:
+        HeadThenStall.lost.callback(None)
+
+
+@pytest_twisted.async_yield_fixture
+async def listen():
+    ports = []
+
+    def on(protocol: type[Protocol]) -> str:
+        port = reactor.listenTCP(0, Factory.forProtocol(protocol), interface="127.0.0.1")
+        ports.append(port)
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    yield on
+    for port in ports:
+        await port.stopListening()
+
+
+async def unavailable(engine: Engine) -> tuple[EngineUnavailable, float]:
+    """The EngineUnavailable a request fails with, and how long it took."""
+    started = time.monotonic()
+    d = Deferred.fromCoroutine(engine.request("GET", "/x"))
+    # Without a deadline of its own the request would hang: fail the test instead.
+    d.addTimeout(WAIT, reactor)
+    with pytest.raises(EngineUnavailable) as raised:
+        await d
+    return raised.value, time.monotonic() - started
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_accepts_and_never_answers_is_unavailable_promptly(listen):
+    error, took = await unavailable(Engine(listen(Silent), timeout=0.2))
+    assert "did not answer within 0.2 s" in str(error)
+    assert took < 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_stalls_the_body_is_unavailable_promptly_and_disconnected(listen):
+    HeadThenStall.lost = Deferred()
+    error, took = await unavailable(Engine(listen(HeadThenStall), timeout=0.2))
+    assert "did not answer within 0.2 s" in str(error)
+    assert took < 2
+    # The connection is closed, not left open for as long as the engine stalls.
+    await HeadThenStall.lost.addTimeout(WAIT, reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_does_not_accept_the_connection_is_unavailable_promptly():
+    # A full accept queue: Linux drops further SYNs, so connecting hangs (the timeout's case).
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    filler = socket.create_connection(server.getsockname())
+    try:
+        error, took = await unavailable(Engine(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=0.2))
+        assert "did not answer within 0.2 s" in str(error)
+        assert took < 2
+    finally:
+        filler.close()
+        server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_connection_is_unavailable():
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    error, _ = await unavailable(Engine(f"http://127.0.0.1:{port}", timeout=5))
+    assert "unreachable" in str(error)
