@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test lint bench engine browser clean
+.PHONY: install up test lint bench fuzz soak engine browser clean
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
@@ -61,6 +61,16 @@ lint: $(VENV)/.installed
 
 test: install lint browser tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
+
+# Full-length fuzzing (`make test` runs a fixed seed and fewer): 100,000 generated queries and
+# ingest bodies through the real parsers and validator, then 2,000 against the real stack.
+fuzz: install
+	ESTROM_FUZZ_EXAMPLES=25000 ESTROM_FUZZ_STACK_EXAMPLES=1000 ESTROM_FUZZ_RANDOM=1 \
+		$(VENV)/bin/python -m pytest tests/fuzz
+
+# 10,000 streams on one Tailor, opened at a steady pace (`make test` opens 1,000).
+soak: install
+	ESTROM_STORM_STREAMS=10000 ESTROM_STORM_RATE=200 $(VENV)/bin/python -m pytest tests/e2e/test_storm.py
 
 # Throughput, latency and memory on a real engine node and the real stack (about 15 minutes).
 bench: install

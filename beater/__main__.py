@@ -7,6 +7,8 @@ import sys
 import txaio
 from autobahn.twisted.component import run
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from beater.engine import Engine
@@ -15,7 +17,7 @@ from beater.interest import Interest
 from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
-from estrom.http import api_root
+from estrom.http import SiteLimits, api_root
 from estrom.settings import describe, load
 from estrom.wamp import component
 
@@ -28,22 +30,44 @@ def main(argv: list[str] | None = None) -> None:
     log.info("Beater settings:\n{settings}", settings=describe(settings))
     if not settings.secret:
         sys.exit("beater: ESTROM_BEATER_SECRET is not set; the router admits Beater only with it")
+    try:
+        limits = SiteLimits.parse(
+            settings.allowed_hosts, settings.request_deadline_seconds, settings.max_connections
+        )
+    except ValueError as e:
+        sys.exit(f"beater: {e}")
 
     beater = Beater(
-        Percolator(Engine(settings.elasticsearch_url), settings.percolate_page_size),
+        Percolator(
+            Engine(settings.elasticsearch_url, settings.engine_timeout_seconds),
+            settings.percolate_page_size,
+            settings.percolator_replicas,
+            max_queries=settings.max_queries_per_index,
+        ),
         settings.batching(),
         Interest(settings.active_grace_seconds) if settings.percolate_only_active else None,
         settings.percolate_one_by_one,
+        limits=settings.query_limits(),
+        index_patterns=settings.indexes(),
+        document_limits=settings.document_limits(),
+        calls_in_flight=settings.engine_calls_in_flight,
+        calls_queued=settings.engine_calls_queued,
     )
     wamp = component(
         settings.router_url,
         settings.realm,
         {"ticket": {"authid": "beater", "ticket": settings.secret}},
     )
+    sweep = LoopingCall(lambda: Deferred.fromCoroutine(beater.sweep(settings.query_retention_days * 86400)))
+    sweep.start(settings.query_sweep_seconds, now=False).addErrback(
+        lambda failure: log.failure("the sweep of stored queries stopped", failure)
+    )
     wamp.on("join", beater.on_join)
     wamp.on("leave", beater.on_leave)
 
     site = IngestSite(api_root(DocsResource(beater)), settings.max_body_bytes)
+    # IngestSite is a GuardedSite (estrom.http): Host check, request deadline, connection cap.
+    site.limits = limits
     reactor.listenTCP(settings.port, site, interface=settings.host)
     log.info(
         "Beater ingest: POST documents to http://{host}:{port}/api/v0.1/docs/<index>",

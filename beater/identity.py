@@ -5,19 +5,19 @@ turned into a canonical DSL clause (a Lucene string becomes ``{"query_string": {
 with the string itself canonicalised), and the ID is the xxh3_64 of the index and that clause.
 The rules, and why each one keeps the meaning, are listed in the README ("Query identity").
 
-This is also where a query is checked: only the query types in ``ALLOWED_QUERY_TYPES`` may be
-stored, because a percolator query runs inside the engine with the engine's rights.
+Every query is checked by beater.validation before it is canonicalised: nothing here sees a
+query that is too big, too deep, or not of the allowed shape.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import xxhash
-from luqum.exceptions import ParseError
 from luqum.parser import parser as _lucene
 from luqum.tree import (
     AndOperation,
@@ -32,50 +32,23 @@ from luqum.tree import (
     Plus,
     Prohibit,
     Range,
+    Regex,
     SearchField,
     To,
     UnknownOperation,
     Word,
 )
 
-Query = str | dict
-
-# Query types that read only the document being percolated. Left out on purpose: `script`,
-# `script_score`, `function_score` and `terms_set` run scripts; `terms` with a lookup,
-# `geo_shape` with an indexed shape, `more_like_this`, `percolate`, `has_child`, `has_parent`
-# and `parent_id` read other documents; `wrapper` hides a query from this check; `intervals`
-# takes a script filter.
-ALLOWED_QUERY_TYPES = frozenset(
-    {
-        "bool",
-        "boosting",
-        "constant_score",
-        "dis_max",
-        "nested",
-        "match_all",
-        "match_none",
-        "match",
-        "match_phrase",
-        "match_phrase_prefix",
-        "match_bool_prefix",
-        "multi_match",
-        "combined_fields",
-        "query_string",
-        "simple_query_string",
-        "term",
-        "terms",
-        "range",
-        "exists",
-        "prefix",
-        "wildcard",
-        "regexp",
-        "fuzzy",
-        "ids",
-        "geo_bounding_box",
-        "geo_distance",
-        "geo_polygon",
-    }
+from beater.validation import (
+    DEFAULT_LIMITS,
+    InvalidQuery,
+    Limits,
+    check_clause,
+    check_lucene_size,
+    check_pattern,
 )
+
+Query = str | dict
 
 # Leaf queries whose short form `{"field": value}` means `{"field": {KEY: value}}`.
 _SHORT_FORM_KEY = {
@@ -96,10 +69,6 @@ _BOOL_CLAUSES = ("must", "filter", "should", "must_not")
 _OPERATOR_WORDS = frozenset({"&&", "||"})
 
 
-class InvalidQuery(ValueError):
-    """The query cannot be parsed, or uses something that is not allowed."""
-
-
 @dataclass(frozen=True)
 class Identified:
     """A query in canonical form, with its ID."""
@@ -110,17 +79,19 @@ class Identified:
     clause: dict  # the DSL clause stored in the engine
 
 
-def identify(index: str, query: Any) -> Identified:
-    """Canonicalise ``query`` for ``index`` and compute its ID; raise InvalidQuery if refused."""
+def identify(index: str, query: Any, limits: Limits = DEFAULT_LIMITS) -> Identified:
+    """Check ``query`` against ``limits`` and the allowed query types, canonicalise it for
+    ``index`` and compute its ID; raise InvalidQuery, naming what is wrong, if refused."""
     if isinstance(query, str):
-        canonical: Query = canonical_lucene(query)
+        canonical: Query = canonical_lucene(query, limits)
         clause = {"query_string": {"query": canonical}}
     elif isinstance(query, dict):
         if "query" in query:
             if set(query) != {"query"}:
                 raise InvalidQuery("a full query object may only have the key 'query'")
             query = query["query"]
-        clause = canonical_clause(query)
+        check_clause(query, limits)
+        clause = canonical_clause(query, limits)
         canonical = clause
     else:
         raise InvalidQuery("a query is a Lucene query string or a query DSL object")
@@ -139,15 +110,42 @@ def _canonical_json(value: Any) -> str:
 # --- Lucene query strings -------------------------------------------------------------------
 
 
-def canonical_lucene(text: str) -> str:
+# Parsed trees of the latest canonical strings: mapping the fields of a query being registered
+# needs its tree again. Few: a tree takes many times the memory of its string.
+_TREES: OrderedDict[str, Item] = OrderedDict()
+_TREES_KEPT = 32
+
+
+def canonical_lucene(text: str, limits: Limits = DEFAULT_LIMITS) -> str:
     """The canonical spelling of a Lucene query string."""
     if not text.strip():
         raise InvalidQuery("the query is empty")
+    check_lucene_size(text, limits)
     try:
         tree = _lucene.parse(text)
-    except (ParseError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever luqum raises, the string is not a query
         raise InvalidQuery(f"cannot parse the query string: {e}") from None
-    return _render(_normalise(tree))
+    _check_patterns(tree, limits)
+    tree = _normalise(tree)
+    canonical = _render(tree)
+    _TREES[canonical] = tree
+    _TREES.move_to_end(canonical)
+    while len(_TREES) > _TREES_KEPT:
+        _TREES.popitem(last=False)
+    return canonical
+
+
+def _parsed(canonical: str) -> Item:
+    tree = _TREES.get(canonical)
+    return tree if tree is not None else _lucene.parse(canonical)
+
+
+def _check_patterns(node: Item, limits: Limits) -> None:
+    """Regular expressions and wildcard terms are bounded as in DSL queries."""
+    if isinstance(node, Regex) or (isinstance(node, Word) and set(node.value) & set("*?")):
+        check_pattern(node.value, limits, "query string")
+    for child in node.children:
+        _check_patterns(child, limits)
 
 
 def _normalise(node: Item) -> Item:
@@ -225,21 +223,15 @@ def _strip_whitespace(node: Item) -> None:
 # --- Query DSL ------------------------------------------------------------------------------
 
 
-def canonical_clause(clause: Any) -> dict:
-    """The canonical form of one DSL clause; raise InvalidQuery for what is not allowed."""
-    if not isinstance(clause, dict) or len(clause) != 1:
-        raise InvalidQuery("a query clause is an object with exactly one key, the query type")
+def canonical_clause(clause: dict, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """The canonical form of one DSL clause that beater.validation has checked."""
     ((kind, body),) = clause.items()
-    if kind not in ALLOWED_QUERY_TYPES:
-        raise InvalidQuery(f"query type '{kind}' is not allowed")
-    if not isinstance(body, dict):
-        raise InvalidQuery(f"the body of '{kind}' must be an object")
-    return {kind: _NORMALISERS.get(kind, _leaf)(kind, body)}
+    return {kind: _NORMALISERS.get(kind, _leaf)(kind, body, limits)}
 
 
-def _clause_list(value: Any) -> list[dict]:
+def _clause_list(value: Any, limits: Limits) -> list[dict]:
     clauses = value if isinstance(value, list) else [value]
-    return [canonical_clause(clause) for clause in clauses]
+    return [canonical_clause(clause, limits) for clause in clauses]
 
 
 def _sorted_clauses(clauses: list[dict], deduplicate: bool) -> list[dict]:
@@ -249,12 +241,12 @@ def _sorted_clauses(clauses: list[dict], deduplicate: bool) -> list[dict]:
     return [clause for _, clause in sorted(keyed, key=lambda pair: pair[0])]
 
 
-def _bool(kind: str, body: dict) -> dict:
+def _bool(kind: str, body: dict, limits: Limits) -> dict:
     out = {}
     for key, value in body.items():
         if key in _BOOL_CLAUSES:
             # `should` keeps duplicates: they count towards minimum_should_match.
-            clauses = _sorted_clauses(_clause_list(value), deduplicate=key != "should")
+            clauses = _sorted_clauses(_clause_list(value, limits), deduplicate=key != "should")
             if clauses:
                 out[key] = clauses
         else:
@@ -262,51 +254,41 @@ def _bool(kind: str, body: dict) -> dict:
     return out
 
 
-def _dis_max(kind: str, body: dict) -> dict:
+def _dis_max(kind: str, body: dict, limits: Limits) -> dict:
     out = dict(body)
-    if "queries" in body:
-        out["queries"] = _sorted_clauses(_clause_list(body["queries"]), deduplicate=True)
+    out["queries"] = _sorted_clauses(_clause_list(body["queries"], limits), deduplicate=True)
     return out
 
 
 def _nested_clauses(*keys: str):
-    def normalise(kind: str, body: dict) -> dict:
+    def normalise(kind: str, body: dict, limits: Limits) -> dict:
         out = dict(body)
         for key in keys:
             if key in body:
-                out[key] = canonical_clause(body[key])
+                out[key] = canonical_clause(body[key], limits)
         return out
 
     return normalise
 
 
-def _terms(kind: str, body: dict) -> dict:
-    out = {}
-    for field, values in body.items():
-        if field == "boost" or field.startswith("_"):
-            out[field] = values
-        elif not isinstance(values, list):
-            raise InvalidQuery("'terms' takes a list of values; a terms lookup is not allowed")
-        else:
-            out[field] = sorted(values, key=_canonical_json)
-    return out
+def _terms(kind: str, body: dict, limits: Limits) -> dict:
+    # Validated: each list is the values of the one field; `boost` and `_name` are the others.
+    return {
+        key: sorted(value, key=_canonical_json) if isinstance(value, list) else value
+        for key, value in body.items()
+    }
 
 
-def _query_string(kind: str, body: dict) -> dict:
-    out = dict(body)
-    if isinstance(body.get("query"), str):
-        out["query"] = canonical_lucene(body["query"])
-    return out
+def _query_string(kind: str, body: dict, limits: Limits) -> dict:
+    return {**body, "query": canonical_lucene(body["query"], limits)}
 
 
-def _leaf(kind: str, body: dict) -> dict:
+def _leaf(kind: str, body: dict, limits: Limits) -> dict:
     key = _SHORT_FORM_KEY.get(kind)
     if key is None:
         return body
-    return {
-        field: value if isinstance(value, dict) or field == "boost" else {key: value}
-        for field, value in body.items()
-    }
+    # The engine reads every key of these queries as the field (a field may be named `boost`).
+    return {field: value if isinstance(value, dict) else {key: value} for field, value in body.items()}
 
 
 _NORMALISERS = {
@@ -373,7 +355,7 @@ def _collect_fields(clause: Any, uses: dict[str, set[str]]) -> None:
                     )
                     _use(uses, field, "number" if numeric else "string")
         elif kind == "query_string" and isinstance(body.get("query"), str):
-            _collect_lucene_fields(_lucene.parse(body["query"]), uses)
+            _collect_lucene_fields(_parsed(body["query"]), uses)
         else:
             _collect_fields(body, uses)
 

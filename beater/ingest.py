@@ -9,65 +9,24 @@ of a refused request is published.
 
 from __future__ import annotations
 
-import json
 from io import BytesIO
-from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from beater.documents import JSON_TYPES, NDJSON_TYPES, BadDocuments, TooManyDocuments, parse_documents
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
 from beater.pipeline import Overloaded, Rejected
 from beater.service import Beater, RouterUnavailable
-from estrom.http import NotFound, only, send_error, send_json
+from estrom.http import GuardedSite, NotFound, only, send_error, send_json
 
 log = Logger()
 
-JSON_TYPES = ("application/json",)
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
 RETRY_AFTER = {"Retry-After": "1"}
-
-
-class BadDocuments(ValueError):
-    """The body is not documents; the message says why (and where)."""
-
-
-def parse_documents(body: bytes, content_type: str) -> list[dict]:
-    """The documents in ``body``; raise BadDocuments naming the problem."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadDocuments(f"the body is not UTF-8 (byte {e.start})") from None
-    if not text.strip():
-        raise BadDocuments("the body is empty")
-    if content_type in NDJSON_TYPES:
-        documents = []
-        for number, line in enumerate(text.split("\n"), start=1):
-            if line.strip():
-                documents.append(_document(_loads(line, f"line {number}: "), f"line {number}: "))
-        return documents
-    value = _loads(text, "")
-    if isinstance(value, list):
-        if not value:
-            raise BadDocuments("the array is empty")
-        return [_document(item, f"item {number}: ") for number, item in enumerate(value, start=1)]
-    return [_document(value, "")]
-
-
-def _loads(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise BadDocuments(f"{where}not valid JSON: {e}") from None
-
-
-def _document(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise BadDocuments(f"{where}a document is a JSON object, not {type(value).__name__}")
-    return value
 
 
 class LimitedRequest(Request):
@@ -89,7 +48,7 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
 
-class IngestSite(Site):
+class IngestSite(GuardedSite):
     requestFactory = LimitedRequest
 
     def __init__(self, resource: Resource, max_body_bytes: int):
@@ -105,7 +64,12 @@ class DocsResource(Resource):
         self.beater = beater
 
     def getChild(self, name: bytes, request: Request) -> Resource:
-        return IndexDocsResource(self.beater, name.decode("utf-8", "replace"))
+        # The path segment is percent-encoded, as Tailor's `i=` is: decode it the same way.
+        try:
+            index = unquote_to_bytes(name).decode("utf-8")
+        except UnicodeDecodeError:
+            index = None
+        return IndexDocsResource(self.beater, index)
 
     def render(self, request: Request) -> bytes:
         return NotFound().render(request)
@@ -114,7 +78,7 @@ class DocsResource(Resource):
 class IndexDocsResource(Resource):
     isLeaf = True
 
-    def __init__(self, beater: Beater, index: str):
+    def __init__(self, beater: Beater, index: str | None):
         super().__init__()
         self.beater = beater
         self.index = index
@@ -134,8 +98,10 @@ class IndexDocsResource(Resource):
     async def _ingest(self, request: LimitedRequest) -> None:
         if request.postpath:
             return send_error(request, 404, "POST documents to /api/v0.1/docs/<index>")
+        if self.index is None:
+            return send_error(request, 400, "the index name is not UTF-8")
         try:
-            index = check_index(self.index)
+            index = check_index(self.index, self.beater.index_patterns)
         except InvalidIndex as e:
             return send_error(request, 400, str(e))
         if request.body_too_large:
@@ -150,12 +116,15 @@ class IndexDocsResource(Resource):
             )
         if charset not in (None, "utf-8", "utf8"):
             return send_error(request, 415, f"unsupported charset '{charset}': use utf-8")
+        body = request.content.getvalue()
         try:
-            documents = parse_documents(request.content.getvalue(), content_type)
+            documents = parse_documents(body, content_type, self.beater.document_limits)
+        except TooManyDocuments as e:
+            return send_error(request, 413, str(e))
         except BadDocuments as e:
             return send_error(request, 400, str(e))
         try:
-            counts = await self.beater.ingest(index, documents)
+            counts = await self.beater.ingest(index, documents, len(body))
         except Rejected as e:
             return send_error(request, 400, f"the search engine refused the documents: {e}")
         except Overloaded as e:

@@ -43,6 +43,10 @@ class Interest:
                 del self._recent[query_id]
         return sorted(set(self._topics.values()) | set(self._recent))
 
+    def subscribed(self) -> set[str]:
+        """The IDs of the queries whose topic has a subscriber now."""
+        return set(self._topics.values())
+
     async def follow(self, session) -> None:
         """Subscribe to the meta-events, then take in the subscriptions that exist already."""
         await session.subscribe(self._created, "wamp.subscription.on_create")

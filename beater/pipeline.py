@@ -4,8 +4,9 @@ Requests for one index wait until ``max_docs`` documents are gathered or ``max_w
 have passed, then go to the engine together; while ``in_flight`` percolations are running, new
 requests keep gathering, so batches grow with the load. A request is never split: its documents
 are percolated in one engine request, and it is answered once they are percolated and published.
-In front of the engine at most ``max_queued`` documents wait; past that, ``submit`` refuses at
-once (Beater answers 429), so memory stays flat under overload.
+In front of the engine at most ``max_queued`` documents, and ``max_queued_bytes`` bytes of the
+requests that carried them, wait; past that, ``submit`` refuses at once (Beater answers 429), so
+memory stays flat under overload, whether the documents are many and tiny or few and large.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Rejected(Exception):
 @dataclass
 class _Request:
     documents: list[dict]
+    size: int
     done: Deferred = field(default_factory=Deferred)
 
 
@@ -49,6 +51,7 @@ class Pipeline:
         max_docs: int = 1000,
         max_wait: float = 0.005,
         max_queued: int = 50_000,
+        max_queued_bytes: int = 64 * 1024 * 1024,
         in_flight: int = 2,
         clock: IReactorTime = default_reactor,
     ):
@@ -56,25 +59,33 @@ class Pipeline:
         self.max_docs = max_docs
         self.max_wait = max_wait
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
         self.in_flight = in_flight
         self._clock = clock
         self._indexes: dict[str, _Index] = {}
         self._running = 0
         self.queued = 0  # documents waiting, not yet sent to the engine
+        self.queued_bytes = 0  # the size of the requests that carried them
 
-    def submit(self, index: str, documents: list[dict]) -> Deferred[dict[str, int]]:
-        """Queue ``documents``; fires with their counts once percolated and published.
+    def submit(self, index: str, documents: list[dict], size: int = 0) -> Deferred[dict[str, int]]:
+        """Queue ``documents`` (``size``: the bytes of the request that carried them); fires
+        with their counts once percolated and published.
 
         Raises Overloaded at once when the queue is full. The Deferred fails with Rejected, or
         with whatever ``deliver`` raised for a batch (engine or router unavailable).
         """
-        if self.queued + len(documents) > self.max_queued and self.queued > 0:
-            raise Overloaded(f"{self.queued} documents are waiting for the search engine")
-        request = _Request(documents)
+        if self.queued > 0 and (
+            self.queued + len(documents) > self.max_queued or self.queued_bytes + size > self.max_queued_bytes
+        ):
+            raise Overloaded(
+                f"{self.queued} documents ({self.queued_bytes} bytes) are waiting for the search engine"
+            )
+        request = _Request(documents, size)
         state = self._indexes.setdefault(index, _Index())
         state.waiting.append(request)
         state.documents += len(documents)
         self.queued += len(documents)
+        self.queued_bytes += size
         if state.documents >= self.max_docs:
             self._flush(index)
         elif state.timer is None:
@@ -97,6 +108,7 @@ class Pipeline:
             request = state.waiting.pop(0)
             batch.append(request)
             size += len(request.documents)
+            self.queued_bytes -= request.size
         state.documents -= size
         self.queued -= size
         if not state.waiting:

@@ -4,19 +4,24 @@ the hits of each percolation to ``docs-for-<ID>``."""
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from typing import Any
 
-from autobahn.wamp.exception import ApplicationError
+import xxhash
+from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import PublishOptions, RegisterOptions
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
 from twisted.logger import Logger
 
+from beater.documents import DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
-from beater.identity import InvalidQuery, identify
+from beater.identity import Identified, identify
 from beater.interest import Interest
-from beater.percolator import InvalidIndex, Percolator, check_index
+from beater.percolator import InvalidIndex, Percolator, TooManyQueries, check_index
 from beater.pipeline import Pipeline, Rejected
+from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
 from estrom import api
+from estrom.coalesce import Coalesce
 
 log = Logger()
 
@@ -34,12 +39,28 @@ class Beater:
         batching: dict[str, Any] | None = None,
         interest: Interest | None = None,
         one_by_one: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        index_patterns: tuple[str, ...] = ("*",),
+        document_limits: DocumentLimits = DEFAULT_DOCUMENT_LIMITS,
+        calls_in_flight: int = 8,
+        calls_queued: int = 1000,
     ):
         self.percolator = percolator
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
         self.interest = interest  # None: percolate every stored query
         self.one_by_one = one_by_one
+        self.limits = limits
+        self.index_patterns = index_patterns
+        self.document_limits = document_limits
         self.session = None  # the joined WAMP session, or None
+        # Registrations and lookups go to the engine at most `calls_in_flight` at a time, and
+        # at most `calls_queued` wait: a reconnect storm is answered "retry" at once instead
+        # of piling engine requests up until they all time out.
+        self._engine_calls = DeferredSemaphore(calls_in_flight)
+        self._calls_queued = calls_queued
+        self._storing = Coalesce()  # by query id
+        self._identified: OrderedDict[tuple[str, str], Identified] = OrderedDict()
+        self._seen: set[str] = set()  # queries registered or looked up since the last sweep
 
     async def on_join(self, session, details) -> None:
         # Several Beaters may serve one router: calls are shared out among them.
@@ -58,39 +79,89 @@ class Beater:
     async def register(self, index: Any, query: Any) -> str:
         """WAMP ``estrom.register(index, query) -> id``."""
         try:
-            identified = identify(check_index(index), query)
-            await self.percolator.store(identified)
+            identified = self._identify(check_index(index, self.index_patterns), query)
+            await self._store(identified)
             if self.interest is not None:
                 self.interest.touch(identified.id)
         except InvalidIndex as e:
             raise ApplicationError(api.INVALID_INDEX, str(e)) from None
         except InvalidQuery as e:
             raise ApplicationError(api.INVALID_QUERY, str(e)) from None
+        except TooManyQueries as e:
+            raise ApplicationError(api.TOO_MANY_QUERIES, str(e)) from None
         except (EngineUnavailable, EngineError) as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
+        self._seen.add(identified.id)
         return identified.id
+
+    def _identify(self, index: str, query: Any) -> Identified:
+        """``identify``, remembering recent answers: a reconnect storm repeats a few queries
+        thousands of times, and parsing a long Lucene string is the costly part."""
+        if not isinstance(query, str):
+            return identify(index, query, self.limits)
+        key = (index, xxhash.xxh3_128_hexdigest(query.encode("utf-8", "surrogatepass")))
+        identified = self._identified.get(key)
+        if identified is None:
+            identified = self._identified[key] = identify(index, query, self.limits)
+            if len(self._identified) > 1024:
+                self._identified.popitem(last=False)
+        return identified
+
+    async def _store(self, identified: Identified) -> None:
+        """Store a query once, however many callers register it at the same time."""
+        if identified.id not in self._storing and self._engine_busy():
+            raise EngineUnavailable("too many registrations wait for the search engine: retry")
+        await self._storing.run(
+            identified.id,
+            lambda: self._engine_calls.run(lambda: Deferred.fromCoroutine(self.percolator.store(identified))),
+        )
+
+    def _engine_busy(self) -> bool:
+        return not self._engine_calls.tokens and len(self._engine_calls.waiting) >= self._calls_queued
 
     async def lookup(self, query_id: Any) -> dict[str, Any]:
         """WAMP ``estrom.lookup(id) -> {"index": ..., "query": ...}``."""
-        if not isinstance(query_id, str):
-            raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, "a subscription ID is a string")
+        if not isinstance(query_id, str) or len(query_id) > 64:
+            raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, "a subscription ID is a string of 16 hex digits")
+        if self._engine_busy():
+            raise ApplicationError(api.UNAVAILABLE, "too many lookups wait for the search engine: retry")
         try:
-            found = await self.percolator.find(query_id)
+            found = await self._engine_calls.run(
+                lambda: Deferred.fromCoroutine(self.percolator.find(query_id))
+            )
         except (EngineUnavailable, EngineError) as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         if found is None:
             raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, f"no query has the ID '{query_id}'")
         if self.interest is not None:
             self.interest.touch(query_id)
+        self._seen.add(query_id)
         return found
 
-    async def ingest(self, index: str, documents: list[dict]) -> dict[str, int]:
-        """Percolate and publish ``documents`` (with those of concurrent requests), then fire
-        with their counts. Raises Overloaded, RouterUnavailable, EngineUnavailable or Rejected;
+    async def sweep(self, unused_for: float) -> None:
+        """Record which queries were used since the last sweep, then remove those nobody used
+        for ``unused_for`` seconds (of the indexes this Beater serves). Run periodically."""
+        seen, self._seen = self._seen, set()
+        if self.interest is not None:
+            seen |= self.interest.subscribed()
+        try:
+            marked = await self.percolator.mark_seen(sorted(seen), self.index_patterns)
+            removed = await self.percolator.remove_unused(unused_for, self.index_patterns)
+        except (EngineUnavailable, EngineError) as e:
+            self._seen |= seen  # try again next time
+            log.warn("Beater: could not sweep stored queries: {error}", error=e)
+            return
+        log.info(
+            "Beater: {marked} queries in use, {removed} unused ones removed", marked=marked, removed=removed
+        )
+
+    async def ingest(self, index: str, documents: list[dict], size: int = 0) -> dict[str, int]:
+        """Percolate and publish ``documents`` (``size`` bytes of request; with those of
+        concurrent requests), then fire with their counts. Raises Overloaded, RouterUnavailable, EngineUnavailable or Rejected;
         then nothing can be taken as delivered and the sender should retry (but for Rejected)."""
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
-        return await self.pipeline.submit(index, documents)
+        return await self.pipeline.submit(index, documents, size)
 
     async def deliver(self, index: str, documents: list[dict]) -> dict[str, list[int]]:
         """Percolate one batch in one engine request; publish one event per matching query."""
@@ -126,7 +197,12 @@ class Beater:
                 ],
                 consumeErrors=True,
             )
-        except Exception as e:
-            # A FirstError wraps the first publication that failed (transport lost, refused).
+        except FirstError as e:
+            # The first publication that failed: the router went away, or refused it. Anything
+            # else is a bug, and must not pass for "unavailable, retry" (senders retry forever).
+            if e.subFailure.check(TransportLost, ApplicationError):
+                raise RouterUnavailable(f"publishing to the router failed: {e.subFailure.value}") from e
+            e.subFailure.raiseException()
+        except TransportLost as e:
             raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         return matches

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from beater.documents import DocumentLimits
+from beater.validation import Limits
+from estrom.http import allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
 
 
@@ -20,6 +23,58 @@ class BeaterSettings:
     host: str = setting("127.0.0.1", "ESTROM_BEATER_HOST", "address the ingest HTTP server listens on")
     port: int = setting(8070, "ESTROM_BEATER_PORT", "port of the ingest HTTP server")
     max_body_bytes: int = setting(10 * 1024 * 1024, "ESTROM_MAX_BODY_BYTES", "largest ingest request body")
+    max_docs_per_request: int = setting(
+        10_000, "ESTROM_MAX_DOCS_PER_REQUEST", "most documents in one ingest request; past it 413"
+    )
+    max_document_depth: int = setting(
+        64, "ESTROM_MAX_DOCUMENT_DEPTH", "deepest nesting of objects and arrays in a document"
+    )
+    max_query_bytes: int = setting(
+        16 * 1024, "ESTROM_MAX_QUERY_BYTES", "longest query: a Lucene string, or the DSL as compact JSON"
+    )
+    max_query_depth: int = setting(
+        32, "ESTROM_MAX_QUERY_DEPTH", "deepest nesting of a query's JSON, or of a Lucene string's groups"
+    )
+    max_query_clauses: int = setting(
+        1024, "ESTROM_MAX_QUERY_CLAUSES", "most array items (clauses, values) or Lucene terms in a query"
+    )
+    max_pattern_length: int = setting(
+        1000, "ESTROM_MAX_PATTERN_LENGTH", "longest regexp, wildcard or prefix pattern in a query"
+    )
+    max_determinized_states: int = setting(
+        10_000, "ESTROM_MAX_DETERMINIZED_STATES", "highest max_determinized_states a query may ask for"
+    )
+    index_patterns: str = setting(
+        "*", "ESTROM_INDEX_PATTERNS", "comma-separated shell patterns of the index names served (e.g. logs-*)"
+    )
+    percolator_replicas: str = setting(
+        "0-1",
+        "ESTROM_PERCOLATOR_REPLICAS",
+        "replicas of each percolator index: a number, or a range the engine auto-expands within",
+    )
+    max_queries_per_index: int = setting(
+        10_000,
+        "ESTROM_MAX_QUERIES_PER_INDEX",
+        "stored queries per index at most; past it registering is refused",
+    )
+    query_retention_days: float = setting(
+        30.0,
+        "ESTROM_QUERY_RETENTION_DAYS",
+        "stored queries nobody registered, looked up or listened to for this long are removed",
+    )
+    query_sweep_seconds: float = setting(
+        3600.0,
+        "ESTROM_QUERY_SWEEP_SECONDS",
+        "how often Beater records queries in use and removes unused ones",
+    )
+    engine_calls_in_flight: int = setting(
+        8, "ESTROM_ENGINE_CALLS_IN_FLIGHT", "registrations and lookups sent to the engine at once"
+    )
+    engine_calls_queued: int = setting(
+        1000,
+        "ESTROM_ENGINE_CALLS_QUEUED",
+        "registrations and lookups waiting for the engine at most; past it they are refused: retry",
+    )
     percolate_page_size: int = setting(
         1000, "ESTROM_PERCOLATE_PAGE_SIZE", "matching queries fetched per engine request while percolating"
     )
@@ -33,6 +88,11 @@ class BeaterSettings:
         50_000,
         "ESTROM_QUEUE_MAX_DOCS",
         "documents waiting for the engine at most; past it ingest answers 429",
+    )
+    queue_max_bytes: int = setting(
+        64 * 1024 * 1024,
+        "ESTROM_QUEUE_MAX_BYTES",
+        "request bytes waiting for the engine at most; past it ingest answers 429",
     )
     percolations_in_flight: int = setting(
         2, "ESTROM_PERCOLATIONS_IN_FLIGHT", "percolations sent to the engine at once"
@@ -55,6 +115,34 @@ class BeaterSettings:
         "ESTROM_PERCOLATE_ONE_BY_ONE",
         "one percolate request per document, as the original design did (the benchmark's baseline)",
     )
+    engine_timeout_seconds: float = setting(
+        30.0,
+        "ESTROM_ENGINE_TIMEOUT_SECONDS",
+        "seconds an engine request may take, connecting to the last byte of the answer; then 503",
+    )
+    allowed_hosts: str = allowed_hosts_setting()
+    request_deadline_seconds: float = request_deadline_setting()
+    max_connections: int = setting(
+        1024, "ESTROM_MAX_CONNECTIONS", "connections open at once; past it new ones get 503"
+    )
+
+    def indexes(self) -> tuple[str, ...]:
+        """The patterns of ``index_patterns``."""
+        return tuple(pattern.strip() for pattern in self.index_patterns.split(",") if pattern.strip())
+
+    def document_limits(self) -> DocumentLimits:
+        """How many documents a request may carry, and how deep (beater.ingest)."""
+        return DocumentLimits(max_documents=self.max_docs_per_request, max_depth=self.max_document_depth)
+
+    def query_limits(self) -> Limits:
+        """How big a query may be (beater.validation)."""
+        return Limits(
+            max_bytes=self.max_query_bytes,
+            max_depth=self.max_query_depth,
+            max_clauses=self.max_query_clauses,
+            max_pattern_length=self.max_pattern_length,
+            max_determinized_states=self.max_determinized_states,
+        )
 
     def batching(self) -> dict:
         """The keyword arguments of beater.pipeline.Pipeline."""
@@ -62,5 +150,6 @@ class BeaterSettings:
             "max_docs": self.batch_max_docs,
             "max_wait": self.batch_max_wait_ms / 1000,
             "max_queued": self.queue_max_docs,
+            "max_queued_bytes": self.queue_max_bytes,
             "in_flight": self.percolations_in_flight,
         }

@@ -4,6 +4,7 @@ INVALID_QUERY = "estrom.error.invalid_query"
 INVALID_INDEX = "estrom.error.invalid_index"
 UNKNOWN_SUBSCRIPTION = "estrom.error.unknown_subscription"
 UNAVAILABLE = "estrom.error.unavailable"
+TOO_MANY_QUERIES = "estrom.error.too_many_queries"
 
 
 REGISTER = "estrom.register"

@@ -16,7 +16,7 @@ from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from estrom import api
+from estrom.coalesce import Coalesce
 from estrom.http import only, send_error
 
 log = Logger()
@@ -33,7 +34,10 @@ log = Logger()
 _STATUS = {
     api.INVALID_QUERY: 400,
     api.INVALID_INDEX: 400,
+    "wamp.error.invalid_argument": 400,
     api.UNKNOWN_SUBSCRIPTION: 404,
+    api.TOO_MANY_QUERIES: 429,  # until unused queries are removed: no Retry-After
+    "wamp.error.runtime_error": 500,  # a bug in Beater: retrying will not help
 }
 
 
@@ -42,12 +46,20 @@ class Stream:
     """One client's endless response.
 
     A push producer: when the client reads slower than hits arrive, the transport pauses it and
-    hits wait here, up to ``max_pending``. A client that falls further behind is closed with a
-    valid end that says how many hits it missed (``], "dropped": N}``): memory stays bounded.
+    hits wait here, up to ``max_pending`` hits and ``max_pending_bytes`` bytes. A client that
+    falls further behind is closed with a valid end that says how many hits it missed
+    (``], "dropped": N}``): memory stays bounded, whatever the size of the documents.
     """
 
     def __init__(
-        self, request: Request, topic: str, limit: int | None, keepalive: float, max_pending: int, on_end
+        self,
+        request: Request,
+        topic: str,
+        limit: int | None,
+        keepalive: float,
+        max_pending: int,
+        on_end,
+        max_pending_bytes: int = 16 * 1024 * 1024,
     ):
         self.request = request
         self.topic = topic
@@ -57,7 +69,10 @@ class Stream:
         self.closed = False
         self.paused = False
         self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        self.disconnected = False  # the client went away (request.notifyFinish fired)
         self._on_end = on_end  # called once, when the stream ends for whatever reason
         self._keepalive = LoopingCall(self._idle)
         self._keepalive_seconds = keepalive
@@ -80,8 +95,9 @@ class Stream:
             if self.limit is not None and self.sent + len(self._pending) >= self.limit:
                 break  # the limit is reached once what waits is written
             self._pending.append(hit)
+            self._pending_bytes += len(hit)
             self._flush()
-            if len(self._pending) > self._max_pending:
+            if len(self._pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes:
                 return self.close(dropped=len(self._pending))
 
     def close(self, error: str | None = None, dropped: int = 0) -> None:
@@ -101,12 +117,17 @@ class Stream:
             + b"}\n"
         )
         self._end()
-        if not self.request._disconnected:
+        if not self.disconnected:
             self.request.unregisterProducer()
             self.request.finish()
 
     def gone(self) -> None:
         """The client went away."""
+        self.disconnected = True
+        self.discard()
+
+    def discard(self) -> None:
+        """End the stream before it started, without a word: the caller answers instead."""
         if not self.closed:
             self._end()
 
@@ -124,7 +145,9 @@ class Stream:
 
     def _flush(self) -> None:
         while self._pending and not self.paused and not self.closed:
-            self._write((b",\n" if self.sent else b"") + self._pending.popleft())
+            hit = self._pending.popleft()
+            self._pending_bytes -= len(hit)
+            self._write((b",\n" if self.sent else b"") + hit)
             self.sent += 1
             if self.limit is not None and self.sent >= self.limit:
                 self.close()
@@ -136,12 +159,13 @@ class Stream:
     def _end(self) -> None:
         self.closed = True
         self._pending.clear()
+        self._pending_bytes = 0
         if self._keepalive.running:
             self._keepalive.stop()
         self._on_end(self)
 
     def _write(self, data: bytes) -> None:
-        if not self.request._disconnected:
+        if not self.disconnected:
             self.request.write(data)
 
 
@@ -152,13 +176,14 @@ class Tailor:
     itself: when one stream ends on its limit, the others on the topic still get the event.
     """
 
-    def __init__(self, keepalive: float, max_pending: int = 1000):
+    def __init__(self, keepalive: float, max_pending: int = 1000, max_pending_bytes: int = 16 * 1024 * 1024):
         self.keepalive = keepalive
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.session = None
         self.topics: dict[str, set[Stream]] = {}
         self._subscriptions: dict[str, Any] = {}
-        self._subscribing = DeferredLock()  # one subscribe at a time: no topic twice
+        self._subscribing = Coalesce()  # by topic: never two subscriptions to one topic
 
     @property
     def streams(self) -> list[Stream]:
@@ -196,6 +221,7 @@ class Tailor:
         session = self.session
         if session is None:
             return send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
+        finished = request.notifyFinish().addErrback(lambda _: None)  # fired: the client is gone
         try:
             if sid is None:
                 sid = await session.call(api.REGISTER, index, query)
@@ -204,27 +230,32 @@ class Tailor:
         except ApplicationError as e:
             status = _STATUS.get(e.error, 503)
             return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
-        if request._disconnected or self.session is not session:
+        except TransportLost:
+            return send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+        if finished.called or self.session is not session:
             return
         topic = api.topic(sid)
-        stream = Stream(request, topic, limit, self.keepalive, self.max_pending, self._ended)
+        stream = Stream(
+            request, topic, limit, self.keepalive, self.max_pending, self._ended, self.max_pending_bytes
+        )
         self.topics.setdefault(topic, set()).add(stream)
-        request.notifyFinish().addBoth(lambda _: stream.gone())
+        finished.addBoth(lambda _: stream.gone())
         try:
-            await self._subscribing.run(lambda: Deferred.fromCoroutine(self._subscribe(session, topic)))
-        except ApplicationError as e:
-            stream.gone()
-            return send_error(request, 503, _message(e), {"Retry-After": "1"})
+            if topic not in self._subscriptions:
+                await self._subscribing.run(
+                    topic, lambda: Deferred.fromCoroutine(self._subscribe(session, topic))
+                )
+        except (ApplicationError, TransportLost) as e:
+            stream.discard()
+            return send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
         if not stream.closed:  # the client may have gone, or the router, meanwhile
             stream.start(sid)
 
     async def _subscribe(self, session, topic: str) -> None:
-        if topic in self._subscriptions or topic not in self.topics:
-            return
         subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic)
-        if topic in self.topics:
+        if topic in self.topics and self.session is session:
             self._subscriptions[topic] = subscription
-        else:  # every stream on it ended while the router answered
+        else:  # every stream on it ended while the router answered, or the session is gone
             subscription.unsubscribe().addErrback(lambda _: None)
 
     def _deliver(self, topic: str, hits: tuple) -> None:
@@ -317,8 +348,16 @@ def _query(text: str) -> Any:
     if text.lstrip().startswith("{"):
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise ValueError("'q' is nested too deeply") from None
         except ValueError:
             return text  # e.g. the range `{a TO b}`
         if isinstance(value, dict):
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "'q' holds a lone UTF-16 surrogate (\\uD800-\\uDFFF), which is not text"
+                ) from None
             return value
     return text

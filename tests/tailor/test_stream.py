@@ -184,7 +184,9 @@ def _open_slow_client(port: int, index: str) -> tuple[socket.socket, bytes]:
     client.settimeout(20)
     client.connect(("127.0.0.1", port))
     query = urllib.parse.urlencode({"i": index, "q": "service:api"})
-    client.sendall(f"GET /api/v0.1/docs?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    client.sendall(
+        f"GET /api/v0.1/docs?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    )
     head = b""
     while b'"hits": [' not in head:
         head += client.recv(4096)
@@ -207,10 +209,20 @@ def _read_to_end(client: socket.socket, head: bytes) -> bytes:
     return out
 
 
+@pytest.mark.parametrize(
+    "bound",
+    [
+        {"ESTROM_MAX_PENDING_HITS": "200"},
+        # Few hits, but large ones: the bytes kept are bounded too (~250 hits of 8 kB, more
+        # than one event of 100 hits, which a client that keeps up may have waiting at once).
+        {"ESTROM_MAX_PENDING_HITS": "100000", "ESTROM_MAX_PENDING_BYTES": "2000000"},
+    ],
+    ids=["hits", "bytes"],
+)
 @pytest_twisted.ensureDeferred
-async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(stack, index):
+async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(stack, index, bound):
     port = stack.ports.tailor + 4
-    stack.start_tailor("tailor-slow", port=port, ESTROM_MAX_PENDING_HITS="200")
+    stack.start_tailor("tailor-slow", port=port, **bound)
     try:
         slow, head = _open_slow_client(port, index)
         fast = await HttpStream.open(f"http://127.0.0.1:{port}", i=index, q="service:api")

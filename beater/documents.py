@@ -1,0 +1,127 @@
+"""What an ingest request carries: documents, parsed and checked before anything acts on them.
+
+Each document is a JSON object; a request is refused whole (400, naming the item or line) when
+any of its documents is not one, or is one estrom cannot pass on: a field in estrom's own
+namespace, a string with a lone UTF-16 surrogate (it cannot be encoded again to be published),
+nesting deeper than the limit, or NaN/Infinity (not JSON, and not readable by the engine).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
+
+
+class BadDocuments(ValueError):
+    """The body is not documents; the message says why (and where)."""
+
+
+class TooManyDocuments(BadDocuments):
+    """More documents in one request than allowed (413)."""
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    """How many documents a request may carry, and how deep each may be."""
+
+    max_documents: int = 10_000
+    max_depth: int = 64
+
+
+DEFAULT_DOCUMENT_LIMITS = DocumentLimits()
+
+# A `\uD800`-`\uDFFF` escape: a UTF-16 surrogate, which Python's json reads into a string that
+# cannot be encoded again when it is lone. Raw UTF-8 cannot hold one (decoding refuses it).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+# Field names of estrom's own in the percolator index (see beater.percolator): a document field
+# named like them would be read with their mapping (the query field parses its value as a query).
+RESERVED_PREFIX = "estrom_"
+
+
+def parse_documents(
+    body: bytes, content_type: str, limits: DocumentLimits = DEFAULT_DOCUMENT_LIMITS
+) -> list[dict]:
+    """The documents in ``body``; raise BadDocuments naming the problem (and where it is)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadDocuments(f"the body is not UTF-8 (byte {e.start})") from None
+    if not text.strip():
+        raise BadDocuments("the body is empty")
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if content_type in NDJSON_TYPES:
+        documents = []
+        for number, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                if len(documents) >= limits.max_documents:
+                    raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
+                where = f"line {number}: "
+                documents.append(_document(_loads(line, where), where, limits, surrogates))
+        return documents
+    value = _loads(text, "")
+    if isinstance(value, list):
+        if not value:
+            raise BadDocuments("the array is empty")
+        if len(value) > limits.max_documents:
+            raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
+        return [
+            _document(item, f"item {number}: ", limits, surrogates)
+            for number, item in enumerate(value, start=1)
+        ]
+    return [_document(value, "", limits, surrogates)]
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_constant)
+    except RecursionError:
+        raise BadDocuments(f"{where}nested too deeply") from None
+    except ValueError as e:
+        raise BadDocuments(f"{where}not valid JSON: {e}") from None
+
+
+def _document(value: Any, where: str, limits: DocumentLimits, surrogates: bool) -> dict:
+    if not isinstance(value, dict):
+        raise BadDocuments(f"{where}a document is a JSON object, not {type(value).__name__}")
+    for name in value:
+        if name.split(".", 1)[0].startswith(RESERVED_PREFIX):
+            raise BadDocuments(
+                f"{where}field '{name}' is reserved: names starting with '{RESERVED_PREFIX}' are estrom's own"
+            )
+    _check_depth(value, where, limits.max_depth)
+    if surrogates:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadDocuments(
+                f"{where}a string holds a lone UTF-16 surrogate ({e.object[e.start]!r}), which is not text"
+            ) from None
+    return value
+
+
+def _check_depth(document: dict, where: str, max_depth: int) -> None:
+    """Refuse objects and arrays nested deeper than ``max_depth``; never recurses.
+
+    The router and its clients decode what Beater publishes with decoders that refuse deep
+    nesting (CBOR: 400 levels) and drop the connection that carried it; the engine refuses
+    deep objects too. ``type() is`` rather than ``isinstance``: this runs over every value.
+    """
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        container, depth = stack.pop()
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is dict or kind is list:
+                if depth >= max_depth:
+                    raise BadDocuments(f"{where}objects and arrays nested deeper than {max_depth} levels")
+                stack.append((item, depth + 1))

@@ -1,0 +1,61 @@
+"""What an ingest body may carry: checked before anything acts on it (no engine needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments, parse_documents
+
+
+def refused(body: bytes, content_type: str = "application/json", **limits) -> str:
+    with pytest.raises(BadDocuments) as raised:
+        parse_documents(body, content_type, DocumentLimits(**limits))
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        # The percolator index's own fields: a document must never be read with their mapping.
+        (
+            b'{"estrom_query": {"terms": {"f": {"index": "x", "id": "1", "path": "p"}}}}',
+            "field 'estrom_query'",
+        ),
+        (b'[{"ok": 1}, {"estrom_all": "x"}]', "item 2: field 'estrom_all' is reserved"),
+        (b'{"estrom_query.match_all": {}}', "field 'estrom_query.match_all' is reserved"),
+        # Python reads a lone surrogate into a string that cannot be encoded to be published.
+        (b'[{"ok": 1}, {"msg": "\\ud800"}]', "item 2: a string holds a lone UTF-16 surrogate"),
+        (b'{"a": NaN}', "NaN is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_documents_estrom_cannot_pass_on_are_refused_saying_where(body, reason):
+    assert reason in refused(body)
+
+
+def test_nesting_is_bounded_in_objects_and_arrays():
+    deep = json.dumps({"a": [[{"b": [[1]]}]]}).encode()  # 6 levels
+    assert parse_documents(deep, "application/json", DocumentLimits(max_depth=6))
+    assert "nested deeper than 5 levels" in refused(deep, max_depth=5)
+    ndjson = b'{"ok": 1}\n' + deep
+    assert "line 2: objects and arrays nested deeper" in refused(ndjson, "application/x-ndjson", max_depth=5)
+
+
+def test_documents_per_request_are_bounded():
+    body = json.dumps([{"n": n} for n in range(11)]).encode()
+    assert len(parse_documents(body, "application/json", DocumentLimits(max_documents=11))) == 11
+    with pytest.raises(TooManyDocuments, match="more than 10 documents"):
+        parse_documents(body, "application/json", DocumentLimits(max_documents=10))
+    lines = b"\n".join(b'{"n": 1}' for _ in range(11))
+    with pytest.raises(TooManyDocuments):
+        parse_documents(lines, "application/x-ndjson", DocumentLimits(max_documents=10))
+
+
+def test_what_is_fine_passes_unchanged():
+    body = '[{"msg": "😀 \\ud83d\\ude00", "a.estrom_query": 1, "nested": {"estrom_x": 2}}]'.encode()
+    assert parse_documents(body, "application/json") == [
+        {"msg": "😀 😀", "a.estrom_query": 1, "nested": {"estrom_x": 2}}
+    ]
