@@ -10,7 +10,9 @@ import json
 
 import pytest
 import pytest_twisted
+from autobahn.twisted.component import Component
 from autobahn.wamp.exception import ApplicationError
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 
 from estrom import api
@@ -236,4 +238,39 @@ async def test_a_burst_past_the_bounds_is_answered_at_once_and_wedges_nothing(
     assert status == 200
     await fresh.wait_for_hits(1)
     fresh.close()
+    await canary()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_nested_as_deep_as_the_router_relays_does_not_disconnect_beater(stack, canary, index):
+    # msgpack: the router decodes 1,024 levels of it, and relays them to Beater (in CBOR, whose
+    # decoder refused past 400 levels and dropped Beater's connection with it).
+    component = Component(
+        transports=[
+            {"type": "websocket", "url": stack.router_url, "serializers": ["msgpack"], "max_retries": 0}
+        ],
+        realm="estrom",
+    )
+    joined: Deferred = Deferred()
+    component.on("join", lambda session, details: joined.callback(session))
+    component.start(reactor)
+    session = await joined
+    departures = stack.tail("beater", lines=1_000_000).count("Beater left the router")
+    nested: list = []
+    for _ in range(1000):
+        nested = [nested]
+    try:
+        with pytest.raises(ApplicationError) as raised:
+            await session.call(api.REGISTER, index, nested)
+        assert raised.value.error == api.INVALID_QUERY
+    finally:
+        session.leave()
+    await canary()
+    assert stack.tail("beater", lines=1_000_000).count("Beater left the router") == departures
+
+
+@pytest_twisted.ensureDeferred
+async def test_more_documents_than_a_request_may_carry_is_413(stack, canary, index):
+    status, answer = await post(f"{stack.beater_url}/api/v0.1/docs/{index}", [{}] * 10_001)
+    assert status == 413 and "more than 10000 documents" in answer["error"]
     await canary()
