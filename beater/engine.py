@@ -118,7 +118,9 @@ class Engine:
             answer = {"error": content.decode("utf-8", "replace")[:500]}
         # 429: the engine's queues are full (rejected execution): busy, not a bad request.
         if code >= 500 or code == 429:
-            raise EngineUnavailable(f"search engine answered {code}: {_reason(answer)[1]}", code)
+            raise EngineUnavailable(
+                f"search engine answered {code} to {method} {path}: {_reason(answer)[1]}", code
+            )
         if code >= 400:
             raise EngineError(code, answer)
         return answer

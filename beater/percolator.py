@@ -17,6 +17,7 @@ from urllib.parse import quote
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from beater.engine import Engine, EngineError, EngineUnavailable, path
 from beater.identity import Identified, searched_fields
@@ -29,6 +30,9 @@ ID_FIELD = "estrom_id"
 META_FIELD = "estrom_meta"
 ALL_FIELD = "estrom_all"
 SEEN_FIELD = "estrom_seen"  # when someone last registered, looked up or listened to it (epoch s)
+
+
+_RECOVERING_RETRIES = 50  # 0.1 s apart
 
 
 class TooManyQueries(Exception):
@@ -78,6 +82,7 @@ class Percolator:
         self.engine = engine
         self.max_queries = max_queries  # per index
         self._ensuring = Coalesce()  # by source index
+        self._serving_indexes: set[str] = set()  # percolator indexes seen with a started primary
         self._clock = clock
         self.page_size = page_size
         self.replicas = replicas  # of each percolator index: a count, or auto-expanded ("0-1")
@@ -130,15 +135,24 @@ class Percolator:
             raise
 
     async def _is_stored(self, query: Identified) -> bool:
-        try:
-            answer = await self.engine.request(
-                "GET", path(percolator_index(query.index), "_doc", query.id), params={"_source": "false"}
-            )
-        except EngineError as e:
-            if e.status == 404:
-                return False  # no such query, or no index yet
-            raise
-        return bool(answer.get("found"))
+        for attempt in range(_RECOVERING_RETRIES):
+            try:
+                answer = await self.engine.request(
+                    "GET", path(percolator_index(query.index), "_doc", query.id), params={"_source": "false"}
+                )
+            except EngineError as e:
+                if e.status == 404:
+                    return False  # no such query, or no index yet
+                raise
+            except EngineUnavailable as e:
+                # A shard just started (its index created a moment ago, here or by another
+                # Beater) refuses real-time reads for a moment while health is already yellow.
+                if "RECOVERING" not in str(e) or attempt == _RECOVERING_RETRIES - 1:
+                    raise
+                await deferLater(self._clock, 0.1, lambda: None)
+                continue
+            return bool(answer.get("found"))
+        return False
 
     async def mark_seen(self, query_ids: list[str], patterns: tuple[str, ...] = ("*",)) -> int:
         """Record that ``query_ids`` are in use now; fires with how many were found."""
@@ -259,6 +273,7 @@ class Percolator:
             if e.status != 404:
                 raise
         else:
+            await self._serving(name)
             return set(_field_names(answer[name]["mappings"].get("properties", {})))
         properties = await self._source_properties(index)
         properties.update(
@@ -294,14 +309,21 @@ class Percolator:
         except EngineError as e:
             if e.type != "resource_already_exists_exception":
                 raise
-            # Created meanwhile by another Beater: wait until it can serve.
-            await self.engine.request(
-                "GET",
-                path("_cluster", "health", name),
-                params={"wait_for_status": "yellow", "timeout": "30s"},
-            )
+            await self._serving(name)  # created meanwhile by another Beater
             return await self._ensure_index(index)
+        await self._serving(name)
         return set(_field_names(properties))
+
+    async def _serving(self, name: str) -> None:
+        """Wait until an index's primary shard has started, the first time this Beater uses it:
+        until then the engine answers 503 ("shard state RECOVERING") to what comes next, also to
+        another Beater that finds the index just created."""
+        if name in self._serving_indexes:
+            return
+        await self.engine.request(
+            "GET", path("_cluster", "health", name), params={"wait_for_status": "yellow", "timeout": "30s"}
+        )
+        self._serving_indexes.add(name)
 
     async def _map_fields(self, query: Identified, known: set[str]) -> None:
         """Map the fields that ``query`` names, where still unmapped.

@@ -288,7 +288,8 @@ def _with_port(origin: str, old: int, new: int) -> str:
 
 
 # Tests and the benchmark watch every topic at once, which no client of `make up` may: a ticket
-# principal of their own, in their copy of the router's configuration only.
+# principal of their own, in their copy of the router's configuration only. It may also call
+# what anonymous clients may call.
 _WATCHER_ROLE = {
     "name": "watcher",
     "permissions": [
@@ -298,7 +299,17 @@ _WATCHER_ROLE = {
             "allow": {"call": False, "register": False, "publish": False, "subscribe": True},
             "disclose": {"caller": False, "publisher": False},
             "cache": True,
-        }
+        },
+        *(
+            {
+                "uri": procedure,
+                "match": "exact",
+                "allow": {"call": True, "register": False, "publish": False, "subscribe": False},
+                "disclose": {"caller": False, "publisher": False},
+                "cache": True,
+            }
+            for procedure in ("estrom.register", "estrom.lookup")
+        ),
     ],
 }
 

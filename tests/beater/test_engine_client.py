@@ -85,8 +85,8 @@ def test_a_5xx_or_429_answer_is_unavailable(code):
     d = start(engine, f"/status/{code}")
     stub.flush()
     error = failure_of(d)
-    assert isinstance(error, EngineUnavailable)
-    assert f"answered {code}: inner" in str(error)
+    assert isinstance(error, EngineUnavailable) and error.status == code
+    assert f"answered {code} to GET /status/{code}: inner" in str(error)
 
 
 def test_a_4xx_answer_is_the_engines_refusal():

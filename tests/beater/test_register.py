@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
+from twisted.internet.defer import DeferredSemaphore, gatherResults
 
 from estrom import api
 from tests.clients import ACKNOWLEDGE, wamp_session
@@ -93,3 +94,20 @@ async def test_anonymous_clients_may_not_publish_or_register(session):
     assert error.error == "wamp.error.not_authorized"
     error = await refused(session.register(lambda: None, "estrom.evil"))
     assert error.error == "wamp.error.not_authorized"
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_registrations_on_a_new_index_through_several_beaters_all_succeed(
+    stack, session, index
+):
+    # The first registration creates the percolator index; the others, shared out among two
+    # Beaters, arrive while its shard is starting (the engine answered them 503 "RECOVERING").
+    stack.start_beater("beater-second", port=stack.ports.beater + 7)
+    try:
+        limit = DeferredSemaphore(8)
+        ids = await gatherResults(
+            [limit.run(session.call, api.REGISTER, index, f"user:u{n}") for n in range(100)]
+        )
+        assert len(set(ids)) == 100
+    finally:
+        stack.stop("beater-second")
