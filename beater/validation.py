@@ -507,8 +507,6 @@ QUERY_TYPES: dict[str, Check] = {
     ),
 }
 
-ALLOWED_QUERY_TYPES = frozenset(QUERY_TYPES)
-
 
 def check_clause(clause: Any, limits: Limits) -> None:
     """Check a whole DSL clause: its size first, then every object against its schema."""
