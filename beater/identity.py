@@ -1,8 +1,10 @@
 """Query identity: one canonical form, and one ID, per meaning.
 
 A query arrives as a Lucene query string or as an Elasticsearch query DSL object. Both are
-turned into a canonical DSL clause (a Lucene string becomes ``{"query_string": {"query": ...}}``
-with the string itself canonicalised), and the ID is the xxh3_64 of the index and that clause.
+turned into a canonical DSL clause (a Lucene string becomes ``{"query_string": {"query": ...}}``),
+and the ID is the xxh3_64 of the index and that clause, in which each query string stands for the
+structure the engine reads from it (beater.lucene). A query string itself is stored as written:
+the engine reads it as it reads the user's, and any other string with the same ID means the same.
 The rules, and why each one keeps the meaning, are listed in the README ("Query identity").
 
 Every query is checked by beater.validation before it is canonicalised: nothing here sees a
@@ -11,34 +13,13 @@ query that is too big, too deep, or not of the allowed shape.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import xxhash
-from luqum.parser import parser as _lucene
-from luqum.tree import (
-    AndOperation,
-    BaseOperation,
-    Boost,
-    FieldGroup,
-    From,
-    Group,
-    Item,
-    Not,
-    OrOperation,
-    Plus,
-    Prohibit,
-    Range,
-    Regex,
-    SearchField,
-    To,
-    UnknownOperation,
-    Word,
-)
 
+from beater import lucene
 from beater.validation import (
     DEFAULT_LIMITS,
     InvalidQuery,
@@ -65,9 +46,6 @@ _SHORT_FORM_KEY = {
 
 _BOOL_CLAUSES = ("must", "filter", "should", "must_not")
 
-# Lucene's other spellings of the operators, which luqum reads as plain words.
-_OPERATOR_WORDS = frozenset({"&&", "||"})
-
 
 @dataclass(frozen=True)
 class Identified:
@@ -83,8 +61,8 @@ def identify(index: str, query: Any, limits: Limits = DEFAULT_LIMITS) -> Identif
     """Check ``query`` against ``limits`` and the allowed query types, canonicalise it for
     ``index`` and compute its ID; raise InvalidQuery, naming what is wrong, if refused."""
     if isinstance(query, str):
-        canonical: Query = canonical_lucene(query, limits)
-        clause = {"query_string": {"query": canonical}}
+        canonical: Query = query
+        clause = {"query_string": {"query": _query_text(query, limits)}}
     elif isinstance(query, dict):
         if "query" in query:
             if set(query) != {"query"}:
@@ -100,7 +78,7 @@ def identify(index: str, query: Any, limits: Limits = DEFAULT_LIMITS) -> Identif
 
 def query_id(index: str, clause: dict) -> str:
     """The ID of a canonical clause on an index: 16 lowercase hex digits of xxh3_64."""
-    return xxhash.xxh3_64_hexdigest(_canonical_json([index, clause]).encode("utf-8"))
+    return xxhash.xxh3_64_hexdigest(_canonical_json([index, _identity_form(clause)]).encode("utf-8"))
 
 
 def _canonical_json(value: Any) -> str:
@@ -110,114 +88,52 @@ def _canonical_json(value: Any) -> str:
 # --- Lucene query strings -------------------------------------------------------------------
 
 
-# Parsed trees of the latest canonical strings: mapping the fields of a query being registered
-# needs its tree again. Few: a tree takes many times the memory of its string.
-_TREES: OrderedDict[str, Item] = OrderedDict()
-_TREES_KEPT = 32
+class _QueryText(str):
+    """A Lucene query string as its user wrote it, carrying the key of the structure the engine
+    reads from it: the string is what is stored, the key what the ID is made of."""
+
+    key: str
 
 
-def canonical_lucene(text: str, limits: Limits = DEFAULT_LIMITS) -> str:
-    """The canonical spelling of a Lucene query string."""
+def lucene_key(text: str, limits: Limits = DEFAULT_LIMITS, options: dict | None = None) -> str:
+    """The key of what the engine reads from a query string, checked against ``limits``.
+
+    ``options`` are those of a ``query_string`` clause: its default operator changes the
+    structure, and with ``minimum_should_match`` the optional clauses count, so they are not
+    normalised. With ``escape`` the string is not a query at all, and is its own key.
+    """
+    options = options or {}
     if not text.strip():
         raise InvalidQuery("the query is empty")
     check_lucene_size(text, limits)
+    if options.get("escape") is True:
+        return json.dumps(["escaped", text], ensure_ascii=False)
+    operator = options.get("default_operator", "OR")
     try:
-        tree = _lucene.parse(text)
-    except Exception as e:  # noqa: BLE001 - whatever luqum raises, the string is not a query
+        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR")
+    except lucene.LuceneSyntaxError as e:
         raise InvalidQuery(f"cannot parse the query string: {e}") from None
-    _check_patterns(tree, limits)
-    tree = _normalise(tree)
-    canonical = _render(tree)
-    _TREES[canonical] = tree
-    _TREES.move_to_end(canonical)
-    while len(_TREES) > _TREES_KEPT:
-        _TREES.popitem(last=False)
-    return canonical
+    for leaf in lucene.leaves(tree):
+        if leaf.kind in ("REGEXPTERM", "WILDTERM", "PREFIXTERM"):
+            check_pattern(leaf.text, limits, "query string")
+    return lucene.key(lucene.normalise(tree, should_counts="minimum_should_match" in options))
 
 
-def _parsed(canonical: str) -> Item:
-    tree = _TREES.get(canonical)
-    return tree if tree is not None else _lucene.parse(canonical)
+def _query_text(text: str, limits: Limits, options: dict | None = None) -> _QueryText:
+    query = _QueryText(text)
+    query.key = lucene_key(text, limits, options)
+    return query
 
 
-def _check_patterns(node: Item, limits: Limits) -> None:
-    """Regular expressions and wildcard terms are bounded as in DSL queries."""
-    if isinstance(node, Regex) or (isinstance(node, Word) and set(node.value) & set("*?")):
-        check_pattern(node.value, limits, "query string")
-    for child in node.children:
-        _check_patterns(child, limits)
-
-
-def _normalise(node: Item) -> Item:
-    if isinstance(node, Group):
-        return _normalise(node.expr)
-    if isinstance(node, FieldGroup):
-        inner = _normalise(node.expr)
-        return FieldGroup(inner) if isinstance(inner, BaseOperation) else inner
-    if isinstance(node, AndOperation | OrOperation):
-        # AND and OR are associative, commutative and idempotent: flatten, sort, deduplicate.
-        kind = type(node)
-        operands: dict[str, Item] = {}
-        for child in node.children:
-            child = _normalise(child)
-            for part in child.children if isinstance(child, kind) else (child,):
-                operands.setdefault(_render(part), part)
-        if len(operands) == 1:
-            return next(iter(operands.values()))
-        return kind(*(operands[key] for key in sorted(operands)))
-    if isinstance(node, UnknownOperation):
-        # Clauses joined by the default operator are one boolean query: their order does not
-        # matter, unless `&&` or `||` stand among them (luqum takes those for words).
-        children = [_normalise(child) for child in node.children]
-        if not any(isinstance(c, Word) and c.value in _OPERATOR_WORDS for c in children):
-            children.sort(key=_render)
-        return UnknownOperation(*children)
-    node = copy.copy(node)
-    node.children = [_normalise(child) for child in node.children]
-    return node
-
-
-def _render(node: Item) -> str:
-    if isinstance(node, AndOperation):
-        return " AND ".join(_operand(child) for child in node.children)
-    if isinstance(node, OrOperation):
-        return " OR ".join(_operand(child) for child in node.children)
-    if isinstance(node, UnknownOperation):
-        return " ".join(_operand(child) for child in node.children)
-    if isinstance(node, FieldGroup):
-        return f"({_render(node.expr)})"
-    if isinstance(node, SearchField):
-        return f"{node.name}:{_operand(node.expr)}"
-    if isinstance(node, Not):
-        return f"NOT {_operand(node.a)}"
-    if isinstance(node, Plus):
-        return f"+{_operand(node.a)}"
-    if isinstance(node, Prohibit):
-        return f"-{_operand(node.a)}"
-    if isinstance(node, Boost):
-        return f"{_operand(node.expr)}^{node.force}"
-    if isinstance(node, Range):
-        low, high = ("[" if node.include_low else "{"), ("]" if node.include_high else "}")
-        return f"{low}{_render(node.low)} TO {_render(node.high)}{high}"
-    return _bare(node)
-
-
-def _bare(node: Item) -> str:
-    """``node`` as written, without the whitespace around it and its parts."""
-    bare = copy.deepcopy(node)
-    _strip_whitespace(bare)
-    return str(bare)
-
-
-def _operand(node: Item) -> str:
-    text = _render(node)
-    return f"({text})" if isinstance(node, BaseOperation) else text
-
-
-def _strip_whitespace(node: Item) -> None:
-    node.head = node.tail = ""
-    for child in node.children:
-        _strip_whitespace(child)
+def _identity_form(value: Any) -> Any:
+    """A canonical clause with each query string replaced by the key of its structure."""
+    if isinstance(value, _QueryText):
+        return {"lucene": value.key}
+    if isinstance(value, dict):
+        return {key: _identity_form(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_identity_form(item) for item in value]
+    return value
 
 
 # --- Query DSL ------------------------------------------------------------------------------
@@ -280,7 +196,7 @@ def _terms(kind: str, body: dict, limits: Limits) -> dict:
 
 
 def _query_string(kind: str, body: dict, limits: Limits) -> dict:
-    return {**body, "query": canonical_lucene(body["query"], limits)}
+    return {**body, "query": _query_text(body["query"], limits, body)}
 
 
 def _leaf(kind: str, body: dict, limits: Limits) -> dict:
@@ -355,22 +271,27 @@ def _collect_fields(clause: Any, uses: dict[str, set[str]]) -> None:
                     )
                     _use(uses, field, "number" if numeric else "string")
         elif kind == "query_string" and isinstance(body.get("query"), str):
-            _collect_lucene_fields(_parsed(body["query"]), uses)
+            _collect_lucene_fields(body["query"], body.get("default_operator", "OR"), uses)
         else:
             _collect_fields(body, uses)
 
 
-def _collect_lucene_fields(node: Item, uses: dict[str, set[str]]) -> None:
-    if isinstance(node, SearchField):
-        if node.name == "_exists_" and isinstance(node.expr, Word):
-            _use(uses, node.expr.value, "string")
-        elif isinstance(node.expr, Range | From | To):
-            bounds = [_bare(child) for child in node.expr.children]
-            _use(uses, node.name, "number" if _numeric_bounds([b for b in bounds if b != "*"]) else "string")
-        else:
-            _use(uses, node.name, "string")
-    for child in node.children:
-        _collect_lucene_fields(child, uses)
+def _collect_lucene_fields(text: str, operator: Any, uses: dict[str, set[str]]) -> None:
+    try:
+        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR")
+    except lucene.LuceneSyntaxError:
+        return  # an escaped string (`escape`), which names no field
+    for leaf in lucene.leaves(tree):
+        if leaf.field == "_exists_":
+            _use(uses, leaf.text, "string")
+        elif leaf.field is not None:
+            if leaf.kind == "RANGE":
+                bounds = [bound for bound in leaf.bounds if bound != "*"]
+            elif leaf.kind == "TERM" and leaf.text[:1] in "<>":
+                bounds = [leaf.text.lstrip("<>=")]  # `bytes:>=100`, the engines' short range
+            else:
+                bounds = None
+            _use(uses, leaf.field, "number" if bounds is not None and _numeric_bounds(bounds) else "string")
 
 
 def _use(uses: dict[str, set[str]], field: str, kind: str) -> None:

@@ -7,8 +7,8 @@ anything else is refused with the path to it (``query.bool.must[1]: ...``). The 
 more (other spellings such as ``mustNot``, top-level ``boost`` keys, terms lookups, inner hits);
 estrom accepts a strict subset, so nothing can hide where this check does not look.
 
-Size is checked first, without recursion, so that no parser (luqum, the JSON encoder, the
-engine's) ever sees a query deeper, longer or wider than the limits.
+Size is checked first, without recursion, so that no parser (beater.lucene's, the JSON
+encoder, the engine's) ever sees a query deeper, longer or wider than the limits.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ _LUCENE_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\\.|[^\s()"]+')
 def check_lucene_size(text: str, limits: Limits, where: str = "query") -> None:
     """Refuse a Lucene query string that is too long, too deep or has too many terms.
 
-    luqum's parser takes time that grows faster than the length of the string, and the tree it
-    builds is walked recursively: both are bounded here, before the parse.
+    The parser and the walks over the structure it builds recurse per group: both are bounded
+    here, before the parse.
     """
     if _text_bytes(text, where) > limits.max_bytes:
         raise InvalidQuery(f"{where}: the query string is longer than {limits.max_bytes} bytes")

@@ -34,8 +34,11 @@ async def test_register_returns_the_same_id_for_the_same_meaning(session, index)
 
 @pytest_twisted.ensureDeferred
 async def test_lookup_returns_index_and_canonical_query(session, index):
+    # A query string is kept as its first user wrote it; another spelling with the same ID
+    # means the same to the engine.
     sid = await session.call(api.REGISTER, index, "service:api AND level:error")
-    assert await session.call(api.LOOKUP, sid) == {"index": index, "query": "level:error AND service:api"}
+    assert await session.call(api.REGISTER, index, "+level:error +service:api") == sid
+    assert await session.call(api.LOOKUP, sid) == {"index": index, "query": "service:api AND level:error"}
     dsl = await session.call(api.REGISTER, index, {"query": {"term": {"level": "error"}}})
     assert await session.call(api.LOOKUP, dsl) == {
         "index": index,
