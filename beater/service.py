@@ -61,6 +61,9 @@ class Beater:
         self._storing = Coalesce()  # by query id
         self._identified: OrderedDict[tuple[str, str], Identified] = OrderedDict()
         self._seen: set[str] = set()  # queries registered or looked up since the last sweep
+        # Per index, fired when the batch before the newest has sent its publications: batches
+        # percolate side by side but publish in the order they were formed.
+        self._turns: dict[str, Deferred] = {}
 
     async def on_join(self, session, details) -> None:
         # Several Beaters may serve one router: calls are shared out among them.
@@ -179,30 +182,42 @@ class Beater:
                 for query_id in matches:
                     merged.setdefault(query_id, []).append(position)
             return merged
-        session = self.session
-        if session is None:
+        if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
+        before, mine = self._turns.get(index), Deferred()
+        self._turns[index] = mine
         try:
-            only = self.interest.active() if self.interest is not None else None
-            matches = await self.percolator.percolate(index, documents, only)
-        except EngineError as e:
-            raise Rejected(e.reason) from e
-        hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
-        options = PublishOptions(acknowledge=True)
-        try:
-            await gatherResults(
-                [
+            try:
+                only = self.interest.active() if self.interest is not None else None
+                matches = await self.percolator.percolate(index, documents, only)
+            except EngineError as e:
+                raise Rejected(e.reason) from e
+            finally:
+                if before is not None:
+                    await before
+            session = self.session
+            if session is None:
+                raise RouterUnavailable("Beater is not connected to the router")
+            hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
+            options = PublishOptions(acknowledge=True)
+            # One session's messages reach each subscriber in the order they were sent.
+            try:
+                published = [
                     session.publish(api.topic(query_id), *(hits[slot] for slot in slots), options=options)
                     for query_id, slots in matches.items()
-                ],
-                consumeErrors=True,
-            )
+                ]
+            except TransportLost as e:
+                raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+        finally:
+            if self._turns.get(index) is mine:
+                del self._turns[index]
+            mine.callback(None)
+        try:
+            await gatherResults(published, consumeErrors=True)
         except FirstError as e:
             # The first publication that failed: the router went away, or refused it. Anything
             # else is a bug, and must not pass for "unavailable, retry" (senders retry forever).
             if e.subFailure.check(TransportLost, ApplicationError):
                 raise RouterUnavailable(f"publishing to the router failed: {e.subFailure.value}") from e
             e.subFailure.raiseException()
-        except TransportLost as e:
-            raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         return matches

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, TransportLost
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from beater.service import Beater, RouterUnavailable
 
@@ -48,3 +48,40 @@ async def test_a_bug_while_publishing_is_not_passed_off_as_unavailable():
     # Senders retry 503 forever: a bug must surface as itself (a 500, logged).
     with pytest.raises(TypeError):
         await beater(TypeError("not serializable")).deliver("events", [{"a": 1}])
+
+
+class _Slow:
+    """Percolations that finish when the test says, in any order."""
+
+    def __init__(self):
+        self.pending: list[Deferred] = []
+
+    def percolate(self, index, documents, only=None):
+        answer = Deferred()
+        self.pending.append(answer)
+        return answer
+
+
+class _Recording:
+    def __init__(self):
+        self.topics: list[tuple] = []
+
+    def publish(self, topic, *hits, options=None):
+        self.topics.append(tuple(hit["_source"]["n"] for hit in hits))
+        return succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_batches_publish_in_the_order_they_were_formed_whichever_percolation_ends_first():
+    percolator, session = _Slow(), _Recording()
+    service = Beater(percolator)
+    service.session = session
+    first = Deferred.fromCoroutine(service.deliver("events", [{"n": 1}, {"n": 2}]))
+    second = Deferred.fromCoroutine(service.deliver("events", [{"n": 3}]))
+    other_index = Deferred.fromCoroutine(service.deliver("other", [{"n": 9}]))
+    percolator.pending[2].callback({"0123456789abcdef": [0]})  # another index: not held back
+    percolator.pending[1].callback({"0123456789abcdef": [0]})  # the second batch first
+    assert session.topics == [(9,)]
+    percolator.pending[0].callback({"0123456789abcdef": [0, 1]})
+    await first, await second, await other_index
+    assert session.topics == [(9,), (1, 2), (3,)]
