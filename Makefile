@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test lint bench fuzz soak engine browser clean
+.PHONY: install up test lint bench fuzz soak exact several engine browser clean
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
@@ -52,8 +52,12 @@ engine/elasticsearch7/target/.built: engine/elasticsearch7/pom.xml \
 # `make up ENGINE=elasticsearch7` starts Elasticsearch instead, when no engine answers.
 ENGINE ?= opensearch
 
+# `make up BEATERS=3 TAILORS=2` runs several of each behind the one router.
+BEATERS ?= 1
+TAILORS ?= 1
+
 up: install
-	$(VENV)/bin/python -m estrom.stack --engine $(ENGINE)
+	$(VENV)/bin/python -m estrom.stack --engine $(ENGINE) --beaters $(BEATERS) --tailors $(TAILORS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -71,6 +75,16 @@ fuzz: install
 # 10,000 streams on one Tailor, opened at a steady pace (`make test` opens 1,000).
 soak: install
 	ESTROM_STORM_STREAMS=10000 ESTROM_STORM_RATE=200 $(VENV)/bin/python -m pytest tests/e2e/test_storm.py
+
+# The differential test at length: 10,000 generated queries per case, a random seed (`make test`
+# runs 2,000 with a fixed one). ESTROM_EXACT_SEED and ESTROM_FUZZ_RANDOM=0 repeat a run.
+exact: install
+	ESTROM_EXACT_QUERIES=10000 ESTROM_EXACT_DOCUMENTS=400 ESTROM_FUZZ_RANDOM=$${ESTROM_FUZZ_RANDOM:-1} \
+		ESTROM_EXACT_SEED=$${ESTROM_EXACT_SEED:-$$RANDOM} $(VENV)/bin/python -m pytest tests/e2e/test_exact_matches.py
+
+# Three Beaters and two Tailors, new streams under load: 10 runs in a row (`make test` runs one).
+several: install
+	ESTROM_SEVERAL_RUNS=10 $(VENV)/bin/python -m pytest tests/e2e/test_several_beaters.py
 
 # Throughput, latency and memory on a real engine node and the real stack (about 15 minutes).
 bench: install

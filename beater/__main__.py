@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             settings.percolate_page_size,
             settings.percolator_replicas,
             max_queries=settings.max_queries_per_index,
+            listened_window=settings.active_grace_seconds,
         ),
         settings.batching(),
         Interest(settings.active_grace_seconds) if settings.percolate_only_active else None,

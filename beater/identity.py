@@ -218,6 +218,44 @@ _NORMALISERS = {
 }
 
 
+# --- Default fields ---------------------------------------------------------------------------
+
+# Queries that search the index's default fields when they name none, and where they nest others.
+_DEFAULT_FIELD_QUERIES = frozenset({"query_string", "simple_query_string", "multi_match"})
+_NESTED = {
+    "bool": _BOOL_CLAUSES,
+    "dis_max": ("queries",),
+    "constant_score": ("filter",),
+    "boosting": ("positive", "negative"),
+    "nested": ("query",),
+}
+
+
+def with_default_fields(clause: dict, fields: list[str]) -> dict:
+    """``clause`` with ``fields`` written into each query that would search the default fields.
+
+    The same query as the engine's search runs on the source index, whose default fields these
+    are; spelled out because OpenSearch's percolator matches nothing for a query string stored
+    without fields once the percolator index's mapping has changed (seen on 2.19).
+    """
+    ((kind, body),) = clause.items()
+    if kind in _DEFAULT_FIELD_QUERIES:
+        if "fields" in body or "default_field" in body:
+            return clause
+        return {kind: {**body, "fields": list(fields)}}
+    nested = _NESTED.get(kind, ())
+    if not nested:
+        return clause
+    out = dict(body)
+    for key in nested:
+        value = body.get(key)
+        if isinstance(value, list):
+            out[key] = [with_default_fields(item, fields) for item in value]
+        elif isinstance(value, dict):
+            out[key] = with_default_fields(value, fields)
+    return {kind: out}
+
+
 # --- Fields a query names -------------------------------------------------------------------
 
 # Query types whose body is keyed by the field they search.

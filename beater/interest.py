@@ -5,7 +5,9 @@ ever registered; a query nobody listens to stays stored, so ``s=<ID>`` still reo
 
 A query counts as listened to from the moment it is registered or looked up (the subscription
 follows the call), for ``grace`` seconds, and for as long as the router has a subscription to
-its topic. A prefix or wildcard subscription that could match ``docs-for-*`` turns the filter
+its topic. A registration or lookup served by another Beater is recorded in the engine
+(``estrom_seen``, see Percolator.percolate), so that a document sent to this Beater before the
+subscription's meta-event arrives here is still percolated for it. A prefix or wildcard subscription that could match ``docs-for-*`` turns the filter
 off. Meta events sent while Beater was away are lost, so every (re)join starts from the
 router's list of subscriptions.
 """

@@ -1,16 +1,24 @@
 """Where documents are matched: estrom's percolator indexes in the search engine.
 
-Per source index ``<index>`` there is one percolator index ``estrom-queries-<index>``. Its
-mapping follows the source index's mapping when that index exists in the engine (so a query on
-a keyword or numeric field means what it means there), maps unknown fields as text otherwise, and
-copies every field into ``estrom_all``, the default field of query strings without a field
-(``foo AND bar``). Each registered query is one document, whose ``_id`` is the query's ID.
+Per source index ``<index>`` there is one percolator index ``estrom-queries-<index>``, and each
+registered query is one document in it, whose ``_id`` is the query's ID. A stored query must
+match exactly what the engine's own search of the source index would find:
+
+- When the source index exists, the percolator index is made like it: the same mappings and
+  analysis, and the same default fields (``*`` unless the source sets
+  ``index.query.default_field``). Fields the source gains later are added at the next
+  registration or sweep, and then every stored query of the index is stored again, so that the
+  engine reads it with the new mapping (the engines' advice after a mapping change).
+- When it does not, unknown fields are text, every field is copied into ``estrom_all``, the
+  default field, and each field a query names is mapped as the engine maps a new string (or as a
+  number, when the query compares it with numbers).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -18,11 +26,14 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from beater.engine import Engine, EngineError, EngineUnavailable, path
-from beater.identity import Identified, searched_fields
+from beater.identity import Identified, searched_fields, with_default_fields
 from beater.validation import InvalidQuery
 from estrom.coalesce import Coalesce
+
+log = Logger()
 
 PREFIX = "estrom-queries-"
 QUERY_FIELD = "estrom_query"
@@ -30,37 +41,25 @@ ID_FIELD = "estrom_id"
 META_FIELD = "estrom_meta"
 ALL_FIELD = "estrom_all"
 SEEN_FIELD = "estrom_seen"  # when someone last registered, looked up or listened to it (epoch s)
+META_KEY = "estrom"  # in the percolator index's mapping _meta: how it was made
 
 
 _RECOVERING_RETRIES = 50  # 0.1 s apart
+_MAPPING_ATTEMPTS = 5  # registrations at the same time may map the same new fields
 
 
 class TooManyQueries(Exception):
     """An index has as many stored queries as it may have."""
 
 
-# Leaf field types whose values a query string without a field should find.
-_COPIED_TYPES = frozenset(
-    {
-        "text",
-        "match_only_text",
-        "keyword",
-        "wildcard",
-        "long",
-        "integer",
-        "short",
-        "byte",
-        "double",
-        "float",
-        "half_float",
-        "scaled_float",
-        "unsigned_long",
-        "boolean",
-        "date",
-        "date_nanos",
-        "ip",
-    }
-)
+@dataclass(frozen=True)
+class _Made:
+    """How a percolator index was made: after a source index (``source``) or not, the default
+    fields of its queries, and the field paths it has mapped."""
+
+    source: bool
+    default_fields: list[str]
+    known: set[str]
 
 
 def percolator_index(index: str) -> str:
@@ -78,8 +77,12 @@ class Percolator:
         max_filter_terms: int = 10_000,
         max_queries: int = 10_000,
         clock: IReactorTime = default_reactor,
+        listened_window: float = 60.0,
     ):
         self.engine = engine
+        # A query registered or looked up (by any Beater) is percolated for this many seconds,
+        # whoever listens: see percolate().
+        self.listened_window = listened_window
         self.max_queries = max_queries  # per index
         self._ensuring = Coalesce()  # by source index
         self._serving_indexes: set[str] = set()  # percolator indexes seen with a started primary
@@ -99,10 +102,12 @@ class Percolator:
         """
         # Registrations for one index at once share its creation: until its primary shard has
         # started, the engine answers 503 for what is in it.
-        known = await self._ensuring.run(
+        made = await self._ensuring.run(
             query.index, lambda: Deferred.fromCoroutine(self._ensure_index(query.index))
         )
-        if await self._is_stored(query):
+        seen = await self._stored_seen(query)
+        if seen is not None:
+            await self._listened(percolator_index(query.index), query.id, seen)
             return
         count = await self.engine.request("GET", path(percolator_index(query.index), "_count"))
         if count["count"] >= self.max_queries:
@@ -110,9 +115,12 @@ class Percolator:
                 f"index '{query.index}' has {count['count']} stored queries, as many as it may have; "
                 "queries nobody uses are removed in time"
             )
-        await self._map_fields(query, known)
+        if made.source:
+            await self._follow_source(query.index, made)
+        else:
+            await self._map_fields(query, made.known)
         document = {
-            QUERY_FIELD: query.clause,
+            QUERY_FIELD: with_default_fields(query.clause, made.default_fields),
             ID_FIELD: query.id,
             META_FIELD: {"index": query.index, "query": query.query},
             SEEN_FIELD: int(self._clock.seconds()),
@@ -134,15 +142,19 @@ class Percolator:
                 raise InvalidQuery(f"the search engine cannot run this query: {e}") from e
             raise
 
-    async def _is_stored(self, query: Identified) -> bool:
+    async def _stored_seen(self, query: Identified) -> int | None:
+        """When a stored query was last in use (epoch seconds; 0 if unknown), or None if it is
+        not stored."""
         for attempt in range(_RECOVERING_RETRIES):
             try:
                 answer = await self.engine.request(
-                    "GET", path(percolator_index(query.index), "_doc", query.id), params={"_source": "false"}
+                    "GET",
+                    path(percolator_index(query.index), "_doc", query.id),
+                    params={"_source_includes": SEEN_FIELD},
                 )
             except EngineError as e:
                 if e.status == 404:
-                    return False  # no such query, or no index yet
+                    return None  # no such query, or no index yet
                 raise
             except EngineUnavailable as e:
                 # A shard just started (its index created a moment ago, here or by another
@@ -151,8 +163,34 @@ class Percolator:
                     raise
                 await deferLater(self._clock, 0.1, lambda: None)
                 continue
-            return bool(answer.get("found"))
-        return False
+            if not answer.get("found"):
+                return None
+            return int(answer.get("_source", {}).get(SEEN_FIELD) or 0)
+        return None
+
+    async def _listened(self, name: str, query_id: str, seen: int) -> None:
+        """Record, where every Beater's percolations see it, that a stored query is about to be
+        listened to, unless that is recorded for half the window still.
+
+        A subscription reaches the other Beaters as a router meta-event, which may come after a
+        document they were sent once the stream's first bytes were out; until it does, they
+        percolate the query because of this record (percolate()).
+        """
+        now = self._clock.seconds()
+        if seen >= now - self.listened_window / 2:
+            return
+        try:
+            await self.engine.request(
+                "POST",
+                path(name, "_update", query_id),
+                {"doc": {SEEN_FIELD: int(now)}},
+                params={"refresh": "true", "retry_on_conflict": "3"},
+            )
+        except EngineError as e:
+            if e.status != 409:
+                raise
+            # Recorded by another call at the same moment: wait until percolations can see it.
+            await self.engine.request("POST", path(name, "_refresh"))
 
     async def mark_seen(self, query_ids: list[str], patterns: tuple[str, ...] = ("*",)) -> int:
         """Record that ``query_ids`` are in use now; fires with how many were found."""
@@ -213,33 +251,40 @@ class Percolator:
         answer = await self.engine.request(
             "POST",
             f"/{PREFIX}*/_search",
-            {"query": {"ids": {"values": [query_id]}}, "_source": [META_FIELD], "size": 1},
+            {"query": {"ids": {"values": [query_id]}}, "_source": [META_FIELD, SEEN_FIELD], "size": 1},
             params={"ignore_unavailable": "true", "allow_no_indices": "true"},
         )
         hits = answer["hits"]["hits"]
-        return hits[0]["_source"][META_FIELD] if hits else None
+        if not hits:
+            return None
+        await self._listened(hits[0]["_index"], query_id, int(hits[0]["_source"].get(SEEN_FIELD) or 0))
+        return hits[0]["_source"][META_FIELD]
 
     async def percolate(
         self, index: str, documents: list[dict], only: list[str] | None = None
     ) -> dict[str, list[int]]:
-        """Match ``documents`` against the queries of ``index`` (those in ``only``, if given)
-        in one percolation.
+        """Match ``documents`` against the queries of ``index`` in one percolation: those in
+        ``only`` (if given: those this Beater knows to be listened to), and those any Beater
+        registered or looked up within ``listened_window`` seconds.
 
         Fires with ``{query_id: [positions of the matching documents]}``. Pages through all
         matching queries: a search returns only a page of hits at a time.
         """
-        query: dict[str, Any] = {"percolate": {"field": QUERY_FIELD, "documents": documents}}
+        percolate = {"percolate": {"field": QUERY_FIELD, "documents": documents}}
+        query: dict[str, Any] = percolate
         wanted = None
+        since = int(self._clock.seconds() - self.listened_window)
+        recent = {"range": {SEEN_FIELD: {"gte": since}}}
         if only is not None:
-            if not only:
-                return {}  # nobody listens: nothing to ask the engine
             if len(only) <= self.max_filter_terms:
-                query = {"bool": {"filter": [query, {"terms": {ID_FIELD: only}}]}}
+                chosen = {"bool": {"should": [{"terms": {ID_FIELD: only}}, recent]}} if only else recent
+                query = {"bool": {"filter": [percolate, chosen]}}
             else:
                 wanted = set(only)
         body: dict[str, Any] = {
             "query": query,
             "_source": False,
+            **({"docvalue_fields": [SEEN_FIELD]} if wanted is not None else {}),
             "size": self.page_size,
             "sort": [{ID_FIELD: "asc"}],
             "track_total_hits": False,
@@ -253,19 +298,20 @@ class Percolator:
                     return matches  # no query was ever registered for this index
                 if wanted is None and only is not None and "max_terms_count" in json.dumps(e.body):
                     # The index allows fewer terms than are listened to: filter here instead.
-                    body["query"], wanted = query["bool"]["filter"][0], set(only)
+                    body["query"], wanted = percolate, set(only)
+                    body["docvalue_fields"] = [SEEN_FIELD]
                     continue
                 raise
             hits = answer["hits"]["hits"]
             for hit in hits:
-                if wanted is None or hit["_id"] in wanted:
+                if wanted is None or hit["_id"] in wanted or _seen(hit) >= since:
                     matches[hit["_id"]] = hit["fields"]["_percolator_document_slot"]
             if len(hits) < self.page_size:
                 return matches
             body["search_after"] = hits[-1]["sort"]
 
-    async def _ensure_index(self, index: str) -> set[str]:
-        """Create the percolator index of ``index`` unless it exists; its mapped field paths."""
+    async def _ensure_index(self, index: str) -> _Made:
+        """Create the percolator index of ``index`` unless it exists; how it is made."""
         name = percolator_index(index)
         try:
             answer = await self.engine.request("GET", path(name, "_mapping"))
@@ -274,36 +320,18 @@ class Percolator:
                 raise
         else:
             await self._serving(name)
-            return set(_field_names(answer[name]["mappings"].get("properties", {})))
-        properties = await self._source_properties(index)
-        properties.update(
+            return _made(answer[name]["mappings"])
+        body = await self._source_copy(index) or _without_source()
+        body["settings"].update(_replicas(self.replicas))
+        body["settings"]["index.percolator.map_unmapped_fields_as_text"] = True
+        body["mappings"].setdefault("properties", {}).update(
             {
-                ALL_FIELD: {"type": "text"},
                 QUERY_FIELD: {"type": "percolator"},
                 ID_FIELD: {"type": "keyword"},
                 META_FIELD: {"type": "object", "enabled": False},
                 SEEN_FIELD: {"type": "long"},
             }
         )
-        body = {
-            "settings": {
-                **_replicas(self.replicas),
-                "index.percolator.map_unmapped_fields_as_text": True,
-                "index.query.default_field": [ALL_FIELD],
-            },
-            "mappings": {
-                "dynamic_templates": [
-                    {
-                        ALL_FIELD: {
-                            "match_mapping_type": "*",
-                            "unmatch": "estrom_*",
-                            "mapping": {"type": "{dynamic_type}", "copy_to": ALL_FIELD},
-                        }
-                    }
-                ],
-                "properties": properties,
-            },
-        }
         try:
             await self.engine.request("PUT", path(name), body)
         except EngineError as e:
@@ -312,7 +340,87 @@ class Percolator:
             await self._serving(name)  # created meanwhile by another Beater
             return await self._ensure_index(index)
         await self._serving(name)
-        return set(_field_names(properties))
+        return _made(body["mappings"])
+
+    async def _source_copy(self, index: str) -> dict[str, Any] | None:
+        """Settings and mappings for a percolator index made like the source index, or None if
+        there is no source index."""
+        try:
+            mappings = await self.engine.request("GET", path(index, "_mapping"))
+            settings = await self.engine.request("GET", path(index, "_settings"))
+        except EngineError as e:
+            if e.status == 404:
+                return None
+            raise
+        mapping: dict[str, Any] = {"properties": {}}
+        for name in sorted(mappings):  # one entry per index behind an alias or pattern
+            source = mappings[name].get("mappings", {})
+            for key in ("dynamic", "dynamic_templates", "date_detection", "numeric_detection"):
+                if key in source and key not in mapping:
+                    mapping[key] = source[key]
+            mapping["properties"].update(_source_fields(source.get("properties", {})))
+        index_settings = settings[min(settings)]["settings"].get("index", {}) if settings else {}
+        default_fields = index_settings.get("query", {}).get("default_field", ["*"])
+        if isinstance(default_fields, str):
+            default_fields = [default_fields]
+        mapping["_meta"] = {META_KEY: {"source": True, "default_fields": default_fields}}
+        copied = {"index.query.default_field": default_fields}
+        if "analysis" in index_settings:
+            copied["index.analysis"] = index_settings["analysis"]
+        return {"settings": copied, "mappings": mapping}
+
+    async def _follow_source(self, index: str, made: _Made) -> None:
+        """Add the fields the source index has gained to the percolator index, then store its
+        queries again: a stored query is read with the mapping of the time it was stored."""
+        try:
+            answer = await self.engine.request("GET", path(index, "_mapping"))
+        except EngineError as e:
+            if e.status == 404:
+                return  # deleted meanwhile: what was copied stays
+            raise
+        properties: dict[str, Any] = {}
+        for name in sorted(answer):
+            properties.update(_source_fields(answer[name].get("mappings", {}).get("properties", {})))
+        if set(_field_names(properties)) <= made.known:
+            return
+        try:
+            await self.engine.request(
+                "PUT", path(percolator_index(index), "_mapping"), {"properties": properties}
+            )
+        except EngineError as e:
+            log.warn(
+                "Beater: cannot follow the mapping of index {index}: {error}", index=index, error=e.reason
+            )
+            return
+        made.known.update(_field_names(properties))
+        await self._store_again(index)
+
+    async def _store_again(self, index: str) -> None:
+        """Index every stored query of ``index`` again, as it is."""
+        name = percolator_index(index)
+        body: dict[str, Any] = {"size": 500, "sort": [{ID_FIELD: "asc"}], "query": {"match_all": {}}}
+        stored = 0
+        while True:
+            answer = await self.engine.request("POST", path(name, "_search"), body)
+            hits = answer["hits"]["hits"]
+            if hits:
+                await self.engine.bulk(
+                    [
+                        line
+                        for hit in hits
+                        for line in ({"index": {"_index": name, "_id": hit["_id"]}}, hit["_source"])
+                    ]
+                )
+                stored += len(hits)
+            if len(hits) < body["size"]:
+                break
+            body["search_after"] = hits[-1]["sort"]
+        await self.engine.request("POST", path(name, "_refresh"))
+        log.info(
+            "Beater: the mapping of index {index} grew: {count} queries stored again",
+            index=index,
+            count=stored,
+        )
 
     async def _serving(self, name: str) -> None:
         """Wait until an index's primary shard has started, the first time this Beater uses it:
@@ -332,31 +440,30 @@ class Percolator:
         query on an unmapped field into "match none" when it runs a stored query and refuses a
         match query on one under ``must_not``; Elasticsearch 7 does the same to a query string
         naming one. Such a field is mapped as the engine maps a new string (text, with a
-        ``keyword`` sub-field), or as a number when the query compares it with numbers.
+        ``keyword`` sub-field), or as a number when the query compares it with numbers. The first
+        query to name a field decides; one registered at the same time may have mapped it since
+        ``known`` was read, so a refused mapping is tried again with what is mapped now.
         """
-        missing = {field: kind for field, kind in searched_fields(query.clause).items() if field not in known}
-        if not missing:
-            return
-        properties = {field: _NUMBER if kind == "number" else _STRING for field, kind in missing.items()}
-        try:
-            await self.engine.request(
-                "PUT", path(percolator_index(query.index), "_mapping"), {"properties": properties}
-            )
-        except EngineError as e:
-            raise InvalidQuery(e.reason) from e
+        name = percolator_index(query.index)
+        for attempt in range(_MAPPING_ATTEMPTS):
+            missing = {
+                field: kind for field, kind in searched_fields(query.clause).items() if field not in known
+            }
+            if not missing:
+                return
+            properties = {field: _NUMBER if kind == "number" else _STRING for field, kind in missing.items()}
+            try:
+                await self.engine.request("PUT", path(name, "_mapping"), {"properties": properties})
+                return
+            except EngineError as e:
+                if attempt == _MAPPING_ATTEMPTS - 1:
+                    raise InvalidQuery(e.reason) from e
+            answer = await self.engine.request("GET", path(name, "_mapping"))
+            known = set(_field_names(answer[name]["mappings"].get("properties", {})))
 
-    async def _source_properties(self, index: str) -> dict[str, Any]:
-        """The field mappings of the source index, if it exists, each copied to ALL_FIELD."""
-        try:
-            answer = await self.engine.request("GET", path(index, "_mapping"))
-        except EngineError as e:
-            if e.status == 404:
-                return {}
-            raise
-        properties: dict[str, Any] = {}
-        for mapping in answer.values():  # one entry per index behind an alias
-            properties.update(mapping.get("mappings", {}).get("properties", {}))
-        return _copied_to_all(properties)
+
+def _seen(hit: dict[str, Any]) -> int:
+    return int((hit.get("fields", {}).get(SEEN_FIELD) or [0])[0])
 
 
 def _indexes(patterns: tuple[str, ...]) -> str:
@@ -389,22 +496,44 @@ def _field_names(properties: dict[str, Any], prefix: str = "") -> list[str]:
     return names
 
 
-def _copied_to_all(properties: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, field in properties.items():
-        if name.startswith("estrom_"):
-            continue
-        field = dict(field)
-        kind = field.get("type", "object")
-        if kind == "percolator":
-            continue
-        if kind == "object" and "properties" in field:
-            field["properties"] = _copied_to_all(field["properties"])
-        elif kind in _COPIED_TYPES:
-            copy_to = field.get("copy_to", [])
-            field["copy_to"] = ([copy_to] if isinstance(copy_to, str) else copy_to) + [ALL_FIELD]
-        out[name] = field
-    return out
+def _source_fields(properties: dict[str, Any]) -> dict[str, Any]:
+    """A source index's field mappings, but for fields estrom's own names or percolator fields."""
+    return {
+        name: field
+        for name, field in properties.items()
+        if not name.startswith("estrom_") and field.get("type") != "percolator"
+    }
+
+
+def _without_source() -> dict[str, Any]:
+    """Settings and mappings for a percolator index of an index the engine does not have."""
+    return {
+        "settings": {"index.query.default_field": [ALL_FIELD]},
+        "mappings": {
+            "_meta": {META_KEY: {"source": False, "default_fields": [ALL_FIELD]}},
+            "dynamic_templates": [
+                {
+                    ALL_FIELD: {
+                        "match_mapping_type": "*",
+                        "unmatch": "estrom_*",
+                        "mapping": {"type": "{dynamic_type}", "copy_to": ALL_FIELD},
+                    }
+                }
+            ],
+            "properties": {ALL_FIELD: {"type": "text"}},
+        },
+    }
+
+
+def _made(mappings: dict[str, Any]) -> _Made:
+    """How a percolator index was made, from its mappings (indexes made before ``_meta`` was
+    written were made without a source, with ``estrom_all``)."""
+    meta = mappings.get("_meta", {}).get(META_KEY, {})
+    return _Made(
+        source=bool(meta.get("source", False)),
+        default_fields=list(meta.get("default_fields", [ALL_FIELD])),
+        known=set(_field_names(mappings.get("properties", {}))),
+    )
 
 
 _FORBIDDEN_IN_INDEX = set('\\/*?"<>|,#: ')

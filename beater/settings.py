@@ -107,7 +107,8 @@ class BeaterSettings:
     active_grace_seconds: float = setting(
         60.0,
         "ESTROM_ACTIVE_GRACE_SECONDS",
-        "a query registered or looked up counts as listened to this long, subscribed or not",
+        "a query registered or looked up (through any Beater) counts as listened to this long, "
+        "subscribed or not; every Beater of a router needs the same value",
     )
 
     percolate_one_by_one: bool = setting(

@@ -198,13 +198,18 @@ class Stack:
         url, probe, body, ready = self._probes[name]
         return _status(url + probe, body) == ready
 
-    def up(self) -> None:
-        """Start everything, in order; a local engine only if none answers at engine_url."""
+    def up(self, beaters: int = 1, tailors: int = 1) -> None:
+        """Start everything, in order; a local engine only if none answers at engine_url.
+        Beaters and Tailors past the first listen on the ports after theirs (8071, 8091, ...)."""
         if not self.engine_answers():
             self.start_engine()
         self.start_router()
         self.start_beater()
+        for n in range(1, beaters):
+            self.start_beater(f"beater-{n}", port=self.ports.beater + n)
         self.start_tailor()
+        for n in range(1, tailors):
+            self.start_tailor(f"tailor-{n}", port=self.ports.tailor + n)
 
     # --- processes ------------------------------------------------------------------------
 
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
         default="opensearch",
         help="the local node to start when no engine answers at $ESTROM_ELASTICSEARCH_URL",
     )
+    parser.add_argument("--beaters", type=int, default=1, help="Beaters to run (ports 8070, 8071, ...)")
+    parser.add_argument("--tailors", type=int, default=1, help="Tailors to run (ports 8090, 8091, ...)")
     args = parser.parse_args(argv)
     stack = Stack(
         Path(args.workdir) / args.engine,
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"estrom: nothing answers at {stack.engine_url}; starting a local OpenSearch node", flush=True
             )
-        stack.up()
+        stack.up(args.beaters, args.tailors)
         print(
             f"""
 estrom is up.

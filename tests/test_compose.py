@@ -74,8 +74,12 @@ def router_path(kind: str) -> tuple[str, dict]:
 
 
 def published(name: str) -> list[tuple[int, int]]:
-    """(host port, container port) of each "[ip:]host:container" entry."""
-    return [tuple(int(part) for part in str(entry).split(":")[-2:]) for entry in service(name)["ports"]]
+    """(host port, container port) of each "[ip:]host:container" entry; of a host port range
+    (for `--scale`), its first port."""
+    return [
+        tuple(int(part.split("-")[0]) for part in str(entry).split(":")[-2:])
+        for entry in service(name)["ports"]
+    ]
 
 
 def dockerfile(name: str) -> Path:

@@ -79,7 +79,8 @@ async def test_a_full_queue_answers_429_with_retry_after_and_loses_nothing(stack
 @pytest_twisted.ensureDeferred
 async def test_one_senders_bad_document_does_not_fail_the_others_in_its_batch(stack, index):
     created = await http.put(
-        f"{stack.engine_url}/{index}", json={"mappings": {"properties": {"n": {"type": "integer"}}}}
+        f"{stack.engine_url}/{index}",
+        json={"mappings": {"properties": {"n": {"type": "integer"}, "ok": {"type": "keyword"}}}},
     )
     assert created.code == 200
     beater = slow_batching_beater(stack, "beater-bad")
