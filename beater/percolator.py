@@ -246,6 +246,21 @@ class Percolator:
             )
             removed += len(hits)
 
+    async def follow_sources(self, patterns: tuple[str, ...] = ("*",)) -> int:
+        """Bring the percolator indexes of ``patterns``' source indexes in step with their
+        sources' mappings (see _follow_source); fires with how many had grown."""
+        answer = await self.engine.request(
+            "GET",
+            f"/{_indexes(patterns)}/_mapping",
+            params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        )
+        grown = 0
+        for name, mapping in sorted(answer.items()):
+            made = _made(mapping.get("mappings", {}))
+            if made.source and name.startswith(PREFIX):
+                grown += await self._follow_source(name[len(PREFIX) :], made)
+        return grown
+
     async def find(self, query_id: str) -> dict[str, Any] | None:
         """The ``{"index", "query"}`` a query ID was registered with, or None."""
         answer = await self.engine.request(
@@ -369,20 +384,21 @@ class Percolator:
             copied["index.analysis"] = index_settings["analysis"]
         return {"settings": copied, "mappings": mapping}
 
-    async def _follow_source(self, index: str, made: _Made) -> None:
+    async def _follow_source(self, index: str, made: _Made) -> bool:
         """Add the fields the source index has gained to the percolator index, then store its
-        queries again: a stored query is read with the mapping of the time it was stored."""
+        queries again: a stored query is read with the mapping of the time it was stored.
+        Whether there were any."""
         try:
             answer = await self.engine.request("GET", path(index, "_mapping"))
         except EngineError as e:
             if e.status == 404:
-                return  # deleted meanwhile: what was copied stays
+                return False  # deleted meanwhile: what was copied stays
             raise
         properties: dict[str, Any] = {}
         for name in sorted(answer):
             properties.update(_source_fields(answer[name].get("mappings", {}).get("properties", {})))
         if set(_field_names(properties)) <= made.known:
-            return
+            return False
         try:
             await self.engine.request(
                 "PUT", path(percolator_index(index), "_mapping"), {"properties": properties}
@@ -391,9 +407,10 @@ class Percolator:
             log.warn(
                 "Beater: cannot follow the mapping of index {index}: {error}", index=index, error=e.reason
             )
-            return
+            return False
         made.known.update(_field_names(properties))
         await self._store_again(index)
+        return True
 
     async def _store_again(self, index: str) -> None:
         """Index every stored query of ``index`` again, as it is."""

@@ -143,13 +143,15 @@ class Beater:
 
     async def sweep(self, unused_for: float) -> None:
         """Record which queries were used since the last sweep, then remove those nobody used
-        for ``unused_for`` seconds (of the indexes this Beater serves). Run periodically."""
+        for ``unused_for`` seconds, and bring percolator indexes in step with their source
+        indexes' mappings (of the indexes this Beater serves). Run periodically."""
         seen, self._seen = self._seen, set()
         if self.interest is not None:
             seen |= self.interest.subscribed()
         try:
             marked = await self.percolator.mark_seen(sorted(seen), self.index_patterns)
             removed = await self.percolator.remove_unused(unused_for, self.index_patterns)
+            await self.percolator.follow_sources(self.index_patterns)
         except (EngineUnavailable, EngineError) as e:
             self._seen |= seen  # try again next time
             log.warn("Beater: could not sweep stored queries: {error}", error=e)

@@ -11,7 +11,7 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
 from estrom import api
-from tests.clients import HttpStream, eventually, get, http, wamp_session
+from tests.clients import HttpStream, eventually, get, http, post, wamp_session
 
 
 @pytest_twisted.ensureDeferred
@@ -58,3 +58,42 @@ async def test_queries_nobody_uses_are_removed_and_those_in_use_stay(stack, sole
         listened.close()
     finally:
         session.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_sweep_keeps_stored_queries_in_step_with_a_growing_source_mapping(
+    stack, sole_beater, index
+):
+    created = await http.put(
+        f"{stack.engine_url}/{index}", json={"mappings": {"properties": {"level": {"type": "keyword"}}}}
+    )
+    assert created.code == 200
+    sole_beater(ESTROM_QUERY_SWEEP_SECONDS="0.3", ESTROM_INDEX_PATTERNS=f"{index}*,estrom-readiness")
+    # Registered while the source has no `ts`: no new registration comes after it grows.
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="ts:>2026-11-15")
+    sid = await stream.wait_for_head()
+    grown = await http.put(
+        f"{stack.engine_url}/{index}/_mapping", json={"properties": {"ts": {"type": "date"}}}
+    )
+    assert grown.code == 200
+
+    async def followed() -> bool:
+        # The field is mapped, and the query stored again since (as a search sees it).
+        response = await http.get(f"{stack.engine_url}/estrom-queries-{index}/_mapping/field/ts")
+        mapped = "date" in str(await response.json())
+        response = await http.post(
+            f"{stack.engine_url}/estrom-queries-{index}/_search",
+            json={"query": {"ids": {"values": [sid]}}, "version": True},
+        )
+        hits = (await response.json())["hits"]["hits"]
+        return mapped and hits and hits[0]["_version"] > 1
+
+    await eventually(followed, what="the percolator index to map `ts` as the source does")
+    # As a date, "> 2026-11-15" starts after that day (as a string, 10:00 on it would be after).
+    status, answer = await post(
+        f"{stack.beater_url}/api/v0.1/docs/{index}",
+        [{"ts": "2026-11-15T10:00:00Z", "n": 1}, {"ts": "2026-11-20T00:00:00Z", "n": 2}],
+    )
+    assert (status, answer["matched"]) == (200, 1)
+    assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(1)] == [2]
+    stream.close()
