@@ -33,7 +33,13 @@ from tests.fuzz.test_stack import sample
 QUERIES = int(os.environ.get("ESTROM_EXACT_QUERIES", "2000"))
 OTHER_CASES = max(QUERIES // 5, 200)  # queries for the unmapped and the growing case
 DOCUMENTS = int(os.environ.get("ESTROM_EXACT_DOCUMENTS", "160"))
-SEED = int(os.environ.get("ESTROM_EXACT_SEED", "8"))
+# The corpus's seed: fixed, unless the queries are random too (then printed, to repeat a run).
+SEED = int(
+    os.environ.get("ESTROM_EXACT_SEED")
+    or (random.randrange(1_000_000) if os.environ.get("ESTROM_FUZZ_RANDOM") == "1" else 8)
+)
+if os.environ.get("ESTROM_FUZZ_RANDOM") == "1":
+    print(f"test_exact_matches: corpus seed {SEED} (ESTROM_EXACT_SEED={SEED} repeats it)")
 
 # --- the corpus -------------------------------------------------------------------------------
 
