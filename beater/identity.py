@@ -116,7 +116,20 @@ def lucene_key(text: str, limits: Limits = DEFAULT_LIMITS, options: dict | None 
     for leaf in lucene.leaves(tree):
         if leaf.kind in ("REGEXPTERM", "WILDTERM", "PREFIXTERM"):
             check_pattern(leaf.text, limits, "query string")
+        if leaf.field == "*":
+            raise InvalidQuery(_ALL_FIELDS_REFUSED.format("the field '*:'"))
+    if options.get("default_field") == "*":
+        raise InvalidQuery(_ALL_FIELDS_REFUSED.format('"default_field": "*"'))
     return lucene.key(lucene.normalise(tree, should_counts="minimum_should_match" in options))
+
+
+# A stored query string searching the field "*" makes OpenSearch 2.19 fail every later
+# percolation of its index once the index's mapping changes ("No field mapping can be found for
+# the field with name [*]"); "fields": ["*"] means the same and does not.
+_ALL_FIELDS_REFUSED = (
+    "query string: {} is not allowed (in a stored query it breaks OpenSearch's percolator); "
+    'leave the field out to search the default fields, or use "fields": ["*"]'
+)
 
 
 def _query_text(text: str, limits: Limits, options: dict | None = None) -> _QueryText:

@@ -128,6 +128,8 @@ def test_terms_values_order_does_not_matter():
         ({"match": {"a": "x"}, "term": {"b": "y"}}, "exactly one key"),
         ({"query": {"match_all": {}}, "size": 10}, "only have the key 'query'"),
         ("foo AND (", "cannot parse the query string"),
+        ("level:error OR *:timeout", "the field '*:' is not allowed"),
+        ({"query_string": {"query": "timeout", "default_field": "*"}}, '"default_field": "*" is not allowed'),
         ("   ", "the query is empty"),
         (42, "a Lucene query string or a query DSL object"),
     ],
