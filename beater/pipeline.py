@@ -1,8 +1,10 @@
 """Micro-batching: the documents of concurrent ingest requests, gathered into one percolation.
 
-Requests for one index wait until ``max_docs`` documents are gathered or ``max_wait`` seconds
-have passed, then go to the engine together; while ``in_flight`` percolations are running, new
-requests keep gathering, so batches grow with the load. A request is never split: its documents
+Group commit: a request goes to the engine at once when fewer than ``in_flight`` percolations
+are running; while they all run, new requests for an index gather, and go together (up to
+``max_docs`` documents) as soon as one ends. So a lone sender waits for nothing but its own
+percolation, and batches grow with the load. A ``max_wait`` above 0 also holds a batch that
+long for companions even when the engine is idle (fewer, larger batches at low load). A request is never split: its documents
 are percolated in one engine request, and it is answered once they are percolated and published.
 In front of the engine at most ``max_queued`` documents, and ``max_queued_bytes`` bytes of the
 requests that carried them, wait; past that, ``submit`` refuses at once (Beater answers 429), so
@@ -49,7 +51,7 @@ class Pipeline:
         self,
         deliver: Deliver,
         max_docs: int = 1000,
-        max_wait: float = 0.005,
+        max_wait: float = 0.0,
         max_queued: int = 50_000,
         max_queued_bytes: int = 64 * 1024 * 1024,
         in_flight: int = 2,
@@ -86,8 +88,8 @@ class Pipeline:
         state.documents += len(documents)
         self.queued += len(documents)
         self.queued_bytes += size
-        if state.documents >= self.max_docs:
-            self._flush(index)
+        if state.documents >= self.max_docs or self.max_wait <= 0:
+            self._flush(index)  # at once if a percolation may start; else when one ends
         elif state.timer is None:
             state.timer = self._clock.callLater(self.max_wait, self._due, index)
         return request.done

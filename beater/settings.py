@@ -82,7 +82,9 @@ class BeaterSettings:
         1000, "ESTROM_BATCH_MAX_DOCS", "documents gathered into one percolation at most"
     )
     batch_max_wait_ms: float = setting(
-        5.0, "ESTROM_BATCH_MAX_WAIT_MS", "how long a document waits for others"
+        0.0,
+        "ESTROM_BATCH_MAX_WAIT_MS",
+        "how long a batch waits for more documents when the engine is idle (0: not at all)",
     )
     queue_max_docs: int = setting(
         50_000,
