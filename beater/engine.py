@@ -11,7 +11,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.error import (
     ConnectError,
@@ -23,6 +23,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
     PartialDownloadError,
     RequestTransmissionFailed,
     ResponseDone,
@@ -81,19 +83,32 @@ class Engine:
     """A search engine node or cluster at ``url``.
 
     Every request has ``timeout`` seconds, from connecting to the last byte of the answer.
-    ``http`` is the treq-like client to send requests with (``treq`` itself, or a test's
-    ``treq.testing.StubTreq``), ``clock`` the reactor that measures the timeout.
+    ``http`` is the treq-like client to send requests with (by default one with a pool of
+    ``connections`` kept-alive connections; a test's ``treq.testing.StubTreq``), ``clock`` the
+    reactor that measures the timeout.
     """
 
     def __init__(
-        self, url: str, timeout: float = 30.0, *, http: Any = None, clock: IReactorTime | None = None
+        self,
+        url: str,
+        timeout: float = 30.0,
+        *,
+        http: Any = None,
+        clock: IReactorTime | None = None,
+        connections: int = 16,
     ):
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._http = http or treq
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self._clock = clock
+        from twisted.internet import reactor
+
+        if http is None:
+            # A pool of its own: treq's shared one keeps 2 connections per host, so concurrent
+            # percolations and registrations would open (and close) a connection per request.
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = connections
+            http = HTTPClient(Agent(reactor, pool=pool))
+        self._http = http
+        self._clock = clock if clock is not None else reactor
 
     async def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
         """Send one request; fire with the decoded JSON answer of a 2xx response.

@@ -15,13 +15,13 @@ import pytest_twisted
 from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.web.client import Agent
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from beater.engine import Engine, EngineError, EngineUnavailable
 
@@ -228,3 +228,40 @@ async def test_a_refused_connection_is_unavailable():
     closed.close()  # nothing listens there now
     error, _ = await unavailable(Engine(f"http://127.0.0.1:{port}", timeout=5))
     assert "unreachable" in str(error)
+
+
+class _Counted(Site):
+    """A tiny engine: every request answers ``{}``; counts the connections made to it."""
+
+    def __init__(self):
+        resource = Resource()
+        resource.putChild(b"x", _Empty())
+        super().__init__(resource)
+        self.connections = 0
+
+    def buildProtocol(self, addr):
+        self.connections += 1
+        return super().buildProtocol(addr)
+
+
+class _Empty(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"application/json")
+        return b"{}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_reuse_kept_alive_connections():
+    site = _Counted()
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        engine = Engine(f"http://127.0.0.1:{port.getHost().port}", timeout=5, connections=8)
+        for _ in range(5):
+            await gatherResults([Deferred.fromCoroutine(engine.request("GET", "/x")) for _ in range(8)])
+        # Eight at a time, five times: eight connections, kept (treq's shared pool of 2 per host
+        # made 32 here).
+        assert site.connections == 8
+    finally:
+        await port.stopListening()
