@@ -110,7 +110,8 @@ def lucene_key(text: str, limits: Limits = DEFAULT_LIMITS, options: dict | None 
         return json.dumps(["escaped", text], ensure_ascii=False)
     operator = options.get("default_operator", "OR")
     try:
-        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR")
+        # Operators, fields and parentheses are tokens too: twice the terms allowed.
+        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR", 2 * limits.max_clauses)
     except lucene.LuceneSyntaxError as e:
         raise InvalidQuery(f"cannot parse the query string: {e}") from None
     for leaf in lucene.leaves(tree):

@@ -47,11 +47,14 @@ class Token:
     image: str
 
 
-def tokenize(text: str) -> list[Token]:
-    """The engine's tokens for ``text``, ending with an ``EOF`` token."""
+def tokenize(text: str, max_tokens: int | None = None) -> list[Token]:
+    """The engine's tokens for ``text``, ending with an ``EOF`` token; LuceneSyntaxError past
+    ``max_tokens`` (terms need no spaces between them: ``a/b/a/b`` is many)."""
     tokens: list[Token] = []
     position, state = 0, "DEFAULT"
     while True:
+        if max_tokens is not None and len(tokens) > max_tokens:
+            raise LuceneSyntaxError(f"the query string has more than {max_tokens} tokens")
         if state != "BOOST":
             while position < len(text) and text[position] in _WHITESPACE:
                 if state == "RANGE" and _range_goop(text, position) > 1:
@@ -264,9 +267,9 @@ class Boosted:
 Node = Union[Leaf, Group, Boosted]  # noqa: UP007 - a forward reference, which `|` cannot take
 
 
-def parse(text: str, default_operator: str = "OR") -> Node:
+def parse(text: str, default_operator: str = "OR", max_tokens: int | None = None) -> Node:
     """The clause structure the engine builds from ``text``; LuceneSyntaxError if it cannot."""
-    return _Parser(tokenize(text), default_operator.upper() == "AND").top()
+    return _Parser(tokenize(text, max_tokens), default_operator.upper() == "AND").top()
 
 
 @dataclass

@@ -129,6 +129,7 @@ def test_terms_values_order_does_not_matter():
         ({"query": {"match_all": {}}, "size": 10}, "only have the key 'query'"),
         ("foo AND (", "cannot parse the query string"),
         ("level:error OR *:timeout", "the field '*:' is not allowed"),
+        ("a/" * 8000, "more than 2048 tokens"),  # terms need no spaces: the cap counts tokens
         ({"query_string": {"query": "timeout", "default_field": "*"}}, '"default_field": "*" is not allowed'),
         ("   ", "the query is empty"),
         (42, "a Lucene query string or a query DSL object"),
