@@ -8,7 +8,7 @@ called with the subscribe options too. It runs before the router listens, needs 
 (not Beater), and fails closed: while it is not registered, crossbar refuses the role everything.
 
 It also puts the router worker's recursion limit back to Python's default (see
-:func:`restore_recursion_limit`). It runs in the router's Python (``.venv-router``, crossbar's
+:func:`restore_recursion_limit`), and makes its debug-log arguments cheap (quietlog.py). It runs in the router's Python (``.venv-router``, crossbar's
 autobahn), so it uses nothing else.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.types import SessionDetails
+from quietlog import quiet_debug_arguments
 
 # Outside "estrom.", where Beater may register: no other session can take this name over.
 PROCEDURE = "router.authorize"
@@ -87,5 +88,7 @@ class Authorizer(ApplicationSession):
     async def onJoin(self, details: SessionDetails) -> None:
         previous = restore_recursion_limit()
         self.log.info("recursion limit {previous} -> {limit}", previous=previous, limit=RECURSION_LIMIT)
+        if quiet_debug_arguments():
+            self.log.info("debug-log arguments are built only when printed")
         await self.register(authorize, PROCEDURE)
         self.log.info("estrom authorizer registered as {procedure}", procedure=PROCEDURE)
