@@ -25,6 +25,8 @@ from estrom.coalesce import Coalesce
 
 log = Logger()
 
+_ACKNOWLEDGED = PublishOptions(acknowledge=True)
+
 
 class RouterUnavailable(Exception):
     """Beater is not connected to the router, or a publication was not acknowledged."""
@@ -201,25 +203,31 @@ class Beater:
             if session is None:
                 raise RouterUnavailable("Beater is not connected to the router")
             hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
-            options = PublishOptions(acknowledge=True)
-            # One session's messages reach each subscriber in the order they were sent.
+            # One session's messages reach the router, and each subscriber, in the order they
+            # were sent, and crossbar handles each as it arrives: the acknowledgement of a
+            # batch's last publication says the router took them all. One PUBLISHED per batch
+            # instead of one per matching query.
+            topics = list(matches.items())
             try:
-                published = [
-                    session.publish(api.topic(query_id), *(hits[slot] for slot in slots), options=options)
-                    for query_id, slots in matches.items()
-                ]
+                for query_id, slots in topics[:-1]:
+                    session.publish(api.topic(query_id), *(hits[slot] for slot in slots))
+                if topics:
+                    query_id, slots = topics[-1]
+                    acknowledged = session.publish(
+                        api.topic(query_id), *(hits[slot] for slot in slots), options=_ACKNOWLEDGED
+                    )
             except TransportLost as e:
                 raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         finally:
             if self._turns.get(index) is mine:
                 del self._turns[index]
             mine.callback(None)
+        if not topics:
+            return matches
         try:
-            await gatherResults(published, consumeErrors=True)
-        except FirstError as e:
-            # The first publication that failed: the router went away, or refused it. Anything
-            # else is a bug, and must not pass for "unavailable, retry" (senders retry forever).
-            if e.subFailure.check(TransportLost, ApplicationError):
-                raise RouterUnavailable(f"publishing to the router failed: {e.subFailure.value}") from e
-            e.subFailure.raiseException()
+            await acknowledged
+        except (TransportLost, ApplicationError) as e:
+            # The router went away, or refused the publication. Anything else is a bug, and
+            # must not pass for "unavailable, retry" (senders retry forever).
+            raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         return matches

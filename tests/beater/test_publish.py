@@ -85,3 +85,46 @@ async def test_batches_publish_in_the_order_they_were_formed_whichever_percolati
     percolator.pending[0].callback({"0123456789abcdef": [0, 1]})
     await first, await second, await other_index
     assert session.topics == [(9,), (1, 2), (3,)]
+
+
+class _Acknowledging:
+    """Publications as autobahn makes them: a Deferred only for those that ask to be acknowledged."""
+
+    def __init__(self):
+        self.published: list[tuple[str, bool]] = []
+        self.acknowledgement: Deferred = Deferred()
+
+    def publish(self, topic, *hits, options=None):
+        acknowledge = bool(options and options.acknowledge)
+        self.published.append((topic, acknowledge))
+        return self.acknowledgement if acknowledge else None
+
+
+class _Many:
+    async def percolate(self, index, documents, only=None):
+        return {f"{n:016x}": [n] for n in range(len(documents))}
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_acknowledgement_covers_a_batch_and_the_sender_waits_for_it():
+    service, session = Beater(_Many()), _Acknowledging()
+    service.session = session
+    delivered = Deferred.fromCoroutine(service.deliver("events", [{"n": n} for n in range(3)]))
+    assert session.published == [
+        ("docs-for-0000000000000000", False),
+        ("docs-for-0000000000000001", False),
+        ("docs-for-0000000000000002", True),  # the router took all three once it answers this
+    ]
+    assert not delivered.called, "answered before the router acknowledged the batch"
+    session.acknowledgement.callback(None)
+    assert len(await delivered) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_whose_acknowledgement_is_lost_means_retry():
+    service, session = Beater(_Many()), _Acknowledging()
+    service.session = session
+    delivered = Deferred.fromCoroutine(service.deliver("events", [{"n": n} for n in range(2)]))
+    session.acknowledgement.errback(TransportLost())
+    with pytest.raises(RouterUnavailable):
+        await delivered
