@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> None:
 
     beater = Beater(
         Percolator(
-            Engine(settings.elasticsearch_url, settings.engine_timeout_seconds),
+            Engine(
+                settings.elasticsearch_url,
+                settings.engine_timeout_seconds,
+                # A kept-alive connection for everything that may be in flight at once (and
+                # the sweep's), so no request waits to open one.
+                connections=settings.percolations_in_flight + settings.engine_calls_in_flight + 1,
+            ),
             settings.percolate_page_size,
             settings.percolator_replicas,
             max_queries=settings.max_queries_per_index,
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     site = IngestSite(api_root(DocsResource(beater)), settings.max_body_bytes)
     # IngestSite is a GuardedSite (estrom.http): Host check, request deadline, connection cap.
     site.limits = limits
+    site.access_log = settings.access_log
     reactor.listenTCP(settings.port, site, interface=settings.host)
     log.info(
         "Beater ingest: POST documents to http://{host}:{port}/api/v0.1/docs/<index>",

@@ -136,7 +136,7 @@ class Engine:
             raise EngineUnavailable(
                 f"search engine answered {code} to {method} {path}: {_reason(answer)[1]}", code
             )
-        if code >= 400:
+        if code >= 300:
             raise EngineError(code, answer)
         return answer
 
@@ -158,6 +158,7 @@ class Engine:
             data=data,
             params=params,
             headers={"Content-Type": content_type, "Accept": "application/json"},
+            allow_redirects=False,  # the engine's API does not redirect; a 3xx is an error
             unbuffered=True,  # read by _read_body, which can be cancelled
         )
         return response.code, await _read_body(response)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from beater.documents import DocumentLimits
 from beater.validation import Limits
-from estrom.http import allowed_hosts_setting, request_deadline_setting
+from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
 
 
@@ -125,6 +125,7 @@ class BeaterSettings:
     )
     allowed_hosts: str = allowed_hosts_setting()
     request_deadline_seconds: float = request_deadline_setting()
+    access_log: bool = access_log_setting()
     max_connections: int = setting(
         1024, "ESTROM_MAX_CONNECTIONS", "connections open at once; past it new ones get 503"
     )

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     wamp.on("leave", tailor.on_leave)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(tailor.shutdown()))
 
-    site = GuardedSite(api_root(DocsResource(tailor)), limits=limits)
+    site = GuardedSite(api_root(DocsResource(tailor)), limits=limits, access_log=settings.access_log)
     reactor.listenTCP(settings.port, site, interface=settings.host)
     log.info(
         "Tailor: curl -N 'http://{host}:{port}/api/v0.1/docs?i=<index>&q=<query>'",

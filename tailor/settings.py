@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from estrom.http import allowed_hosts_setting, request_deadline_setting
+from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
 
 
@@ -29,6 +29,7 @@ class TailorSettings:
     )
     allowed_hosts: str = allowed_hosts_setting()
     request_deadline_seconds: float = request_deadline_setting()
+    access_log: bool = access_log_setting()
     # Streams are long-lived, so this is how many clients tail at once. Each one can hold up to
     # ESTROM_MAX_PENDING_BYTES, and each is a file descriptor: raise it together with those.
     max_connections: int = setting(

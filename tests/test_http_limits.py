@@ -414,3 +414,29 @@ async def test_an_unknown_host_gets_421_over_tcp(server):
     answer = await closed(client)
     assert answer.startswith(b"HTTP/1.1 421 ")
     assert "rebound.attacker.example" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+
+
+# Access log
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_a_line_per_request_only_when_the_access_log_is_on(access_log, tmp_path):
+    clock = Clock()
+    site, _ = site_on(clock)
+    site.access_log = access_log
+    site.logPath = str(tmp_path / "access.log")
+    site.startFactory()
+    try:
+        protocol, transport = connect(site)
+        protocol.dataReceived(get("/fast"))
+        assert transport.value().startswith(b"HTTP/1.1 200")
+    finally:
+        site.stopFactory()
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert len(lines) == (1 if access_log else 0)
+    if access_log:
+        assert '"GET /fast HTTP/1.1" 200' in lines[0]
+
+
+def test_both_services_log_no_line_per_request_by_default():
+    assert not BeaterSettings().access_log and not TailorSettings().access_log
