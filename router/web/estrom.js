@@ -4,6 +4,10 @@
 
 const DOCS_SHOWN = 1000; // per tail; older documents leave the page
 const BUFFER_LIMIT = 1000; // per paused tail; beyond it the oldest are dropped, and counted
+// Rows drawn per second at most, per tail: what a person can follow. Every document is counted
+// as it arrives; the page draws once per animation frame, the newest of what arrived since the
+// last frame up to this rate (a burst of this many at once), and says "showing N of M".
+const ROWS_PER_SECOND = 100;
 const RATE_WINDOW_MS = 5000;
 // Errors that pass: Beater (which serves estrom.*) or the engine is not back yet.
 const TRANSIENT = new Set(["wamp.error.no_such_procedure", "estrom.error.unavailable"]);
@@ -40,8 +44,13 @@ class Tail {
     this.query = query; // as typed; null when opened by ID
     this.sid = sid || null;
     this.byId = query === null;
-    this.count = 0;
-    this.arrivals = [];
+    this.count = 0; // documents received
+    this.drawn = 0; // of them, drawn as rows
+    this.arrivals = []; // [second, documents], oldest first, within RATE_WINDOW_MS
+    this.pending = []; // arrived since the last frame: {hit, at}
+    this.allowance = ROWS_PER_SECOND;
+    this.lastFrame = null;
+    this.frame = 0; // the requested animation frame, if any
     this.buffer = [];
     this.dropped = 0;
     this.paused = false;
@@ -96,25 +105,46 @@ class Tail {
     }
   }
 
+  // Count at once, draw at the next animation frame.
   receive(hits) {
     const at = new Date();
-    for (const hit of hits) {
-      this.count += 1;
-      this.arrivals.push(at.getTime());
-      if (this.paused) {
-        this.buffer.push({ hit, at });
-        if (this.buffer.length > BUFFER_LIMIT) {
-          this.buffer.shift();
-          this.dropped += 1;
-        }
-      } else {
-        this.show(hit, at);
-      }
+    this.count += hits.length;
+    const second = Math.floor(at.getTime() / 1000);
+    const last = this.arrivals[this.arrivals.length - 1];
+    if (last && last[0] === second) last[1] += hits.length;
+    else this.arrivals.push([second, hits.length]);
+    const into = this.paused ? this.buffer : this.pending;
+    for (const hit of hits) into.push({ hit, at });
+    if (this.paused && this.buffer.length > BUFFER_LIMIT) {
+      this.dropped += this.buffer.length - BUFFER_LIMIT;
+      this.buffer.splice(0, this.buffer.length - BUFFER_LIMIT);
+    } else if (this.pending.length > ROWS_PER_SECOND) {
+      this.pending.splice(0, this.pending.length - ROWS_PER_SECOND); // never drawn: too many
     }
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame((now) => this.draw(now));
+  }
+
+  draw(now) {
+    this.frame = 0;
+    if (this.lastFrame !== null) {
+      this.allowance = Math.min(ROWS_PER_SECOND, this.allowance + ((now - this.lastFrame) / 1000) * ROWS_PER_SECOND);
+    }
+    this.lastFrame = now;
+    const rows = Math.min(this.pending.length, Math.floor(this.allowance));
+    if (rows > 0) {
+      this.allowance -= rows;
+      this.insert(this.pending.slice(-rows).map(({ hit, at }) => this.row(hit, at)));
+      this.drawn += rows;
+    }
+    this.pending = [];
     this.showCounts();
   }
 
-  show(hit, at) {
+  row(hit, at) {
     const item = document.createElement("li");
     const source = hit._source || {};
     const level = source.level || (source.log && source.log.level) || source.severity;
@@ -128,20 +158,29 @@ class Tail {
     sid.className = "sid";
     sid.textContent = this.sid;
     summary.append(time, sid, document.createTextNode(JSON.stringify(source)));
-    const pre = document.createElement("pre");
-    pre.textContent = JSON.stringify(hit, null, 2);
-    details.append(summary, pre);
+    details.append(summary);
+    // The whole hit, pretty-printed, made when first opened.
+    details.addEventListener(
+      "toggle",
+      () => {
+        const pre = document.createElement("pre");
+        pre.textContent = JSON.stringify(hit, null, 2);
+        details.append(pre);
+      },
+      { once: true },
+    );
     item.append(details);
-    this.insert(item);
+    return item;
   }
 
-  insert(item) {
+  // Rows in the order they arrived; one layout read and one write per frame.
+  insert(items) {
     if (this.newestOnTop) {
-      this.list.prepend(item);
+      this.list.prepend(...items.reverse());
       while (this.list.children.length > DOCS_SHOWN) this.list.lastElementChild.remove();
     } else {
       const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
-      this.list.append(item);
+      this.list.append(...items);
       while (this.list.children.length > DOCS_SHOWN) this.list.firstElementChild.remove();
       if (atBottom) this.list.scrollTop = this.list.scrollHeight; // follow, like tail -f
     }
@@ -151,11 +190,15 @@ class Tail {
     const item = document.createElement("li");
     item.className = "note";
     item.textContent = "— " + text + " —";
-    this.insert(item);
+    this.insert([item]);
   }
 
   showCounts() {
     this.el.querySelector(".count").textContent = String(this.count);
+    const shown = this.el.querySelector(".shown");
+    const waiting = this.paused ? this.buffer.length : 0;
+    shown.hidden = this.drawn + waiting >= this.count;
+    shown.textContent = `· showing ${this.drawn} of ${this.count}`;
     const buffered = this.el.querySelector(".buffered");
     buffered.hidden = !this.paused;
     buffered.textContent = `· ${this.buffer.length} waiting`;
@@ -165,8 +208,10 @@ class Tail {
   }
 
   showRate(now) {
-    while (this.arrivals.length && this.arrivals[0] < now - RATE_WINDOW_MS) this.arrivals.shift();
-    this.el.querySelector(".rate").textContent = (this.arrivals.length / (RATE_WINDOW_MS / 1000)).toFixed(1);
+    const oldest = Math.floor((now - RATE_WINDOW_MS) / 1000);
+    while (this.arrivals.length && this.arrivals[0][0] <= oldest) this.arrivals.shift();
+    const documents = this.arrivals.reduce((sum, [, n]) => sum + n, 0);
+    this.el.querySelector(".rate").textContent = (documents / (RATE_WINDOW_MS / 1000)).toFixed(1);
   }
 
   showError(message) {
@@ -180,9 +225,12 @@ class Tail {
     this.el.querySelector(".pause").textContent = this.paused ? "Resume" : "Pause";
     if (this.paused) {
       this.el.dataset.paused = "";
+      this.buffer.push(...this.pending.splice(0)); // what the next frame would have drawn waits too
     } else {
       delete this.el.dataset.paused;
-      for (const { hit, at } of this.buffer.splice(0)) this.show(hit, at);
+      const waiting = this.buffer.splice(0).slice(-DOCS_SHOWN);
+      this.insert(waiting.map(({ hit, at }) => this.row(hit, at)));
+      this.drawn += waiting.length;
     }
     this.showCounts();
   }
@@ -196,12 +244,15 @@ class Tail {
   clear() {
     this.list.replaceChildren();
     this.count = 0;
+    this.drawn = 0;
+    this.pending = [];
     this.buffer = [];
     this.dropped = 0;
     this.showCounts();
   }
 
   close() {
+    if (this.frame) cancelAnimationFrame(this.frame);
     if (this.subscription && session) session.unsubscribe(this.subscription).catch(() => {});
     this.el.remove();
     tails.splice(tails.indexOf(this), 1);

@@ -5,31 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import urllib.request
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from estrom.stack import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import artifact
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Without these, Chromium keeps calling home, and this machine refuses every such connection.
-QUIET = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=QUIET)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
@@ -175,3 +163,31 @@ def test_page_reconnects_and_resubscribes_after_the_router_restarts(stack, page,
             pass
         page.wait_for_timeout(200)
     expect(section.locator(".docs li:not(.note)").first).to_contain_text('"after":"restart"')
+
+
+def test_a_flood_is_counted_whole_and_drawn_at_a_readable_rate(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    sent = 0
+    for _ in range(6):  # 3,000 documents in a few hundred milliseconds
+        post(stack, index, [{"service": "api", "n": sent + n} for n in range(500)])
+        sent += 500
+    # Every document is counted as it arrives ...
+    expect(section.locator(".count")).to_have_text(str(sent))
+    # ... the rows drawn are the newest, at most a burst plus the rate since (not 3,000) ...
+    expect(section.locator(".docs li").last).to_contain_text(f'"n":{sent - 1}')
+    rows = section.locator(".docs li").count()
+    assert 0 < rows < sent / 2, rows
+    # ... and the page says how many it shows.
+    shown = section.locator(".shown")
+    expect(shown).to_be_visible()
+    expect(shown).to_have_text(re.compile(rf"· showing \d+ of {sent}"))
+    assert int(re.search(r"showing (\d+)", shown.inner_text()).group(1)) == rows
+
+    # Below the rate, every document is drawn: once a second has passed since the last frame
+    # drawn (the allowance is full again), a few more arrive one by one, and all show.
+    page.wait_for_function("performance.now() - tails[0].lastFrame > 1000")
+    for n in range(3):
+        post(stack, index, {"service": "api", "n": sent + n, "late": True})
+    expect(section.locator(".docs li").last).to_contain_text(f'"n":{sent + 2}')
+    expect(section.locator(".docs li", has_text='"late":true')).to_have_count(3)
