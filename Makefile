@@ -86,7 +86,8 @@ exact: install
 several: install
 	ESTROM_SEVERAL_RUNS=10 $(VENV)/bin/python -m pytest tests/e2e/test_several_beaters.py
 
-# Throughput, latency and memory on a real engine node and the real stack (about 15 minutes).
+# Every figure of issue 9 beside its goal, on a real engine node, the real stack and Chromium
+# (about 20 minutes; BENCH_ARGS="--phases ..." runs some).
 bench: install
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 

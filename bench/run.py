@@ -1,15 +1,21 @@
 """The benchmark: `make bench` (or `python -m bench.run`).
 
 Starts a real OpenSearch node and the real stack on ports of their own, then measures, each a
-median of repeated runs:
-  1. ingest-to-delivery throughput with 100, 1,000 and 10,000 registered queries, for the naive
-     design (one percolate request per document) and estrom's batched pipeline;
-  2. the engine's own percolate throughput for the same documents, queries and batch sizes;
-  3. end-to-end latency (POST sent -> hit read by an HTTP stream client) at a fixed rate;
-  4. resident memory of Beater and Tailor at rest, under load, and under sustained overload
-     with slow clients;
-  and what percolating only listened-to queries saves.
-Prints a table and writes the figures as JSON (bench/results/<time>.json).
+median of repeated runs, and prints every figure beside its goal (issue 9):
+  1. ingest-to-delivery throughput with 1,000 and 10,000 registered queries, for the naive
+     design (one percolate request per document, on a pool of kept-alive connections) and
+     estrom's batched pipeline, against the engine's own percolate throughput for the same
+     documents, queries and batch sizes; CPU seconds of every part, and CPU per document;
+  2. what percolating only listened-to queries saves;
+  3. a sequential sender: one document per request on one keep-alive connection, a stream
+     listening, against sequential one-document percolate requests to the engine;
+  4. 10,000 concurrent HTTP streams on one Tailor (1,000 queries, 10 streams each) at
+     500 documents/s: every stream's hits, POST-to-hit latency, memory and CPU per stream;
+  5. the live tail page in Chromium with 7,000 matching documents/s: frames drawn, a key typed
+     answered, documents counted;
+  6. resident memory of Beater and Tailor at rest, under load, and under sustained overload
+     with slow clients.
+Writes the figures as JSON (bench/results/<time>.json).
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import treq
 from autobahn.twisted.component import Component
 from autobahn.wamp.types import SubscribeOptions
 from treq.client import HTTPClient
-from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, ensureDeferred
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from bench import page
 from estrom import api
 from estrom.stack import ROOT, Ports, Stack
 
@@ -51,7 +58,7 @@ RESULTS = ROOT / "bench" / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--queries", default="100,1000,10000", help="registered query counts")
+    parser.add_argument("--queries", default="1000,10000", help="registered query counts")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one throughput run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is kept)")
     parser.add_argument("--senders", type=int, default=32, help="concurrent senders")
@@ -61,8 +68,17 @@ def main() -> None:
         default=100,
         help="documents per request (Logstash json_batch sends up to 125)",
     )
-    parser.add_argument("--rate", type=int, default=500, help="documents/s offered in the latency run")
-    parser.add_argument("--clients", type=int, default=100, help="HTTP stream clients in the latency run")
+    parser.add_argument("--rate", type=int, default=500, help="documents/s offered in the streams run")
+    parser.add_argument("--streams", type=int, default=10_000, help="HTTP streams on one Tailor")
+    parser.add_argument("--stream-queries", type=int, default=1000, help="distinct queries of the streams")
+    parser.add_argument("--stream-seconds", type=float, default=10.0, help="length of the streams run")
+    parser.add_argument("--clients", type=int, default=100, help="slow stream clients in the overload run")
+    parser.add_argument("--page-rate", type=int, default=7000, help="matching documents/s sent to the page")
+    parser.add_argument(
+        "--phases",
+        default="throughput,beaters,filter,sequential,streams,page,overload",
+        help="which runs, comma-separated (all by default)",
+    )
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
     args = parser.parse_args()
 
@@ -73,12 +89,15 @@ def main() -> None:
         stack.start_engine()
         stack.start_router()
         stack.start_beater()
-        stack.start_tailor()
+        # One stream per connection: room for all of them, and the readiness probes.
+        stack.start_tailor(ESTROM_MAX_CONNECTIONS=str(args.streams + 100))
         urls = {
             "estrom": stack.beater_url,  # the default configuration: batched, listened-to only
             "batched": stack.start_beater("beater-batched", port=PORTS.beater + 1, **ALL_QUERIES),
             "naive": stack.start_beater("beater-naive", port=PORTS.beater + 2, **NAIVE, **ALL_QUERIES),
         }
+        if "beaters" in args.phases.split(","):
+            urls["batched-2"] = stack.start_beater("beater-batched-2", port=PORTS.beater + 3, **ALL_QUERIES)
         task.react(lambda _: ensureDeferred(Bench(stack, urls, args).run()))
     finally:
         stack.down()
@@ -94,6 +113,7 @@ class Bench:
         self.http = HTTPClient(Agent(reactor, pool=pool))
         self.results: dict = {"machine": {"cores": 2}, "throughput": {}, "settings": vars(args)}
         self.received = 0
+        self.failures: dict[str, int] = {}  # requests that got no answer, by error
 
     async def run(self) -> None:
         self.session = await _wamp(
@@ -103,10 +123,27 @@ class Bench:
         # subscribe to exact topics): counts what reaches subscribers.
         await self.session.subscribe(self._count, api.TOPIC_PREFIX, SubscribeOptions(match="prefix"))
         self.results["memory"] = {"rest": self._memory()}
-        for count in [int(n) for n in self.args.queries.split(",")]:
-            await self._throughput(count)
-        await self._filter_savings(max(int(n) for n in self.args.queries.split(",")))
-        await self._latency_and_memory()
+        counts = [int(n) for n in self.args.queries.split(",")]
+        phases = set(self.args.phases.split(","))
+        for count in counts:
+            if "throughput" in phases or count == min(counts):  # the others use its queries
+                await (
+                    self._throughput(count)
+                    if "throughput" in phases
+                    else self._register(f"bench-{count}", count)
+                )
+        if "beaters" in phases:
+            await self._beaters(min(counts))
+        if "filter" in phases:
+            await self._filter_savings(max(counts))
+        if "sequential" in phases:
+            await self._sequential(f"bench-{min(counts)}")
+        if "streams" in phases:
+            await self._streams()
+        if "page" in phases:
+            await self._page()
+        if "overload" in phases:
+            await self._soak(f"bench-{min(counts)}")
         self._report()
 
     def _count(self, *hits) -> None:
@@ -124,62 +161,105 @@ class Bench:
         print(f"bench: registered {count} queries in {time.monotonic() - started:.1f} s", flush=True)
 
     async def _throughput(self, count: int) -> None:
+        """Each repeat runs the naive design, the batched one, and the engine alone with the
+        batched run's mean batch, in turn: the engine warms up as the runs go, and no side gets
+        all the warm runs."""
         index = f"bench-{count}"
         await self._register(index, count)
-        figures = {}
-        for design in ("naive", "batched"):
-            runs = []
+        # The engine's JIT compiles its percolation paths over the first seconds of load: warm it
+        # up first, so that the first design run does not pay for it.
+        for batch in (1, 100, 1000):
+            await self._engine_direct(index, count, batch)
+        runs: dict[str, list[float]] = {"naive": [], "batched": [], "engine": []}
+        batches: list[float] = []
+        documents = dict.fromkeys(runs, 0)
+        cpu = {design: {} for design in runs}
+        for _ in range(self.args.repeats):
+            for design in ("naive", "batched"):
+                before, cpu_before = await self._percolations(index), self._cpu()
+                docs_per_s, sent, received = await self._load(self.urls[design], index, count)
+                cpu[design] = _added(cpu[design], _spent(cpu_before, self._cpu()))
+                runs[design].append(docs_per_s)
+                documents[design] += received
+                if design == "batched":
+                    batches.append(sent / max(await self._percolations(index) - before, 1))
             cpu_before = self._cpu()
-            for _ in range(self.args.repeats):
-                before = await self._percolations(index)
-                docs_per_s, sent = await self._load(self.urls[design], index, count)
-                percolations = await self._percolations(index) - before
-                runs.append((docs_per_s, sent / max(percolations, 1)))
-            cpu = {name: round(seconds - cpu_before[name], 1) for name, seconds in self._cpu().items()}
-            figures[design] = {
-                "docs_per_s": statistics.median(r[0] for r in runs),
-                "mean_batch": statistics.median(r[1] for r in runs),
-                "runs": [r[0] for r in runs],
-                "cpu_seconds": cpu,
+            docs_per_s, percolated = await self._engine_direct(index, count, max(1, round(batches[-1])))
+            cpu["engine"] = _added(cpu["engine"], _spent(cpu_before, self._cpu()))
+            runs["engine"].append(docs_per_s)
+            documents["engine"] += percolated
+        figures = {
+            design: {
+                "docs_per_s": statistics.median(runs[design]),
+                "runs": runs[design],
+                "documents": documents[design],
+                "cpu_seconds": cpu[design],
             }
-        batch = max(1, round(figures["batched"]["mean_batch"]))
-        engine = [await self._engine_direct(index, count, batch) for _ in range(self.args.repeats)]
-        figures["engine"] = {"docs_per_s": statistics.median(engine), "batch": batch, "runs": engine}
+            for design in runs
+        }
+        figures["batched"]["mean_batch"] = statistics.median(batches)
+        figures["engine"]["batch"] = max(1, round(statistics.median(batches)))
+        delivered, used = documents["batched"], cpu["batched"]
+        figures["batched"]["cpu_ms_per_doc"] = {
+            "beater": 1000 * used["beater-batched"] / delivered,
+            "router": 1000 * used["router"] / delivered,
+            "estrom": 1000 * (used["beater-batched"] + used["router"]) / delivered,
+            "engine": 1000 * used["engine"] / delivered,
+        }
+        figures["engine"]["cpu_ms_per_doc"] = 1000 * cpu["engine"]["engine"] / documents["engine"]
         figures["batched_over_naive"] = figures["batched"]["docs_per_s"] / figures["naive"]["docs_per_s"]
         figures["estrom_over_engine"] = figures["batched"]["docs_per_s"] / figures["engine"]["docs_per_s"]
+        figures["cpu_estrom_over_engine"] = (
+            figures["batched"]["cpu_ms_per_doc"]["estrom"] / figures["engine"]["cpu_ms_per_doc"]
+        )
+        figures["unanswered_requests"], self.failures = self.failures, {}
         self.results["throughput"][str(count)] = figures
         print(f"bench: {count} queries: {json.dumps(figures)}", flush=True)
 
-    async def _load(self, beater_url: str, index: str, count: int) -> tuple[float, int]:
-        """JSON batches from concurrent senders for a while; delivered documents/s."""
-        url = f"{beater_url}/api/v0.1/docs/{index}"
+    async def _load(self, beater_url: str | list[str], index: str, count: int) -> tuple[float, int, int]:
+        """JSON batches from concurrent senders for a while (to one Beater, or to several in
+        turn): delivered documents/s, documents sent, documents delivered."""
+        urls = [
+            f"{url}/api/v0.1/docs/{index}"
+            for url in ([beater_url] if isinstance(beater_url, str) else beater_url)
+        ]
         published = 0
         sent = 0
+        turn = 0
         received_before = self.received
         started = time.monotonic()
 
         async def send():
-            nonlocal published, sent
+            nonlocal published, sent, turn
+            url, turn = urls[turn % len(urls)], turn + 1
             documents = [
                 {"user": f"u{random.randrange(count)}", "msg": "GET /api 200"}
                 for _ in range(self.args.batch_docs)
             ]
-            response = await self.http.post(url, json=documents)
-            answer = await response.json()
+            try:
+                response = await self.http.post(url, json=documents, timeout=120)
+                answer = await response.json()
+            except Exception as e:  # noqa: BLE001 - a design that drops connections under load
+                self.failures[str(e)[:120]] = self.failures.get(str(e)[:120], 0) + 1
+                return
             if response.code == 200:
                 published += answer["published"]
                 sent += len(documents)
 
         await self._for_a_while(self.args.senders, send)
         await _until(lambda: self.received - received_before >= published, 60)
-        return (self.received - received_before) / (time.monotonic() - started), sent
+        received = self.received - received_before
+        return received / (time.monotonic() - started), sent, received
 
     async def _percolations(self, index: str) -> int:
-        response = await self.http.get(f"{self.stack.engine_url}/estrom-queries-{index}/_stats/search")
+        response = await self.http.get(
+            f"{self.stack.engine_url}/estrom-queries-{index}/_stats/search", timeout=60
+        )
         return (await response.json())["_all"]["primaries"]["search"]["query_total"]
 
-    async def _engine_direct(self, index: str, count: int, batch: int) -> float:
-        """Percolate requests straight to the engine (2 at a time, like Beater): documents/s."""
+    async def _engine_direct(self, index: str, count: int, batch: int) -> tuple[float, int]:
+        """Percolate requests straight to the engine (2 at a time, like Beater): documents/s,
+        and documents percolated."""
         url = f"{self.stack.engine_url}/estrom-queries-{index}/_search"
         done = 0
 
@@ -193,12 +273,42 @@ class Bench:
                 "sort": [{"estrom_id": "asc"}],
                 "track_total_hits": False,
             }
-            response = await self.http.post(url, json=body)
+            response = await self.http.post(url, json=body, timeout=60)
             await response.json()
             done += batch
 
         elapsed = await self._for_a_while(2, call)
-        return done / elapsed
+        return done / elapsed, done
+
+    async def _beaters(self, count: int) -> None:
+        """The batched throughput run with the senders on one Beater, then shared between two:
+        documents/s, and CPU per document of the Beaters and the router together."""
+        index = f"bench-{count}"
+        figures = {}
+        for name, urls in (
+            ("1", [self.urls["batched"]]),
+            ("2", [self.urls["batched"], self.urls["batched-2"]]),
+        ):
+            runs, delivered, cpu = [], 0, {}
+            for _ in range(self.args.repeats):
+                cpu_before = self._cpu()
+                docs_per_s, _, received = await self._load(urls, index, count)
+                cpu = _added(cpu, _spent(cpu_before, self._cpu()))
+                runs.append(docs_per_s)
+                delivered += received
+            beaters = cpu["beater-batched"] + cpu["beater-batched-2"]
+            figures[name] = {
+                "docs_per_s": statistics.median(runs),
+                "runs": runs,
+                "cpu_seconds": cpu,
+                "cpu_ms_per_doc": {
+                    "beaters": 1000 * beaters / delivered,
+                    "router": 1000 * cpu["router"] / delivered,
+                    "engine": 1000 * cpu["engine"] / delivered,
+                },
+            }
+        self.results["beaters"] = {"queries": count, **figures}
+        print(f"bench: 1 vs 2 Beaters: {json.dumps(self.results['beaters'])}", flush=True)
 
     async def _filter_savings(self, count: int) -> None:
         """10,000 stored queries, 100 with a subscriber: percolating only those vs all."""
@@ -248,17 +358,83 @@ class Bench:
         await DeferredList([ensureDeferred(loop()) for _ in range(workers)], fireOnOneErrback=True)
         return time.monotonic() - started
 
-    # --- 3 and 4: latency and memory ---------------------------------------------------------
+    # --- 3: a sequential sender -----------------------------------------------------------
 
-    async def _latency_and_memory(self) -> None:
-        index = "bench-1000"
-        clients = self.args.clients
+    async def _sequential(self, index: str) -> None:
+        """One client, one document per request, each sent when the last was answered, on one
+        keep-alive connection; a stream listening. Against the same client sending sequential
+        one-document percolate requests to the engine, on the same percolator index."""
+        stream = await _Stream.open(self.stack.tailor_url, index, "user:u1", [])
+        pool = HTTPConnectionPool(reactor)
+        pool.maxPersistentPerHost = 1
+        http = HTTPClient(Agent(reactor, pool=pool))
+        document = {"user": "u1", "msg": "GET /api 200"}
+        percolate = {
+            "query": {"percolate": {"field": "estrom_query", "documents": [document]}},
+            "_source": False,
+            "size": 1000,
+            "track_total_hits": False,
+        }
+        sides = {
+            "estrom": (f"{self.urls['estrom']}/api/v0.1/docs/{index}", json.dumps(document).encode()),
+            "engine": (
+                f"{self.stack.engine_url}/estrom-queries-{index}/_search",
+                json.dumps(percolate).encode(),
+            ),
+        }
+        figures = {}
+        for side, (url, body) in sides.items():
+            times: list[float] = []
+
+            async def one(url=url, body=body, times=times, side=side):
+                started = time.perf_counter()
+                response = await http.post(url, data=body, headers={"Content-Type": "application/json"})
+                await response.content()
+                if response.code != 200:
+                    raise RuntimeError(f"{side} answered {response.code}")
+                times.append(time.perf_counter() - started)
+
+            for _ in range(200):  # warm both alike
+                await one()
+            times.clear()
+            elapsed = await self._for_a_while(1, one)
+            figures[side] = {
+                "p50_ms": statistics.median(times) * 1000,
+                "requests_per_s": len(times) / elapsed,
+                "requests": len(times),
+            }
+        await pool.closeCachedConnections()
+        stream.close()
+        figures["ratio"] = figures["estrom"]["requests_per_s"] / figures["engine"]["requests_per_s"]
+        self.results["sequential"] = figures
+        print(f"bench: sequential sender: {json.dumps(figures)}", flush=True)
+
+    # --- 4: many streams on one Tailor ----------------------------------------------------
+
+    async def _streams(self) -> None:
+        """--streams HTTP streams over --stream-queries queries on one Tailor; --rate
+        documents/s, each matching one query (so --streams / --stream-queries streams)."""
+        index, streams, queries = "bench-streams", self.args.streams, self.args.stream_queries
         latencies: list[float] = []
-        streams = [
-            await _Stream.open(self.stack.tailor_url, index, f"user:u{i}", latencies) for i in range(clients)
-        ]
+        memory_before = _rss_mib(self.stack.processes["tailor"].pid)
+        started = time.monotonic()
+        opened: list[_Stream] = []
+        for start in range(0, streams, 100):  # 100 at a time, each batch once the last is open
+            opened += await gatherResults(
+                [
+                    Deferred.fromCoroutine(
+                        _Stream.open(self.stack.tailor_url, index, f"user:u{n % queries}", latencies)
+                    )
+                    for n in range(start, min(streams, start + 100))
+                ]
+            )
+        open_seconds = time.monotonic() - started
+        memory_open = _rss_mib(self.stack.processes["tailor"].pid)
+        print(f"bench: {streams} streams open in {open_seconds:.1f} s", flush=True)
         url = f"{self.urls['estrom']}/api/v0.1/docs/{index}"
+        expected = [0] * queries
         sent = 0
+        cpu_before = self._cpu()
         started = time.monotonic()
 
         async def tick():
@@ -267,33 +443,64 @@ class Bench:
             due = int(self.args.rate * (time.monotonic() - started)) - sent
             if due <= 0:
                 return
-            documents = [
-                {"user": f"u{random.randrange(clients)}", "sent_at": time.time()} for _ in range(due)
-            ]
+            documents = []
+            for _ in range(due):
+                user = random.randrange(queries)
+                expected[user] += 1
+                documents.append({"user": f"u{user}", "sent_at": time.time()})
             sent += due
-            await self.http.post(url, json=documents)
+            response = await self.http.post(url, json=documents)
+            await response.content()
+            if response.code != 200:
+                raise RuntimeError(f"Beater answered {response.code}")
 
         loop = task.LoopingCall(lambda: ensureDeferred(tick()))
         loop.start(0.01)
-        await task.deferLater(reactor, 5, lambda: None)
-        self.results["memory"]["load"] = self._memory()
-        await task.deferLater(reactor, 5, lambda: None)
+        await task.deferLater(reactor, self.args.stream_seconds / 2, lambda: None)
+        memory_load = _rss_mib(self.stack.processes["tailor"].pid)
+        await task.deferLater(reactor, self.args.stream_seconds / 2, lambda: None)
         loop.stop()
-        await _until(lambda: len(latencies) >= sent, 20)
-        for stream in streams:
+        wanted = sent * streams // queries
+        await _until(lambda: len(latencies) >= wanted, 60)
+        cpu = _spent(cpu_before, self._cpu())
+        short = sum(1 for n, stream in enumerate(opened) if stream.received != expected[n % queries])
+        for stream in opened:
             stream.close()
         quantiles = statistics.quantiles(latencies, n=100)
-        self.results["latency_ms"] = {
+        self.results["streams"] = {
+            "streams": streams,
+            "queries": queries,
             "offered_docs_per_s": self.args.rate,
-            "queries": 1000,
-            "clients": clients,
-            "p50": quantiles[49] * 1000,
-            "p99": quantiles[98] * 1000,
-            "received": len(latencies),
-            "sent": sent,
+            "opened_in_s": open_seconds,
+            "p50_ms": quantiles[49] * 1000,
+            "p99_ms": quantiles[98] * 1000,
+            "hits_received": len(latencies),
+            "hits_expected": wanted,
+            "streams_missing_hits": short,
+            "tailor_mib": {"before": memory_before, "open": memory_open, "load": memory_load},
+            "kib_per_stream": (memory_open - memory_before) * 1024 / streams,
+            "cpu_seconds": cpu,
+            "tailor_cpu_ms_per_hit": 1000 * cpu["tailor"] / max(len(latencies), 1),
         }
-        print(f"bench: latency: {json.dumps(self.results['latency_ms'])}", flush=True)
-        await self._soak(index)
+        self.results["memory"]["load"] = self._memory()
+        print(f"bench: streams: {json.dumps(self.results['streams'])}", flush=True)
+
+    # --- 5: the live tail page under load ---------------------------------------------------
+
+    async def _page(self) -> None:
+        page_url = f"http://127.0.0.1:{self.stack.ports.router}"
+        figures = await threads.deferToThread(
+            page.measure,
+            page_url,
+            self.urls["estrom"],
+            "bench-page",
+            self.args.page_rate,
+            self.args.seconds * 2,
+        )
+        self.results["page"] = figures
+        print(f"bench: page: {json.dumps(figures)}", flush=True)
+
+    # --- 6: memory under overload -----------------------------------------------------------
 
     async def _soak(self, index: str) -> None:
         """Sustained overload (more than Beater takes) with slow stream clients."""
@@ -360,35 +567,111 @@ class Bench:
     def _report(self) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
-        path.write_text(json.dumps(self.results, indent=2))
-        print("\nThroughput (documents/s delivered; medians)")
-        print(
-            f"{'queries':>8} {'naive':>9} {'batched':>9} {'engine':>9} {'batch':>6} {'b/a':>6} {'estrom/engine':>14}"
-        )
-        for count, f in self.results["throughput"].items():
+        r = self.results
+        r["goals"] = self._goals()
+        path.write_text(json.dumps(r, indent=2))
+        if r["throughput"]:
+            print("\nThroughput (documents/s delivered; medians)")
             print(
-                f"{count:>8} {f['naive']['docs_per_s']:>9.0f} {f['batched']['docs_per_s']:>9.0f} "
-                f"{f['engine']['docs_per_s']:>9.0f} {f['engine']['batch']:>6} "
-                f"{f['batched_over_naive']:>6.1f} {f['estrom_over_engine']:>14.2f}"
+                f"{'queries':>8} {'naive':>9} {'batched':>9} {'engine':>9} {'batch':>6} {'b/a':>6} "
+                f"{'estrom/engine':>14} {'CPU ms/doc: estrom':>19} {'engine':>7}"
             )
-        a = self.results["active_filter"]
-        print(
-            f"\nOnly listened-to queries ({a['listened']} of {a['queries']}): {a['only_listened']['docs_per_s']:.0f} "
-            f"docs/s vs all {a['all']['docs_per_s']:.0f} docs/s ({a['ratio']:.1f}x)"
-        )
-        lat = self.results["latency_ms"]
-        print(
-            f"\nLatency at {lat['offered_docs_per_s']} docs/s, {lat['queries']} queries, {lat['clients']} clients: "
-            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms ({lat['received']}/{lat['sent']} received)"
-        )
+            for count, f in r["throughput"].items():
+                print(
+                    f"{count:>8} {f['naive']['docs_per_s']:>9.0f} {f['batched']['docs_per_s']:>9.0f} "
+                    f"{f['engine']['docs_per_s']:>9.0f} {f['engine']['batch']:>6} "
+                    f"{f['batched_over_naive']:>6.1f} {f['estrom_over_engine']:>14.2f} "
+                    f"{f['batched']['cpu_ms_per_doc']['estrom']:>19.3f} {f['engine']['cpu_ms_per_doc']:>7.3f}"
+                )
+        if "beaters" in r:
+            b = r["beaters"]
+            print(f"\nBatched throughput with {b['queries']} queries, senders on 1 Beater and on 2:")
+            for name in ("1", "2"):
+                ms = b[name]["cpu_ms_per_doc"]
+                print(
+                    f"  {name} Beater(s): {b[name]['docs_per_s']:.0f} docs/s; CPU ms per document: Beaters "
+                    f"{ms['beaters']:.3f}, router {ms['router']:.3f}, engine {ms['engine']:.3f}"
+                )
+        if "active_filter" in r:
+            a = r["active_filter"]
+            print(
+                f"\nOnly listened-to queries ({a['listened']} of {a['queries']}): "
+                f"{a['only_listened']['docs_per_s']:.0f} docs/s vs all {a['all']['docs_per_s']:.0f} docs/s "
+                f"({a['ratio']:.1f}x)"
+            )
+        if "sequential" in r:
+            q = r["sequential"]
+            print(
+                f"\nSequential sender: estrom p50 {q['estrom']['p50_ms']:.1f} ms, "
+                f"{q['estrom']['requests_per_s']:.0f} req/s; engine p50 {q['engine']['p50_ms']:.1f} ms, "
+                f"{q['engine']['requests_per_s']:.0f} req/s"
+            )
+        if "streams" in r:
+            st = r["streams"]
+            print(
+                f"\n{st['streams']} streams ({st['queries']} queries) at {st['offered_docs_per_s']} docs/s: "
+                f"p50 {st['p50_ms']:.1f} ms, p99 {st['p99_ms']:.1f} ms, "
+                f"{st['hits_received']}/{st['hits_expected']} hits, {st['streams_missing_hits']} streams short; "
+                f"{st['kib_per_stream']:.1f} KiB per stream, {st['tailor_cpu_ms_per_hit']:.3f} ms of Tailor CPU "
+                "per hit"
+            )
+        if "page" in r:
+            p = r["page"]
+            print(
+                f"\nThe page at {p['sent_per_s']:.0f} docs/s: {p['frames_per_s']:.1f} frames/s, a key answered "
+                f"in {p['input_ms']['p50']:.0f} ms (p50), {p['input_ms']['p90']:.0f} ms (p90); counted "
+                f"{p['counted']} of {p['sent']} 5 s after the load, {p['rows_on_page']} rows on the page"
+            )
         print("\nResident memory (MiB):")
-        for phase, figures in self.results["memory"].items():
+        for phase, figures in r["memory"].items():
             print(f"  {phase}: {figures}")
         print("\nCPU seconds by part during the runs (where the time goes):")
-        for count, f in self.results["throughput"].items():
-            for design in ("naive", "batched"):
+        for count, f in r["throughput"].items():
+            for design in ("naive", "batched", "engine"):
                 print(f"  {count:>6} queries, {design:>7}: {f[design]['cpu_seconds']}")
+        if "streams" in r:
+            print(f"  {'streams':>14}: {r['streams']['cpu_seconds']}")
+        print("\nGoals (issue 9)")
+        for goal in r["goals"]:
+            print(
+                f"  {'met ' if goal['met'] else 'MISS'} {goal['figure']:<58} {goal['value']:>10} {goal['goal']:>10}"
+            )
         print(f"\nWritten to {path}")
+
+    def _goals(self) -> list[dict]:
+        """Each figure beside its goal."""
+        r = self.results
+        goals = []
+
+        def goal(figure: str, value: float, target: float, at_least: bool, unit: str = "") -> None:
+            met = value >= target if at_least else value <= target
+            sign = ">=" if at_least else "<="
+            goals.append(
+                {
+                    "figure": figure,
+                    "value": f"{value:.2f}{unit}",
+                    "goal": f"{sign} {target:g}{unit}",
+                    "met": met,
+                }
+            )
+
+        for count, f in r["throughput"].items():
+            goal(f"throughput estrom/engine, {count} queries", f["estrom_over_engine"], 0.5, True)
+            goal(f"CPU per document estrom/engine, {count} queries", f["cpu_estrom_over_engine"], 1.0, False)
+        if "sequential" in r:
+            goal("sequential sender estrom/engine (requests/s)", r["sequential"]["ratio"], 0.6, True)
+        if "streams" in r:
+            st = r["streams"]
+            goal(f"streams short of their hits, of {st['streams']}", st["streams_missing_hits"], 0, False)
+            figure = f"p99 POST->hit, {st['streams']} streams, {st['offered_docs_per_s']} docs/s"
+            goal(figure, st["p99_ms"], 100, False, " ms")
+            goal("Tailor memory per stream", st["kib_per_stream"], 20, False, " KiB")
+        if "page" in r:
+            p = r["page"]
+            goal(f"page frames/s at {p['sent_per_s']:.0f} docs/s", p["frames_per_s"], 20, True)
+            goal("page: a key typed, answered (p90)", p["input_ms"]["p90"], 200, False, " ms")
+            goal("page: documents counted 5 s after the load / sent", p["counted_share"], 0.95, True)
+        return goals
 
 
 class _Stream:
@@ -400,9 +683,12 @@ class _Stream:
         self.latencies = latencies
         self.parser = ijson.items_coro(self, "hits.item")
         self.transport = None
+        self.received = 0
 
     def send(self, hit: dict) -> None:  # ijson's target
-        self.latencies.append(time.time() - float(hit["_source"]["sent_at"]))  # ijson gives Decimal
+        self.received += 1
+        if "sent_at" in hit["_source"]:
+            self.latencies.append(time.time() - float(hit["_source"]["sent_at"]))  # ijson gives Decimal
 
     @classmethod
     async def open(cls, tailor_url: str, index: str, query: str, latencies: list[float]) -> _Stream:
@@ -444,6 +730,15 @@ def _slow_client(port: int, index: str, query: str) -> socket.socket:
     params = urllib.parse.urlencode({"i": index, "q": query})
     client.sendall(f"GET /api/v0.1/docs?{params} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return client
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each part used between two readings of Bench._cpu."""
+    return {name: round(after[name] - before[name], 2) for name in after}
+
+
+def _added(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    return {name: round(total.get(name, 0.0) + seconds, 2) for name, seconds in more.items()}
 
 
 def _rss_mib(pid: int) -> float:

@@ -1,0 +1,114 @@
+"""The live tail page under load, in Chromium: frames drawn, input answered, documents counted.
+
+`measure` opens the page the router serves on one query, sends it ``rate`` matching documents/s
+for ``seconds`` (through Beater, from a thread of its own), and meanwhile:
+- counts the animation frames the page draws;
+- types into the query field every quarter of a second, and times each key, in the page, from
+  the input event to the frame drawn after its handler;
+- once the load stops, waits 5 s, then reads the page's count of documents.
+Playwright's sync API runs in the calling thread (the bench calls it from a worker thread).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+from estrom.stack import CHROMIUM, CHROMIUM_ARGS
+
+# Frames drawn, and for each key pressed: from the input event's time stamp to the frame drawn
+# after its handler ran (what the person sees), measured inside the page.
+PROBES = """() => {
+  window.benchFrames = 0;
+  window.benchKeys = [];
+  const tick = () => { window.benchFrames += 1; requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  document.addEventListener("keydown", (event) => {
+    requestAnimationFrame(() => window.benchKeys.push(performance.now() - event.timeStamp));
+  });
+}"""
+
+
+def measure(page_url: str, beater_url: str, index: str, rate: int, seconds: float) -> dict:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            page.goto(f"{page_url}/?i={index}&q=user:page")
+            tail = page.locator(".tail[data-subscribed]")
+            expect(tail).to_have_count(1, timeout=30_000)
+            page.evaluate(PROBES)
+            page.click("#query")
+            # Senders side by side, as one alone would wait out each request's round trip.
+            loads = [_Load(f"{beater_url}/api/v0.1/docs/{index}", rate / 8, seconds) for _ in range(8)]
+            frames_before = page.evaluate("window.benchFrames")
+            started = time.monotonic()
+            for load in loads:
+                load.start()
+            while any(load.is_alive() for load in loads):
+                page.keyboard.type("x")
+                page.wait_for_timeout(250)
+            elapsed = time.monotonic() - started
+            frames = page.evaluate("window.benchFrames") - frames_before
+            keys = [ms / 1000 for ms in page.evaluate("window.benchKeys")]
+            page.wait_for_timeout(5000)
+            counted = int(tail.locator(".count").inner_text())
+            rows = tail.locator(".docs li").count()
+        finally:
+            browser.close()
+    for load in loads:
+        if load.error:
+            raise load.error
+    sent = sum(load.sent for load in loads)
+    return {
+        "offered_docs_per_s": rate,
+        "sent": sent,
+        "sent_per_s": sent / max(load.elapsed for load in loads),
+        "frames_per_s": frames / elapsed,
+        "keys": len(keys),
+        "input_ms": {
+            "p50": statistics.median(keys) * 1000,
+            "p90": statistics.quantiles(keys, n=10)[8] * 1000,
+            "max": max(keys) * 1000,
+        },
+        "counted": counted,
+        "counted_share": counted / sent,
+        "rows_on_page": rows,
+    }
+
+
+class _Load(threading.Thread):
+    """``rate`` documents/s matching ``user:page``, up to 100 per request, for ``seconds``."""
+
+    def __init__(self, url: str, rate: float, seconds: float):
+        super().__init__(daemon=True)
+        self.url, self.rate, self.seconds = url, rate, seconds
+        self.sent = 0
+        self.elapsed = 0.0
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            while (now := time.monotonic()) < started + self.seconds:
+                due = min(100, int(self.rate * (now - started)) - self.sent)
+                if due <= 0:
+                    time.sleep(0.002)
+                    continue
+                body = json.dumps([{"user": "page", "n": self.sent + n} for n in range(due)]).encode()
+                request = urllib.request.Request(
+                    self.url, data=body, headers={"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer = json.loads(response.read())
+                if answer["published"] != due:
+                    raise RuntimeError(f"{due} documents sent, {answer['published']} published")
+                self.sent += due
+        except Exception as e:  # noqa: BLE001 - reported by measure()
+            self.error = e
+        self.elapsed = time.monotonic() - started
