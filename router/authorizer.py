@@ -8,8 +8,8 @@ called with the subscribe options too. It runs before the router listens, needs 
 (not Beater), and fails closed: while it is not registered, crossbar refuses the role everything.
 
 It also puts the router worker's recursion limit back to Python's default (see
-:func:`restore_recursion_limit`), and makes its debug-log arguments cheap (quietlog.py). It runs in the router's Python (``.venv-router``, crossbar's
-autobahn), so it uses nothing else.
+:func:`restore_recursion_limit`), and makes its debug-log arguments cheap (quietlog.py). It runs
+in the router's Python (``.venv-router``, crossbar's autobahn), so it uses nothing else.
 """
 
 from __future__ import annotations
