@@ -6,6 +6,8 @@ median of repeated runs, and prints every figure beside its goal (issue 9):
      design (one percolate request per document, on a pool of kept-alive connections) and
      estrom's batched pipeline, against the engine's own percolate throughput for the same
      documents, queries and batch sizes; CPU seconds of every part, and CPU per document;
+     the same run with the senders on 1 and on 2 Beaters, and through 1 router worker, 2 router
+     workers joined by rlinks, and 1 router worker behind 2 proxy workers;
   2. what percolating only listened-to queries saves;
   3. a sequential sender: one document per request on one keep-alive connection, a stream
      listening, against sequential one-document percolate requests to the engine;
@@ -21,6 +23,7 @@ Writes the figures as JSON (bench/results/<time>.json).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -28,8 +31,10 @@ import secrets
 import shutil
 import socket
 import statistics
+import subprocess
 import time
 import urllib.parse
+from functools import partial
 from pathlib import Path
 
 import treq
@@ -76,7 +81,7 @@ def main() -> None:
     parser.add_argument("--page-rate", type=int, default=7000, help="matching documents/s sent to the page")
     parser.add_argument(
         "--phases",
-        default="throughput,beaters,filter,sequential,streams,page,overload",
+        default="throughput,beaters,routers,filter,sequential,streams,page,overload",
         help="which runs, comma-separated (all by default)",
     )
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
@@ -96,7 +101,7 @@ def main() -> None:
             "batched": stack.start_beater("beater-batched", port=PORTS.beater + 1, **ALL_QUERIES),
             "naive": stack.start_beater("beater-naive", port=PORTS.beater + 2, **NAIVE, **ALL_QUERIES),
         }
-        if "beaters" in args.phases.split(","):
+        if {"beaters", "routers"} & set(args.phases.split(",")):
             urls["batched-2"] = stack.start_beater("beater-batched-2", port=PORTS.beater + 3, **ALL_QUERIES)
         task.react(lambda _: ensureDeferred(Bench(stack, urls, args).run()))
     finally:
@@ -113,6 +118,7 @@ class Bench:
         self.http = HTTPClient(Agent(reactor, pool=pool))
         self.results: dict = {"machine": {"cores": 2}, "throughput": {}, "settings": vars(args)}
         self.received = 0
+        self.ids: dict[str, list[str]] = {}  # the registered queries' IDs, by index
         self.failures: dict[str, int] = {}  # requests that got no answer, by error
 
     async def run(self) -> None:
@@ -121,7 +127,9 @@ class Bench:
         )
         # One subscriber for every topic (a trusted principal's: anonymous clients may only
         # subscribe to exact topics): counts what reaches subscribers.
-        await self.session.subscribe(self._count, api.TOPIC_PREFIX, SubscribeOptions(match="prefix"))
+        self.watching = await self.session.subscribe(
+            self._count, api.TOPIC_PREFIX, SubscribeOptions(match="prefix")
+        )
         self.results["memory"] = {"rest": self._memory()}
         counts = [int(n) for n in self.args.queries.split(",")]
         phases = set(self.args.phases.split(","))
@@ -134,6 +142,8 @@ class Bench:
                 )
         if "beaters" in phases:
             await self._beaters(min(counts))
+        if "routers" in phases:
+            await self._routers(min(counts))
         if "filter" in phases:
             await self._filter_savings(max(counts))
         if "sequential" in phases:
@@ -154,10 +164,11 @@ class Bench:
     async def _register(self, index: str, count: int) -> None:
         started = time.monotonic()
         limit = DeferredSemaphore(8)
-        await DeferredList(
+        registered = await DeferredList(
             [limit.run(self.session.call, api.REGISTER, index, f"user:u{i}") for i in range(count)],
             fireOnOneErrback=True,
         )
+        self.ids[index] = [sid for _, sid in registered]
         print(f"bench: registered {count} queries in {time.monotonic() - started:.1f} s", flush=True)
 
     async def _throughput(self, count: int) -> None:
@@ -216,9 +227,12 @@ class Bench:
         self.results["throughput"][str(count)] = figures
         print(f"bench: {count} queries: {json.dumps(figures)}", flush=True)
 
-    async def _load(self, beater_url: str | list[str], index: str, count: int) -> tuple[float, int, int]:
+    async def _load(
+        self, beater_url: str | list[str], index: str, count: int, copies: int = 1
+    ) -> tuple[float, int, int]:
         """JSON batches from concurrent senders for a while (to one Beater, or to several in
-        turn): delivered documents/s, documents sent, documents delivered."""
+        turn): delivered documents/s, documents sent, documents delivered (to each of ``copies``
+        subscribers of every query)."""
         urls = [
             f"{url}/api/v0.1/docs/{index}"
             for url in ([beater_url] if isinstance(beater_url, str) else beater_url)
@@ -247,8 +261,8 @@ class Bench:
                 sent += len(documents)
 
         await self._for_a_while(self.args.senders, send)
-        await _until(lambda: self.received - received_before >= published, 60)
-        received = self.received - received_before
+        await _until(lambda: self.received - received_before >= published * copies, 60)
+        received = (self.received - received_before) // copies
         return received / (time.monotonic() - started), sent, received
 
     async def _percolations(self, index: str) -> int:
@@ -289,26 +303,109 @@ class Bench:
             ("1", [self.urls["batched"]]),
             ("2", [self.urls["batched"], self.urls["batched-2"]]),
         ):
-            runs, delivered, cpu = [], 0, {}
-            for _ in range(self.args.repeats):
-                cpu_before = self._cpu()
-                docs_per_s, _, received = await self._load(urls, index, count)
-                cpu = _added(cpu, _spent(cpu_before, self._cpu()))
-                runs.append(docs_per_s)
-                delivered += received
-            beaters = cpu["beater-batched"] + cpu["beater-batched-2"]
-            figures[name] = {
-                "docs_per_s": statistics.median(runs),
-                "runs": runs,
-                "cpu_seconds": cpu,
-                "cpu_ms_per_doc": {
-                    "beaters": 1000 * beaters / delivered,
-                    "router": 1000 * cpu["router"] / delivered,
-                    "engine": 1000 * cpu["engine"] / delivered,
-                },
-            }
+            figures[name] = await self._repeated(urls, index, count)
         self.results["beaters"] = {"queries": count, **figures}
         print(f"bench: 1 vs 2 Beaters: {json.dumps(self.results['beaters'])}", flush=True)
+
+    async def _repeated(
+        self, urls: list[str], index: str, count: int, node: str = "router", copies: int = 1
+    ) -> dict:
+        """--repeats throughput runs through the Beaters at ``urls``: documents/s, CPU seconds of
+        every part, and CPU per document of the Beaters, the router node ``node`` (and of its
+        kinds of process), and the engine."""
+        runs, delivered, cpu = [], 0, {}
+        for _ in range(self.args.repeats):
+            cpu_before = self._cpu()
+            docs_per_s, _, received = await self._load(urls, index, count, copies)
+            cpu = _added(cpu, _spent(cpu_before, self._cpu()))
+            runs.append(docs_per_s)
+            delivered += received
+        beaters = sum(seconds for name, seconds in cpu.items() if name.startswith("beater"))
+        return {
+            "docs_per_s": statistics.median(runs),
+            "runs": runs,
+            "cpu_seconds": cpu,
+            "cpu_ms_per_doc": {
+                "beaters": 1000 * beaters / delivered,
+                "router": 1000 * cpu[node] / delivered,
+                **{
+                    kind: 1000 * cpu.get(f"{node}/{kind}", 0.0) / delivered
+                    for kind in ("router-workers", "proxy-workers")
+                },
+                "engine": 1000 * cpu["engine"] / delivered,
+            },
+        }
+
+    async def _routers(self, count: int) -> None:
+        """The batched throughput run through one router worker, then through two joined by
+        crossbar's router-to-router links (rlinks): two Beaters, and two subscribers of every
+        query; with two workers, each Beater and each subscriber on its own worker, so that
+        every event reaches one subscriber on its worker and one across a link. Documents/s,
+        and CPU per document of the Beaters, the router node and the engine."""
+        index = f"bench-{count}"
+        if self.watching.active:  # count only what the subscribers below receive
+            await self.watching.unsubscribe()
+        clients, links = (PORTS.router + 100, PORTS.router + 101), (PORTS.router + 102, PORTS.router + 103)
+        proxied = PORTS.router + 104
+        await threads.deferToThread(_start_linked_routers, self.stack, "router-linked", clients, links)
+        await threads.deferToThread(_start_proxied_router, self.stack, "router-proxied", proxied)
+        routers = {  # the router each of a topology's two Beaters and two subscribers uses
+            "linked": [f"ws://127.0.0.1:{port}/ws" for port in clients],
+            "proxied": [f"ws://127.0.0.1:{proxied}/ws"] * 2,
+        }
+        beaters: dict[str, list[str]] = {}
+        port = PORTS.beater + 4  # after the ones main() starts
+        for topology, urls in routers.items():
+            beaters[topology] = []
+            for n, url in enumerate(urls, 1):
+                start = partial(
+                    self.stack.start_beater, f"beater-{topology}-{n}", port, ESTROM_ROUTER_URL=url
+                )
+                beaters[topology].append(await threads.deferToThread(start, **ALL_QUERIES))
+                port += 1
+        topologies = {
+            "1 router worker": (
+                "router",
+                [self.urls["batched"], self.urls["batched-2"]],
+                [self.stack.router_url] * 2,
+            ),
+            "2 router workers, rlinks": ("router-linked", beaters["linked"], routers["linked"]),
+            "1 router worker, 2 proxy workers": ("router-proxied", beaters["proxied"], routers["proxied"]),
+        }
+        figures = {}
+        for workers, (node, urls, routers) in topologies.items():
+            watchers = [
+                await _wamp(url, {"ticket": {"authid": "watcher", "ticket": self.stack.watcher}})
+                for url in routers
+            ]
+            for watcher in watchers:
+                for sid in self.ids[index]:
+                    await watcher.subscribe(self._count, api.topic(sid))
+            await self._until_every_query_reaches(urls, index, count, copies=len(watchers))
+            figures[workers] = await self._repeated(urls, index, count, node, copies=len(watchers))
+            for watcher in watchers:
+                watcher.leave()
+        for topology in routers:
+            for name in (f"beater-{topology}-1", f"beater-{topology}-2", f"router-{topology}"):
+                await threads.deferToThread(self.stack.stop, name)
+        self.results["routers"] = {"queries": count, "subscribers_per_query": 2, **figures}
+        print(f"bench: 1 vs 2 router workers: {json.dumps(self.results['routers'])}", flush=True)
+
+    async def _until_every_query_reaches(self, urls: list[str], index: str, count: int, copies: int) -> None:
+        """Send one document for every query through each Beater, until every subscriber gets
+        all of them (a link forwards a subscription a moment after it is made)."""
+        expected = len(urls) * count * copies
+        for _ in range(20):
+            before = self.received
+            for url in urls:
+                response = await self.http.post(
+                    f"{url}/api/v0.1/docs/{index}", json=[{"user": f"u{i}"} for i in range(count)]
+                )
+                await response.content()
+            await _until(lambda before=before: self.received - before >= expected, 5)
+            if self.received - before >= expected:
+                return
+        raise RuntimeError(f"subscribers of {index} still miss documents through {urls}")
 
     async def _filter_savings(self, count: int) -> None:
         """10,000 stored queries, 100 with a subscriber: percolating only those vs all."""
@@ -555,7 +652,11 @@ class Bench:
                     continue
                 group = groups.get(int(fields[2]))  # pgrp
                 if group is not None:
-                    used[group] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    used[group] += seconds
+                    if group.startswith("router"):  # and by the node's kind of process
+                        kind = f"{group}/{_crossbar_process(entry)}"
+                        used[kind] = used.get(kind, 0.0) + seconds
         times = os.times()
         used["bench"] = times.user + times.system
         return used
@@ -592,6 +693,21 @@ class Bench:
                     f"  {name} Beater(s): {b[name]['docs_per_s']:.0f} docs/s; CPU ms per document: Beaters "
                     f"{ms['beaters']:.3f}, router {ms['router']:.3f}, engine {ms['engine']:.3f}"
                 )
+        if "routers" in r:
+            t = r["routers"]
+            print(
+                f"\nBatched throughput with {t['queries']} queries, 2 Beaters and 2 subscribers of every "
+                "query, through:"
+            )
+            for topology, f in t.items():
+                if isinstance(f, dict):
+                    ms = f["cpu_ms_per_doc"]
+                    print(
+                        f"  {topology}: {f['docs_per_s']:.0f} docs/s; CPU ms per document: Beaters "
+                        f"{ms['beaters']:.3f}, router node {ms['router']:.3f} (router workers "
+                        f"{ms['router-workers']:.3f}, proxy workers {ms['proxy-workers']:.3f}), "
+                        f"engine {ms['engine']:.3f}"
+                    )
         if "active_filter" in r:
             a = r["active_filter"]
             print(
@@ -732,9 +848,146 @@ def _slow_client(port: int, index: str, query: str) -> socket.socket:
     return client
 
 
+def _start_linked_routers(stack: Stack, name: str, clients: tuple[int, int], links: tuple[int, int]) -> None:
+    """A crossbar node with estrom's router worker twice, serving clients on ``clients``, each
+    linked to the other (an rlink to the other's ``links`` port, WAMP-cryptosign with the
+    node's key). Each link forwards to its worker the other worker's events for subscriptions
+    made on its own worker, and calls to procedures registered on the other (Beater's
+    estrom.register). Events only one way per link: crossbar forwards local events only with
+    the publisher disclosed, which estrom's roles do not."""
+    cbdir = stack.workdir / name
+    cbdir.mkdir(exist_ok=True)
+    subprocess.run([stack.crossbar, "keys", "--cbdir", str(cbdir)], check=True, capture_output=True)
+    tags = dict(line.split(": ", 1) for line in (cbdir / "key.pub").read_text().splitlines() if ": " in line)
+    config = stack.router_config()
+    (worker,) = config["workers"]
+    workers = []
+    for client, link, other in ((clients[0], links[0], links[1]), (clients[1], links[1], links[0])):
+        linked = copy.deepcopy(worker)
+        (realm,) = linked["realms"]
+        (web,) = linked["transports"]
+        web["endpoint"]["port"] = client
+        linked["transports"].append(
+            {
+                "type": "websocket",
+                "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": link},
+                "serializers": ["cbor"],
+                "auth": {
+                    "cryptosign": {
+                        "type": "static",
+                        "principals": {
+                            "rlink": {
+                                "authorized_keys": [tags["public-key-ed25519"]],
+                                "role": "rlink",
+                                "realm": realm["name"],
+                            }
+                        },
+                    }
+                },
+            }
+        )
+        realm["roles"].append(_RLINK_ROLE)
+        realm["rlinks"] = [
+            {
+                "id": f"to-{other}",
+                "realm": realm["name"],
+                "authid": "rlink",
+                "transport": {
+                    "type": "websocket",
+                    "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": other},
+                    "url": f"ws://127.0.0.1:{other}/",
+                    "serializers": ["cbor"],
+                },
+                "forward_local_events": False,
+                "forward_remote_events": True,
+                "forward_local_invocations": False,
+                "forward_remote_invocations": True,
+            }
+        ]
+        workers.append(linked)
+    stack.start_router(name=name, config={**config, "workers": workers}, port=clients[0])
+
+
+def _start_proxied_router(stack: Stack, name: str, port: int, proxies: int = 2) -> None:
+    """A crossbar node with estrom's router worker behind ``proxies`` proxy workers: the
+    proxies share ``port`` (the kernel spreads connections over them), authenticate clients
+    as the router's transport would, and relay their sessions to the router worker over a
+    unix socket (RawSocket, CBOR)."""
+    cbdir = stack.workdir / name
+    cbdir.mkdir(exist_ok=True)
+    config = stack.router_config()
+    (worker,) = config["workers"]
+    (web,) = worker.pop("transports")
+    (realm,) = worker["realms"]
+    path = str(cbdir / "router.sock")
+    worker["transports"] = [
+        {
+            "type": "rawsocket",
+            "endpoint": {"type": "unix", "path": path},
+            "serializers": ["cbor"],
+            "options": {"max_message_size": 16 * 1024 * 1024},  # the most a RawSocket frame holds
+            "auth": {"anonymous-proxy": {"type": "static"}},
+        }
+    ]
+    web["endpoint"].update(port=port, shared=True)
+    roles = set()
+    for service in web["paths"].values():
+        for method in service.get("auth", {}).values():
+            roles.add(method.get("role"))
+            for principal in method.get("principals", {}).values():
+                roles.add(principal["role"])
+                # A proxy reads no environment variable in its configuration.
+                principal["ticket"] = principal["ticket"].replace("${ESTROM_BEATER_SECRET}", stack.secret)
+    proxy = {
+        "type": "proxy",
+        "transports": [web],
+        "routes": {realm["name"]: dict.fromkeys(sorted(roles - {None}), "router")},
+        "connections": {
+            "router": {
+                "transport": {
+                    "type": "rawsocket",
+                    "endpoint": {"type": "unix", "path": path},
+                    "serializer": "cbor",
+                    "url": "rs://localhost",
+                },
+                "auth": {"anonymous-proxy": {"type": "static"}},
+            }
+        },
+    }
+    workers = [worker] + [copy.deepcopy(proxy) for _ in range(proxies)]
+    stack.start_router(name=name, config={**config, "workers": workers}, port=port)
+
+
+# A link's session may do anything on the worker it joins; only the node's own key opens it.
+_RLINK_ROLE = {
+    "name": "rlink",
+    "permissions": [
+        {
+            "uri": "",
+            "match": "prefix",
+            "allow": {"call": True, "register": True, "publish": True, "subscribe": True},
+            "disclose": {"caller": True, "publisher": True},
+            "cache": True,
+        }
+    ],
+}
+
+
 def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds each part used between two readings of Bench._cpu."""
-    return {name: round(after[name] - before[name], 2) for name in after}
+    return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
+
+
+def _crossbar_process(entry: Path) -> str:
+    """Which of a crossbar node's processes /proc/<pid> is (its title names its class)."""
+    try:
+        title = (entry / "cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    for kind, marker in (("router-workers", b"RouterController"), ("proxy-workers", b"ProxyController")):
+        if marker in title:
+            return kind
+    return "controller"
 
 
 def _added(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:

@@ -140,19 +140,24 @@ class Stack:
             timeout,
         )
 
-    def start_router(self, timeout: float = 60) -> None:
+    def start_router(
+        self, timeout: float = 60, name: str = "router", config: dict | None = None, port: int | None = None
+    ) -> None:
         """Start crossbar with router/.crossbar/config.json, listening on ports.router and also
-        accepting WebSocket connections from the browser origins in ``allowed_origins``."""
-        cbdir = self.workdir / "router"
+        accepting WebSocket connections from the browser origins in ``allowed_origins``; or
+        another crossbar node, given another ``name`` (its cbdir: workdir/name), its ``config``
+        and the ``port`` of a web transport it serves once ready."""
+        cbdir = self.workdir / name
         cbdir.mkdir(exist_ok=True)
-        (cbdir / "config.json").write_text(json.dumps(self.router_config(), indent=2))
-        self._spawn("router", [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
-        self._wait("router", lambda: _status(f"http://127.0.0.1:{self.ports.router}/") is not None, timeout)
+        (cbdir / "config.json").write_text(json.dumps(config or self.router_config(), indent=2))
+        self._spawn(name, [self.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"])
+        port = port or self.ports.router
+        self._wait(name, lambda: _status(f"http://127.0.0.1:{port}/") is not None, timeout)
         # After a restart, wait until the running services have reconnected (they back off up
         # to 5 s): the system is up when its clients can use it again.
-        for name in self._probes:
-            if name in self.processes:
-                self._wait(name, partial(self._answers, name), timeout)
+        for service in self._probes:
+            if service in self.processes:
+                self._wait(service, partial(self._answers, service), timeout)
 
     def router_config(self) -> dict:
         """router/.crossbar/config.json as this stack runs it from another cbdir: its ports, the
