@@ -3,7 +3,8 @@
 Each document is a JSON object; a request is refused whole (400, naming the item or line) when
 any of its documents is not one, or is one estrom cannot pass on: a field in estrom's own
 namespace, a string with a lone UTF-16 surrogate (it cannot be encoded again to be published),
-nesting deeper than the limit, or NaN/Infinity (not JSON, and not readable by the engine).
+nesting deeper than the limit, or NaN/Infinity (not JSON, and not readable by the engine); and
+(413) when one is larger, encoded as Beater publishes it, than the router carries in a message.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import cbor2
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
@@ -25,12 +28,17 @@ class TooManyDocuments(BadDocuments):
     """More documents in one request than allowed (413)."""
 
 
+class DocumentTooLarge(TooManyDocuments):
+    """A document larger, encoded for the router, than the router carries in a message (413)."""
+
+
 @dataclass(frozen=True)
 class DocumentLimits:
     """How many documents a request may carry, and how deep each may be."""
 
     max_documents: int = 10_000
     max_depth: int = 64
+    max_encoded_bytes: int | None = None  # one document, as CBOR (what Beater publishes)
 
 
 DEFAULT_DOCUMENT_LIMITS = DocumentLimits()
@@ -42,6 +50,10 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Field names of estrom's own in the percolator index (see beater.percolator): a document field
 # named like them would be read with their mapping (the query field parses its value as a query).
 RESERVED_PREFIX = "estrom_"
+
+# The most bytes of CBOR one byte of JSON can become: a float takes 9, and at least 4 as JSON
+# ("1e5,"); strings, names, integers, true/false/null and brackets take no more than as JSON.
+CBOR_PER_JSON_BYTE = 3
 
 
 def parse_documents(
@@ -55,26 +67,36 @@ def parse_documents(
     if not text.strip():
         raise BadDocuments("the body is empty")
     surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    wheres: list[str] = []
     if content_type in NDJSON_TYPES:
         documents = []
         for number, line in enumerate(text.split("\n"), start=1):
             if line.strip():
                 if len(documents) >= limits.max_documents:
                     raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
-                where = f"line {number}: "
-                documents.append(_document(_loads(line, where), where, limits, surrogates))
-        return documents
-    value = _loads(text, "")
-    if isinstance(value, list):
-        if not value:
-            raise BadDocuments("the array is empty")
-        if len(value) > limits.max_documents:
-            raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
-        return [
-            _document(item, f"item {number}: ", limits, surrogates)
-            for number, item in enumerate(value, start=1)
-        ]
-    return [_document(value, "", limits, surrogates)]
+                wheres.append(f"line {number}: ")
+                documents.append(_document(_loads(line, wheres[-1]), wheres[-1], limits, surrogates))
+    else:
+        value = _loads(text, "")
+        if isinstance(value, list):
+            if not value:
+                raise BadDocuments("the array is empty")
+            if len(value) > limits.max_documents:
+                raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
+            wheres = [f"item {number}: " for number in range(1, len(value) + 1)]
+            documents = [_document(item, where, limits, surrogates) for item, where in zip(value, wheres)]
+        else:
+            wheres, documents = [""], [_document(value, "", limits, surrogates)]
+    limit = limits.max_encoded_bytes
+    if limit is not None and len(body) * CBOR_PER_JSON_BYTE > limit:  # else none can be too large
+        for document, where in zip(documents, wheres):
+            size = len(cbor2.dumps(document))
+            if size > limit:
+                raise DocumentTooLarge(
+                    f"{where}the document is {size} bytes as published, more than the {limit} "
+                    "the router carries in one message"
+                )
+    return documents
 
 
 def _constant(name: str) -> Any:

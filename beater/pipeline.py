@@ -20,8 +20,9 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-# index, documents -> {query_id: [positions of the matching documents]}, once published
-Deliver = Callable[[str, list[dict]], Awaitable[dict[str, list[int]]]]
+# index, documents, (documents, bytes) of each request that carried them in turn
+#   -> {query_id: [positions of the matching documents]}, once published
+Deliver = Callable[[str, list[dict], list[tuple[int, int]]], Awaitable[dict[str, list[int]]]]
 
 
 class Overloaded(Exception):
@@ -132,7 +133,9 @@ class Pipeline:
     async def _run(self, index: str, batch: list[_Request]) -> None:
         documents = [document for request in batch for document in request.documents]
         try:
-            matches = await self._deliver(index, documents)
+            matches = await self._deliver(
+                index, documents, [(len(request.documents), request.size) for request in batch]
+            )
         except Rejected:
             if len(batch) == 1:
                 batch[0].done.errback()

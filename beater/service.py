@@ -4,16 +4,19 @@ the hits of each percolation to ``docs-for-<ID>``."""
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from collections import OrderedDict
+from itertools import accumulate
 from typing import Any
 
+import cbor2
 import xxhash
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import PublishOptions, RegisterOptions
 from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
 from twisted.logger import Logger
 
-from beater.documents import DEFAULT_DOCUMENT_LIMITS, DocumentLimits
+from beater.documents import CBOR_PER_JSON_BYTE, DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import Identified, identify
 from beater.interest import Interest
@@ -26,6 +29,11 @@ from estrom.coalesce import Coalesce
 log = Logger()
 
 _ACKNOWLEDGED = PublishOptions(acknowledge=True)
+
+# One event carries the hits of one query in a batch, up to about this many bytes (as CBOR);
+# more go in several events. The router takes at most 16 MiB in one message over RawSocket (and
+# drops the connection that sends more), and each subscriber decodes an event whole.
+EVENT_BYTES = 4 * 1024 * 1024
 
 
 class RouterUnavailable(Exception):
@@ -170,8 +178,12 @@ class Beater:
             raise RouterUnavailable("Beater is not connected to the router")
         return await self.pipeline.submit(index, documents, size)
 
-    async def deliver(self, index: str, documents: list[dict]) -> dict[str, list[int]]:
-        """Percolate one batch in one engine request; publish one event per matching query."""
+    async def deliver(
+        self, index: str, documents: list[dict], requests: list[tuple[int, int]] | None = None
+    ) -> dict[str, list[int]]:
+        """Percolate one batch in one engine request; publish one event per matching query (or
+        several, for a query whose hits would make a larger one than EVENT_BYTES). ``requests``:
+        the (documents, bytes) of each request that carried them, in turn (None: unknown)."""
         if self.one_by_one and len(documents) > 1:
             # The seed's design, kept for the benchmark: each document on its own.
             merged: dict[str, list[int]] = {}
@@ -203,26 +215,24 @@ class Beater:
             if session is None:
                 raise RouterUnavailable("Beater is not connected to the router")
             hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
+            events = _events(hits, matches, requests)
             # One session's messages reach the router, and each subscriber, in the order they
             # were sent, and crossbar handles each as it arrives: the acknowledgement of a
             # batch's last publication says the router took them all. One PUBLISHED per batch
             # instead of one per matching query.
-            topics = list(matches.items())
             try:
-                for query_id, slots in topics[:-1]:
-                    session.publish(api.topic(query_id), *(hits[slot] for slot in slots))
-                if topics:
-                    query_id, slots = topics[-1]
-                    acknowledged = session.publish(
-                        api.topic(query_id), *(hits[slot] for slot in slots), options=_ACKNOWLEDGED
-                    )
+                for query_id, event in events[:-1]:
+                    session.publish(api.topic(query_id), *event)
+                if events:
+                    query_id, event = events[-1]
+                    acknowledged = session.publish(api.topic(query_id), *event, options=_ACKNOWLEDGED)
             except TransportLost as e:
                 raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         finally:
             if self._turns.get(index) is mine:
                 del self._turns[index]
             mine.callback(None)
-        if not topics:
+        if not events:
             return matches
         try:
             await acknowledged
@@ -231,3 +241,44 @@ class Beater:
             # must not pass for "unavailable, retry" (senders retry forever).
             raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         return matches
+
+
+def _events(
+    hits: list[dict], matches: dict[str, list[int]], requests: list[tuple[int, int]] | None
+) -> list[tuple[str, list[dict]]]:
+    """The (query ID, hits) of each event: a query's hits in one, or, if that could come to
+    more than EVENT_BYTES, in as few as hold at most that each (a larger hit alone).
+
+    A request's bytes bound what its documents become as CBOR (CBOR_PER_JSON_BYTE times them),
+    so only the hits of a query that matched in enough bytes of requests are measured."""
+    per_hit = 64 + len(hits[0]["_index"]) if hits else 0  # "_index", "_id" and the ID
+    ends = list(accumulate(documents for documents, _ in requests or ()))
+
+    def at_most(slots: list[int]) -> float:
+        """The most bytes the hits at ``slots`` can come to as CBOR."""
+        if not requests:
+            return float("inf")
+        carried = {bisect_right(ends, slot) for slot in slots}
+        return sum(requests[r][1] for r in carried) * CBOR_PER_JSON_BYTE + len(slots) * per_hit
+
+    batch = sum(size for _, size in requests or ()) * CBOR_PER_JSON_BYTE + len(hits) * per_hit
+    if requests and batch <= EVENT_BYTES:  # no event can be larger than the whole batch
+        return [(query_id, [hits[slot] for slot in slots]) for query_id, slots in matches.items()]
+    events = []
+    sizes: dict[int, int] = {}
+    for query_id, slots in matches.items():
+        if len(slots) == 1 or at_most(slots) <= EVENT_BYTES:
+            events.append((query_id, [hits[slot] for slot in slots]))
+            continue
+        event: list[dict] = []
+        size = 0
+        for slot in slots:
+            if slot not in sizes:
+                sizes[slot] = len(cbor2.dumps(hits[slot]))
+            if event and size + sizes[slot] > EVENT_BYTES:
+                events.append((query_id, event))
+                event, size = [], 0
+            event.append(hits[slot])
+            size += sizes[slot]
+        events.append((query_id, event))
+    return events

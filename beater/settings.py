@@ -6,6 +6,7 @@ from beater.documents import DocumentLimits
 from beater.validation import Limits
 from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
+from estrom.wamp import max_message_bytes, router_url_setting
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class BeaterSettings:
     elasticsearch_url: str = setting(
         "http://127.0.0.1:9200", "ESTROM_ELASTICSEARCH_URL", "search engine (Elasticsearch/OpenSearch) URL"
     )
-    router_url: str = setting("ws://127.0.0.1:8080/ws", "ESTROM_ROUTER_URL", "WAMP router WebSocket URL")
+    router_url: str = router_url_setting()
     realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
     secret: str = setting(
         "", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True
@@ -136,7 +137,12 @@ class BeaterSettings:
 
     def document_limits(self) -> DocumentLimits:
         """How many documents a request may carry, and how deep (beater.ingest)."""
-        return DocumentLimits(max_documents=self.max_docs_per_request, max_depth=self.max_document_depth)
+        return DocumentLimits(
+            max_documents=self.max_docs_per_request,
+            max_depth=self.max_document_depth,
+            # A hit is one document with its index and ID, in one publication: leave room.
+            max_encoded_bytes=max_message_bytes(self.router_url) - 64 * 1024,
+        )
 
     def query_limits(self) -> Limits:
         """How big a query may be (beater.validation)."""

@@ -349,17 +349,20 @@ class Bench:
         proxied = PORTS.router + 104
         await threads.deferToThread(_start_linked_routers, self.stack, "router-linked", clients, links)
         await threads.deferToThread(_start_proxied_router, self.stack, "router-proxied", proxied)
-        routers = {  # the router each of a topology's two Beaters and two subscribers uses
-            "linked": [f"ws://127.0.0.1:{port}/ws" for port in clients],
-            "proxied": [f"ws://127.0.0.1:{proxied}/ws"] * 2,
+        routers = {  # the port each of a topology's two Beaters and two subscribers uses
+            "linked": list(clients),
+            "proxied": [proxied] * 2,
         }
         beaters: dict[str, list[str]] = {}
         port = PORTS.beater + 4  # after the ones main() starts
-        for topology, urls in routers.items():
+        for topology, ports in routers.items():
             beaters[topology] = []
-            for n, url in enumerate(urls, 1):
+            for n, router in enumerate(ports, 1):
                 start = partial(
-                    self.stack.start_beater, f"beater-{topology}-{n}", port, ESTROM_ROUTER_URL=url
+                    self.stack.start_beater,
+                    f"beater-{topology}-{n}",
+                    port,
+                    ESTROM_ROUTER_URL=f"rs://127.0.0.1:{router}",  # as the stack's Beaters
                 )
                 beaters[topology].append(await threads.deferToThread(start, **ALL_QUERIES))
                 port += 1
@@ -369,8 +372,17 @@ class Bench:
                 [self.urls["batched"], self.urls["batched-2"]],
                 [self.stack.router_url] * 2,
             ),
-            "2 router workers, rlinks": ("router-linked", beaters["linked"], routers["linked"]),
-            "1 router worker, 2 proxy workers": ("router-proxied", beaters["proxied"], routers["proxied"]),
+            **{
+                name: (
+                    f"router-{topology}",
+                    beaters[topology],
+                    [f"ws://127.0.0.1:{p}/ws" for p in routers[topology]],
+                )
+                for name, topology in (
+                    ("2 router workers, rlinks", "linked"),
+                    ("1 router worker, 2 proxy workers", "proxied"),
+                )
+            },
         }
         figures = {}
         for workers, (node, urls, routers) in topologies.items():
@@ -931,7 +943,7 @@ def _start_proxied_router(stack: Stack, name: str, port: int, proxies: int = 2) 
     ]
     web["endpoint"].update(port=port, shared=True)
     roles = set()
-    for service in web["paths"].values():
+    for service in [*web["web"]["paths"].values(), web["rawsocket"]]:  # a universal transport
         for method in service.get("auth", {}).values():
             roles.add(method.get("role"))
             for principal in method.get("principals", {}).values():

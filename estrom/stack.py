@@ -86,7 +86,13 @@ class Stack:
 
     @property
     def router_url(self) -> str:
+        """The router's WebSocket URL (browsers, and clients of the README)."""
         return f"ws://127.0.0.1:{self.ports.router}/ws"
+
+    @property
+    def router_rawsocket_url(self) -> str:
+        """The router's RawSocket URL, on the same port (Beater and Tailor)."""
+        return f"rs://127.0.0.1:{self.ports.router}"
 
     @property
     def beater_url(self) -> str:
@@ -101,7 +107,7 @@ class Stack:
         env.update(
             {
                 "ESTROM_ELASTICSEARCH_URL": self.engine_url,
-                "ESTROM_ROUTER_URL": self.router_url,
+                "ESTROM_ROUTER_URL": self.router_rawsocket_url,
                 "ESTROM_BEATER_SECRET": self.secret,
                 "ESTROM_BEATER_PORT": str(self.ports.beater),
                 "ESTROM_TAILOR_PORT": str(self.ports.tailor),
@@ -172,7 +178,12 @@ class Stack:
             for transport in worker.get("transports", []):
                 port = transport["endpoint"]["port"]
                 transport["endpoint"]["port"] = self.ports.router
-                for service in transport.get("paths", {}).values():
+                services = [  # a web transport's, or a universal one's (RawSocket and web)
+                    *transport.get("paths", {}).values(),
+                    *transport.get("web", {}).get("paths", {}).values(),
+                    *([transport["rawsocket"]] if "rawsocket" in transport else []),
+                ]
+                for service in services:
                     if service.get("type") == "static":
                         service["directory"] = str((source / service["directory"]).resolve())
                     origins = service.get("options", {}).get("allowed_origins")

@@ -9,6 +9,7 @@ from typing import Any
 
 import ijson
 from autobahn.twisted.component import Component
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from treq.client import HTTPClient
 from twisted.internet import reactor
@@ -16,6 +17,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
+
+from estrom import api
+from estrom.wamp import is_rawsocket
 
 TIMEOUT = 20.0
 
@@ -123,8 +127,13 @@ class _Collector:
 
 async def wamp_session(router_url: str, authentication: dict | None = None):
     """A joined autobahn WAMP session (anonymous unless ``authentication`` says otherwise)."""
+    transport = (
+        {"type": "rawsocket", "url": router_url, "serializer": "cbor", "max_retries": 0}
+        if is_rawsocket(router_url)
+        else {"type": "websocket", "url": router_url, "max_retries": 0}
+    )
     component = Component(
-        transports=[{"type": "websocket", "url": router_url, "max_retries": 0}],
+        transports=[transport],
         realm="estrom",
         authentication=authentication or {},
     )
@@ -133,6 +142,34 @@ async def wamp_session(router_url: str, authentication: dict | None = None):
     component.start(reactor)
     session = await joined
     return session
+
+
+async def subscribers(meta, sid: str) -> int:
+    """How many sessions the router has subscribed to the topic of ``sid``."""
+    subscription = await meta.call("wamp.subscription.lookup", api.topic(sid))
+    try:
+        return (
+            0
+            if subscription is None
+            else await meta.call("wamp.subscription.count_subscribers", subscription)
+        )
+    except ApplicationError as e:
+        if e.error == "wamp.error.no_such_subscription":  # deleted since the lookup
+            return 0
+        raise
+
+
+async def until_subscribed(stack, index: str, query: str) -> None:
+    """Wait until some session (Tailor, for a stream) has subscribed to the topic of ``query``
+    on ``index``: a document posted after that reaches its subscribers."""
+    client = await wamp_session(stack.router_url)
+    meta = await wamp_session(stack.router_url, {"ticket": {"authid": "beater", "ticket": stack.secret}})
+    try:
+        sid = await client.call(api.REGISTER, index, query)
+        await eventually(lambda: subscribers(meta, sid), what=f"a subscriber of {query!r}")
+    finally:
+        client.leave()
+        meta.leave()
 
 
 ACKNOWLEDGE = PublishOptions(acknowledge=True)

@@ -57,6 +57,11 @@ def router_transports() -> list[dict]:
     return [t for worker in ROUTER_CONFIG["workers"] for t in worker.get("transports", [])]
 
 
+def web_paths(transport: dict) -> dict:
+    """The web services (by path) of a web transport, or of a universal one."""
+    return transport.get("paths") or transport.get("web", {}).get("paths", {})
+
+
 def router_port() -> int:
     (port,) = {t["endpoint"]["port"] for t in router_transports()}
     return port
@@ -67,7 +72,7 @@ def router_path(kind: str) -> tuple[str, dict]:
     ((path, config),) = [
         (path, config)
         for t in router_transports()
-        for path, config in t.get("paths", {}).items()
+        for path, config in web_paths(t).items()
         if config["type"] == kind
     ]
     return path, config
@@ -194,17 +199,20 @@ def test_services_reach_each_other_by_compose_service_name():
         published("elasticsearch")[0][1],
     )
 
-    ws_path, _ = router_path("websocket")
+    (rawsocket,) = [t["rawsocket"] for t in router_transports() if "rawsocket" in t]
     for name, cls in SETTINGS.items():
         router = urlsplit(environment(name)[env_name(cls, "router_url")])
-        assert (router.scheme, router.hostname, router.port) == ("ws", "router", router_port()), name
-        assert router.path == "/" + ws_path, name
+        # RawSocket, on the router's one port beside the page and its WebSocket.
+        assert (router.scheme, router.hostname, router.port) == ("rs", "router", router_port()), name
+        assert rawsocket["auth"]["ticket"]["principals"]["beater"]["role"] == "beater"
 
 
 def test_the_beater_secret_comes_from_the_users_environment_and_is_required():
     secret = env_name(BeaterSettings, "secret")
     _, websocket = router_path("websocket")
-    assert websocket["auth"]["ticket"]["principals"]["beater"]["ticket"] == f"${{{secret}}}"
+    (rawsocket,) = [t["rawsocket"] for t in router_transports() if "rawsocket" in t]
+    for transport in (websocket, rawsocket):
+        assert transport["auth"]["ticket"]["principals"]["beater"]["ticket"] == f"${{{secret}}}"
     for name in ("router", "beater"):
         # ${VAR:?message}: compose refuses to start without it, and no credential is in the repo.
         assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", environment(name)[secret]), name
@@ -302,7 +310,7 @@ def test_router_image_adds_the_allowed_origins_as_the_local_stack_does(tmp_path,
             service
             for worker in config["workers"]
             for t in worker.get("transports", [])
-            for service in t.get("paths", {}).values()
+            for service in web_paths(t).values()
             if service["type"] == "websocket"
         ]
         return ws["options"]["allowed_origins"]

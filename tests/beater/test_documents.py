@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 
+import cbor2
 import pytest
 
-from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments, parse_documents
+from beater.documents import (
+    CBOR_PER_JSON_BYTE,
+    BadDocuments,
+    DocumentLimits,
+    DocumentTooLarge,
+    TooManyDocuments,
+    parse_documents,
+)
 
 
 def refused(body: bytes, content_type: str = "application/json", **limits) -> str:
@@ -52,6 +60,28 @@ def test_documents_per_request_are_bounded():
     lines = b"\n".join(b'{"n": 1}' for _ in range(11))
     with pytest.raises(TooManyDocuments):
         parse_documents(lines, "application/x-ndjson", DocumentLimits(max_documents=10))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"f": [1e5] * 300},  # a float: 4 bytes of JSON ("1e5,"), 9 of CBOR
+        {"s": "x" * 3000},
+        {"deep": {"a": [{"b": "y" * 1000}, 2.5, True, None]}, "i": list(range(500))},
+    ],
+    ids=["floats", "string", "mixed"],
+)
+def test_a_document_larger_than_the_router_carries_is_refused_saying_which(document):
+    published = len(cbor2.dumps(document))  # what Beater publishes: CBOR
+    assert published <= len(json.dumps(document, separators=(",", ":"))) * CBOR_PER_JSON_BYTE
+    small = {"ok": 1}
+    body = json.dumps([small, document]).encode()
+    assert parse_documents(body, "application/json", DocumentLimits(max_encoded_bytes=published))
+    with pytest.raises(DocumentTooLarge, match=f"item 2: the document is {published} bytes as published"):
+        parse_documents(body, "application/json", DocumentLimits(max_encoded_bytes=published - 1))
+    lines = b"\n\n".join(json.dumps(d).encode() for d in (small, document))
+    with pytest.raises(DocumentTooLarge, match="line 3: "):
+        parse_documents(lines, "application/x-ndjson", DocumentLimits(max_encoded_bytes=published - 1))
 
 
 def test_what_is_fine_passes_unchanged():

@@ -12,7 +12,7 @@ from beater.pipeline import Pipeline
 def pipeline(**options) -> tuple[Pipeline, list[tuple[list[dict], Deferred]], Clock]:
     percolations: list[tuple[list[dict], Deferred]] = []
 
-    def deliver(index: str, documents: list[dict]) -> Deferred:
+    def deliver(index: str, documents: list[dict], requests: list[tuple[int, int]]) -> Deferred:
         percolations.append((documents, Deferred()))
         return percolations[-1][1]
 

@@ -6,14 +6,20 @@ import json
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
 
-from tests.clients import HttpStream, http, post
+from estrom import api
+from tests.clients import HttpStream, eventually, http, post, wamp_session
 
 
 async def tail(stack, index, query="service:api") -> HttpStream:
     stream = await HttpStream.open(stack.tailor_url, i=index, q=query)
     await stream.wait_for_head()
     return stream
+
+
+def compact(documents) -> bytes:
+    return json.dumps(documents, separators=(",", ":")).encode()
 
 
 def url(stack, index):
@@ -118,6 +124,55 @@ async def test_a_body_over_the_size_limit_is_refused_with_413(stack, index):
     status, answer = await post(url(stack, index), big)
     assert status == 413
     assert "larger than" in answer["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_documents_as_large_as_ingest_takes_reach_streams_whole(stack, index, sole_beater):
+    # Beater and Tailor speak RawSocket to the router, which carries at most 16 MiB a message.
+    sole_beater(ESTROM_BATCH_MAX_WAIT_MS="1000")  # requests within a second share a batch
+    stream = await tail(stack, index, "kind:big")
+    session = await wamp_session(stack.router_url)
+    try:
+        events = []
+        sid = await session.call(api.REGISTER, index, "kind:many")
+        await session.subscribe(lambda *hits: events.append(hits), api.topic(sid))
+        # One 9 MiB document (under the 10 MiB body limit), to the stream.
+        status, _ = await post(url(stack, index), {"kind": "big", "blob": "x" * (9 << 20)})
+        assert status == 200
+        (hit,) = await stream.wait_for_hits(1)
+        assert len(hit["_source"]["blob"]) == 9 << 20
+        # Two requests of nine 1 MiB documents in one batch, all matching one query: 18 MiB of
+        # hits, more than one message holds.
+        before = await percolations(stack, index)
+        answers = await gatherResults(
+            [
+                Deferred.fromCoroutine(
+                    post(url(stack, index), [{"kind": "many", "n": n, "blob": "y" * (1 << 20)} for n in ns])
+                )
+                for ns in (range(9), range(9, 18))
+            ]
+        )
+        assert [status for status, _ in answers] == [200, 200]
+        assert await percolations(stack, index) == before + 1
+        await eventually(lambda: sum(map(len, events)) == 18, what="the 18 hits")
+        assert [hit["_source"]["n"] for event in events for hit in event] == list(range(18))
+        assert all(len(hit["_source"]["blob"]) == 1 << 20 for event in events for hit in event)
+    finally:
+        session.leave()
+        stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_document_larger_than_the_router_carries_is_refused_with_413(stack, index):
+    stream = await tail(stack, index, "*")
+    floats = {"f": [0.5] * 2_200_000}  # 8.8 MB of JSON, 19.8 MB of CBOR (over 16 MiB)
+    status, answer = await post(url(stack, index), compact([{"ok": 1}, floats]))
+    assert status == 413
+    assert "item 2: the document is 19800008 bytes as published" in answer["error"]
+    assert (await post(url(stack, index), {"marker": True}))[0] == 200  # and Beater goes on
+    hits = await stream.wait_for_hits(1)
+    assert [hit["_source"] for hit in hits] == [{"marker": True}]
+    stream.close()
 
 
 @pytest.mark.parametrize("path", ["/api/v0.1/docs/Events", "/api/v0.1/docs/_x", "/api/v0.1/docs/a%2Fb"])

@@ -1,13 +1,17 @@
-"""Publishing a percolation's hits: the router going away is "retry"; a bug is not."""
+"""Publishing a percolation's hits: the router going away is "retry"; a bug is not; no event is
+larger than the router should carry."""
 
 from __future__ import annotations
 
+import json
+
+import cbor2
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from twisted.internet.defer import Deferred, fail, succeed
 
-from beater.service import Beater, RouterUnavailable
+from beater.service import EVENT_BYTES, Beater, RouterUnavailable
 
 
 class _Percolator:
@@ -128,3 +132,61 @@ async def test_a_batch_whose_acknowledgement_is_lost_means_retry():
     session.acknowledgement.errback(TransportLost())
     with pytest.raises(RouterUnavailable):
         await delivered
+
+
+class _All:
+    """One query, which every document matches."""
+
+    async def percolate(self, index, documents, only=None):
+        return {"0123456789abcdef": list(range(len(documents)))}
+
+
+class _Events:
+    """The hits and acknowledgement of each publication, as autobahn would send them."""
+
+    def __init__(self):
+        self.events: list[tuple[list[dict], bool]] = []
+
+    def publish(self, topic, *hits, options=None):
+        acknowledge = bool(options and options.acknowledge)
+        self.events.append((list(hits), acknowledge))
+        return succeed(None) if acknowledge else None
+
+
+async def published(
+    documents: list[dict], requests: list[tuple[int, int]] | None
+) -> list[tuple[list[dict], bool]]:
+    service, session = Beater(_All()), _Events()
+    service.session = session
+    await service.deliver("events", documents, requests)
+    return session.events
+
+
+def request_sizes(*requests: list[dict]) -> list[tuple[int, int]]:
+    return [(len(documents), len(json.dumps(documents))) for documents in requests]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_querys_hits_larger_than_an_event_holds_go_in_several_in_order():
+    # Ten documents of 1 MiB, all matching: more than the router should take in one message.
+    documents = [{"n": n, "blob": "x" * (1 << 20)} for n in range(10)]
+    events = await published(documents, request_sizes(documents[:4], documents[4:]))
+    assert [len(hits) for hits, _ in events] == [3, 3, 3, 1]
+    assert [hit["_source"]["n"] for hits, _ in events for hit in hits] == list(range(10))
+    assert all(len(cbor2.dumps(hits)) <= EVENT_BYTES for hits, _ in events)
+    assert [acknowledged for _, acknowledged in events] == [False, False, False, True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hit_larger_than_an_event_holds_goes_alone():
+    documents = [{"n": 0}, {"n": 1, "blob": "x" * (EVENT_BYTES + 1)}, {"n": 2}]
+    events = await published(documents, request_sizes(documents))
+    assert [[hit["_source"]["n"] for hit in hits] for hits, _ in events] == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["request sizes known", "unknown"])
+@pytest_twisted.ensureDeferred
+async def test_small_hits_of_a_query_go_in_one_event(known):
+    documents = [{"n": n, "msg": "GET /api 200"} for n in range(1000)]
+    events = await published(documents, request_sizes(documents[:500], documents[500:]) if known else None)
+    assert [len(hits) for hits, _ in events] == [1000]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import reactor
 
-from tests.clients import ProcessLines, eventually, post
+from tests.clients import ProcessLines, eventually, post, until_subscribed
 
 ESTROM = str(Path(sys.executable).parent / "estrom")
 
@@ -27,21 +27,23 @@ def docs_url(stack, index):
 
 @pytest_twisted.ensureDeferred
 async def test_prints_each_matching_document_as_a_compact_json_line(stack, index):
-    out, _ = run("--url", stack.tailor_url, "-i", index, "level:error AND service:api", "--limit", "2")
-    # The stream's head has been read once the first probe comes through.
-    await _deliver_until_printed(stack, index, out, {"level": "error", "service": "api", "n": 1})
+    query = "level:error AND service:api"
+    out, _ = run("--url", stack.tailor_url, "-i", index, query, "--limit", "2")
+    await until_subscribed(stack, index, query)
+    await post(docs_url(stack, index), {"level": "error", "service": "api", "n": 1})
     await post(
         docs_url(stack, index),
         [{"level": "info", "service": "api"}, {"level": "error", "service": "api", "n": 2}],
     )
     await eventually(lambda: out.ended, what="estrom tail to stop after --limit 2")
     assert out.status == 0, out.stderr
-    assert out.lines[-1] == '{"level":"error","service":"api","n":2}'
+    assert out.lines == ['{"level":"error","service":"api","n":1}', '{"level":"error","service":"api","n":2}']
     assert all(json.loads(line)["level"] == "error" for line in out.lines)
 
 
 async def _deliver_until_printed(stack, index, out: ProcessLines, document: dict) -> None:
-    """Post ``document`` until the command prints it (it may not have subscribed yet)."""
+    """Post ``document`` until the command prints it (it may not have subscribed yet): for a
+    command without --limit, which more copies do not stop early."""
 
     async def printed():
         if out.ended:
@@ -84,7 +86,8 @@ async def test_format_template_and_json_output(stack, index):
 @pytest_twisted.ensureDeferred
 async def test_colour_by_level(stack, index):
     out, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "--color", "always", "--limit", "2")
-    await _deliver_until_printed(stack, index, out, {"service": "api", "level": "error", "n": 1})
+    await until_subscribed(stack, index, "service:api")
+    await post(docs_url(stack, index), {"service": "api", "level": "error", "n": 1})
     await post(docs_url(stack, index), {"service": "api", "level": "info", "n": 2})
     await eventually(lambda: out.ended, what="two lines")
     assert out.lines[0].startswith("\033[31m") and out.lines[0].endswith("\033[0m")

@@ -5,7 +5,8 @@ A document can reach a Beater before that Beater has the router's meta-event for
 subscription; it still percolates the query, because registering or looking it up recorded in
 the engine that it is about to be listened to. One of the Beaters here reaches the router
 through a proxy that delays what the router sends it by ``LATENCY`` (a Beater on another host):
-its meta-events come that much after the streams' first bytes. ``make several`` runs this 10
+its meta-events come that much after the streams' first bytes. That Beater and one Tailor reach
+the router over WebSocket, the others over RawSocket (the default). ``make several`` runs this 10
 times in a row.
 """
 
@@ -53,7 +54,11 @@ def several(stack):
         urls.append(
             stack.start_beater("beater-2", port=stack.ports.beater + 12, ESTROM_ACTIVE_GRACE_SECONDS=WINDOW)
         )
-        tailors = [stack.tailor_url, stack.start_tailor("tailor-1", port=stack.ports.tailor + 11)]
+        # The far Beater and the second Tailor speak WebSocket to the router, the others RawSocket.
+        tailors = [
+            stack.tailor_url,
+            stack.start_tailor("tailor-1", port=stack.ports.tailor + 11, ESTROM_ROUTER_URL=stack.router_url),
+        ]
         yield urls, tailors
     finally:
         for name in ("beater-far", "beater-2", "tailor-1", "beater"):

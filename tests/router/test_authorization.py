@@ -2,8 +2,9 @@
 
 An anonymous client (role ``client``) may call ``estrom.register`` and ``estrom.lookup`` and
 subscribe, with match ``exact``, to one ``docs-for-<16 hex digits>`` topic: nothing that would
-let it receive other queries' hits (router/authorizer.py decides). A WebSocket handshake from a
-page of another origin is refused (the transport's ``allowed_origins``).
+let it receive other queries' hits (router/authorizer.py decides), over WebSocket and over
+RawSocket alike (port 8080 speaks both). A WebSocket handshake from a page of another origin is
+refused (the transport's ``allowed_origins``); a page cannot speak RawSocket at all.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ NOT_AUTHORIZED = "wamp.error.not_authorized"
 SOME_ID = "0123456789abcdef"
 
 
-@pytest_twisted.async_yield_fixture
-async def session(stack):
-    session = await wamp_session(stack.router_url)
+@pytest_twisted.async_yield_fixture(params=["websocket", "rawsocket"])
+async def session(stack, request):
+    """An anonymous session, over each of the router's transports: they admit the same."""
+    session = await wamp_session(
+        stack.router_url if request.param == "websocket" else stack.router_rawsocket_url
+    )
     yield session
     session.leave()
 

@@ -1,4 +1,5 @@
-"""A WAMP subscriber that stops reading cannot make the router hold without bound.
+"""A WAMP subscriber that stops reading cannot make the router hold without bound, over
+WebSocket or RawSocket.
 
 Twenty anonymous subscribers stop reading (their client stops taking bytes off the socket), one
 keeps reading, and 20 MB of hits are published to their topic. Without a bound the router worker
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet.task import LoopingCall
 
@@ -41,15 +43,17 @@ def rss(pid: int) -> int:
     return 0
 
 
+@pytest.mark.parametrize("transport", ["websocket", "rawsocket"])
 @pytest_twisted.ensureDeferred
-async def test_subscribers_that_stop_reading_are_closed_and_the_router_stays_bounded(stack, index):
-    reader = await wamp_session(stack.router_url)
+async def test_subscribers_that_stop_reading_are_closed_and_the_router_stays_bounded(stack, index, transport):
+    router_url = stack.router_url if transport == "websocket" else stack.router_rawsocket_url
+    reader = await wamp_session(router_url)
     sid = await reader.call(api.REGISTER, index, "slow:readers")
     received = []
     await reader.subscribe(lambda *hits: received.extend(hits), api.topic(sid))
     stalled, lost = [], []
     for _ in range(STALLED):
-        session = await wamp_session(stack.router_url)
+        session = await wamp_session(router_url)
         await session.subscribe(lambda *hits: None, api.topic(sid))
         session.on("leave", lambda *args, session=session: lost.append(session))
         stalled.append(session)

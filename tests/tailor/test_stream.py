@@ -9,10 +9,8 @@ import urllib.parse
 
 import pytest
 import pytest_twisted
-from autobahn.wamp.exception import ApplicationError
 
-from estrom import api
-from tests.clients import HttpStream, eventually, get, http, post, wamp_session
+from tests.clients import HttpStream, eventually, get, http, post, subscribers, wamp_session
 
 
 def docs_url(stack, index):
@@ -118,21 +116,6 @@ async def meta(stack):
     session = await wamp_session(stack.router_url, {"ticket": {"authid": "beater", "ticket": stack.secret}})
     yield session
     session.leave()
-
-
-async def subscribers(meta, sid: str) -> int:
-    """How many sessions the router has subscribed to the topic of ``sid``."""
-    subscription = await meta.call("wamp.subscription.lookup", api.topic(sid))
-    try:
-        return (
-            0
-            if subscription is None
-            else await meta.call("wamp.subscription.count_subscribers", subscription)
-        )
-    except ApplicationError as e:
-        if e.error == "wamp.error.no_such_subscription":  # deleted since the lookup
-            return 0
-        raise
 
 
 @pytest_twisted.ensureDeferred
