@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.router_url,
         settings.realm,
         {"ticket": {"authid": "beater", "ticket": settings.secret}},
+        settings.router_heartbeat_seconds,
     )
     sweep = LoopingCall(lambda: Deferred.fromCoroutine(beater.sweep(settings.query_retention_days * 86400)))
     sweep.start(settings.query_sweep_seconds, now=False).addErrback(

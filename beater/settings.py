@@ -6,7 +6,7 @@ from beater.documents import DocumentLimits
 from beater.validation import Limits
 from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
-from estrom.wamp import max_message_bytes, router_url_setting
+from estrom.wamp import max_message_bytes, router_heartbeat_setting, router_url_setting
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class BeaterSettings:
         "http://127.0.0.1:9200", "ESTROM_ELASTICSEARCH_URL", "search engine (Elasticsearch/OpenSearch) URL"
     )
     router_url: str = router_url_setting()
+    router_heartbeat_seconds: float = router_heartbeat_setting()
     realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
     secret: str = setting(
         "", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True

@@ -7,6 +7,10 @@ from typing import Any
 import cbor2
 from autobahn.twisted.component import Component
 from autobahn.wamp import serializer
+from twisted.internet import reactor
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from estrom.settings import setting
 
@@ -59,8 +63,64 @@ def is_rawsocket(router_url: str) -> bool:
     return router_url.startswith(("rs://", "rss://"))
 
 
-def component(router_url: str, realm: str, authentication: dict[str, Any] | None = None) -> Component:
-    """A component that connects to ``router_url`` and reconnects forever, backing off to 5 s."""
+log = Logger()
+
+# RawSocket has no ping: a router that stops answering (stopped, stuck) would leave calls and
+# acknowledged publications waiting for ever. So a RawSocket session asks the router, every
+# ESTROM_ROUTER_HEARTBEAT_SECONDS, something it answers itself (a call nobody may make, refused
+# at once); with no answer within twice that, the connection is dropped and the component
+# reconnects, as WebSocket's auto-ping (10 s, 20 s) does.
+HEARTBEAT_PROCEDURE = "estrom.heartbeat"
+
+
+def router_heartbeat_setting() -> Any:
+    """ESTROM_ROUTER_HEARTBEAT_SECONDS, of Beater and Tailor."""
+    return setting(
+        10.0,
+        "ESTROM_ROUTER_HEARTBEAT_SECONDS",
+        "how often a RawSocket connection checks that the router answers (dropped after twice that)",
+    )
+
+
+class Heartbeat:
+    """Checks that the router of a joined session answers (see HEARTBEAT_PROCEDURE)."""
+
+    def __init__(self, interval: float = 10.0, timeout: float = 20.0, clock: IReactorTime = reactor):
+        self.interval, self.timeout, self.clock = interval, timeout, clock
+        self._loop: LoopingCall | None = None
+
+    def on_join(self, session, details) -> None:
+        self.on_leave(session, details)
+        self._loop = LoopingCall(self._beat, session)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    def on_leave(self, session, details) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _beat(self, session) -> None:
+        if not session.is_attached():
+            return
+        answer = session.call(HEARTBEAT_PROCEDURE)
+        # Not answer.cancel() on time out: that would send the router a CANCEL.
+        silence = self.clock.callLater(self.timeout, self._silent, session)
+        answer.addBoth(lambda _: silence.cancel() if silence.active() else None)
+
+    def _silent(self, session) -> None:
+        if session.is_attached():
+            log.warn(
+                "the router did not answer for {timeout} s: dropping the connection", timeout=self.timeout
+            )
+            session._transport.abort()  # the component reconnects; pending requests fail
+
+
+def component(
+    router_url: str, realm: str, authentication: dict[str, Any] | None = None, heartbeat: float = 10.0
+) -> Component:
+    """A component that connects to ``router_url`` and reconnects forever, backing off to 5 s;
+    over RawSocket, it checks every ``heartbeat`` seconds that the router answers."""
     transport = {
         "url": router_url,
         "max_retries": -1,
@@ -74,8 +134,13 @@ def component(router_url: str, realm: str, authentication: dict[str, Any] | None
         transport.update(
             type="websocket", serializers=["cbor"], options={"autoPingInterval": 10, "autoPingTimeout": 20}
         )
-    return Component(
+    wamp = Component(
         transports=[transport],
         realm=realm,
         authentication=authentication or {},
     )
+    if is_rawsocket(router_url):
+        beats = Heartbeat(heartbeat, 2 * heartbeat)
+        wamp.on("join", beats.on_join)
+        wamp.on("leave", beats.on_leave)
+    return wamp

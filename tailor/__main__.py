@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"tailor: {e}")
 
     tailor = Tailor(settings.keepalive_seconds, settings.max_pending_hits, settings.max_pending_bytes)
-    wamp = component(settings.router_url, settings.realm)
+    wamp = component(settings.router_url, settings.realm, heartbeat=settings.router_heartbeat_seconds)
     wamp.on("join", tailor.on_join)
     wamp.on("leave", tailor.on_leave)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(tailor.shutdown()))

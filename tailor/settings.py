@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
 from estrom.settings import setting
-from estrom.wamp import router_url_setting
+from estrom.wamp import router_heartbeat_setting, router_url_setting
 
 
 @dataclass(frozen=True)
@@ -12,6 +12,7 @@ class TailorSettings:
     """Tailor: streams the documents matching a query as one endless JSON HTTP response."""
 
     router_url: str = router_url_setting()
+    router_heartbeat_seconds: float = router_heartbeat_setting()
     realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
     host: str = setting("127.0.0.1", "ESTROM_TAILOR_HOST", "address the HTTP server listens on")
     port: int = setting(8090, "ESTROM_TAILOR_PORT", "port of the HTTP server")

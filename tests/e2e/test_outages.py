@@ -3,6 +3,9 @@ queries survive restarts of every part."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest_twisted
 
 from tests.clients import HttpStream, eventually, get, http, post
@@ -47,6 +50,26 @@ async def test_router_restart(stack, index):
     await post(docs_url(stack, index), {"level": "error"})
     assert len(await again.wait_for_hits(1)) == 1
     again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_router_that_stops_answering_is_dropped_and_found_again(stack, index, sole_beater):
+    # RawSocket has no ping: Beater asks the router something every heartbeat, and drops the
+    # connection when no answer comes within two; senders are then told to retry.
+    sole_beater(ESTROM_ROUTER_HEARTBEAT_SECONDS="0.5")
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="level:error")
+    await stream.wait_for_head()  # a subscriber: a matching document is published
+    os.killpg(stack.processes["router"].pid, signal.SIGSTOP)
+    try:
+        await eventually(lambda: "the router did not answer" in stack.tail("beater"), what="the heartbeat")
+        await assert_retry_later(await http.post(docs_url(stack, index), json={"level": "error"}))
+    finally:
+        os.killpg(stack.processes["router"].pid, signal.SIGCONT)
+    await eventually(
+        lambda: answers_with(docs_url(stack, index), 200, {"level": "error"}), what="Beater to reconnect"
+    )
+    assert (await stream.wait_for_hits(1))[-1]["_source"] == {"level": "error"}
+    stream.close()
 
 
 async def _status_is(tailor_url: str, params: dict, status: int) -> bool:
