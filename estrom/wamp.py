@@ -6,7 +6,8 @@ from typing import Any
 
 import cbor2
 from autobahn.twisted.component import Component
-from autobahn.wamp import serializer
+from autobahn.twisted.wamp import Session
+from autobahn.wamp import protocol, serializer
 from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -78,7 +79,7 @@ def router_heartbeat_setting() -> Any:
     return setting(
         10.0,
         "ESTROM_ROUTER_HEARTBEAT_SECONDS",
-        "how often a RawSocket connection checks that the router answers (dropped after twice that)",
+        "how often Beater and Tailor check that the router answers (silent twice that: reconnect)",
     )
 
 
@@ -116,11 +117,26 @@ class Heartbeat:
             session._transport.abort()  # the component reconnects; pending requests fail
 
 
+class _Session(Session):
+    """A component's session that fails what waits for the router when the session ends.
+
+    autobahn's Session (what a Component makes) replaces ApplicationSession's onLeave and
+    onDisconnect, which errback outstanding calls and acknowledged publications, with handlers
+    that only disconnect: when the connection drops, they would wait for ever, and so would the
+    sender or the stream that waits for them."""
+
+    def on_leave(self, details):
+        return protocol.ApplicationSession.onLeave(self, details)  # errbacks, then disconnects
+
+    def on_disconnect(self):
+        return protocol.ApplicationSession.onDisconnect(self)
+
+
 def component(
     router_url: str, realm: str, authentication: dict[str, Any] | None = None, heartbeat: float = 10.0
 ) -> Component:
     """A component that connects to ``router_url`` and reconnects forever, backing off to 5 s;
-    over RawSocket, it checks every ``heartbeat`` seconds that the router answers."""
+    it checks every ``heartbeat`` seconds that the router answers (WebSocket: by ping)."""
     transport = {
         "url": router_url,
         "max_retries": -1,
@@ -132,12 +148,15 @@ def component(
         transport.update(type="rawsocket", serializer="cbor")
     else:
         transport.update(
-            type="websocket", serializers=["cbor"], options={"autoPingInterval": 10, "autoPingTimeout": 20}
+            type="websocket",
+            serializers=["cbor"],
+            options={"autoPingInterval": heartbeat, "autoPingTimeout": 2 * heartbeat},
         )
     wamp = Component(
         transports=[transport],
         realm=realm,
         authentication=authentication or {},
+        session_factory=_Session,
     )
     if is_rawsocket(router_url):
         beats = Heartbeat(heartbeat, 2 * heartbeat)

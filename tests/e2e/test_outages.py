@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 import pytest_twisted
 
 from tests.clients import HttpStream, eventually, get, http, post
@@ -70,6 +71,36 @@ async def test_a_router_that_stops_answering_is_dropped_and_found_again(stack, i
     )
     assert (await stream.wait_for_hits(1))[-1]["_source"] == {"level": "error"}
     stream.close()
+
+
+@pytest.mark.parametrize("transport", ["rawsocket", "websocket"])
+@pytest_twisted.ensureDeferred
+async def test_requests_in_flight_when_the_router_stops_answering_are_answered(
+    stack, index, sole_beater, transport
+):
+    # A document percolated and published to a router that no longer reads, and a stream
+    # whose registration went to it: once the heartbeat (RawSocket) or ping (WebSocket) drops
+    # the connection, both senders are told to retry.
+    router = stack.router_rawsocket_url if transport == "rawsocket" else stack.router_url
+    sole_beater(ESTROM_ROUTER_URL=router, ESTROM_ROUTER_HEARTBEAT_SECONDS="0.5")
+    port = stack.ports.tailor + 5
+    tailor = stack.start_tailor(
+        "tailor-heartbeat", port=port, ESTROM_ROUTER_URL=router, ESTROM_ROUTER_HEARTBEAT_SECONDS="0.5"
+    )
+    try:
+        stream = await HttpStream.open(tailor, i=index, q="level:error")
+        await stream.wait_for_head()  # a subscriber: the document's hit is published
+        os.killpg(stack.processes["router"].pid, signal.SIGSTOP)
+        try:
+            sent = http.post(docs_url(stack, index), json={"level": "error"}, timeout=10)
+            opened = http.get(tailor + "/api/v0.1/docs", params={"i": index, "q": "level:warn"}, timeout=10)
+            await assert_retry_later(await sent)
+            await assert_retry_later(await opened)
+        finally:
+            os.killpg(stack.processes["router"].pid, signal.SIGCONT)
+        stream.close()
+    finally:
+        stack.stop("tailor-heartbeat")
 
 
 async def _status_is(tailor_url: str, params: dict, status: int) -> bool:
