@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test lint bench fuzz soak exact several engine browser clean
+.PHONY: install up test lint bench fuzz soak exact several engine browser shippers clean
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
@@ -36,6 +36,24 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
+# Real log shippers for the tests, from Debian: rsyslog (omelasticsearch) and syslog-ng (http(),
+# elasticsearch-http()). Their packages conflict (each is the system's logger, and installing one
+# removes the other and starts it as a service), so the daemons are unpacked into .shippers and
+# run from there; only the libraries they need are installed.
+SHIPPER_LIBS := libestr0 libfastjson4 liblognorm5 libcurl4 libcap2 libglib2.0-0 libivykis0 \
+	libjson-c5 libnet1 libpcre3 libssl3 libwrap0
+SHIPPER_DEBS := rsyslog rsyslog-elasticsearch syslog-ng-core syslog-ng-mod-http syslog-ng-scl
+
+shippers: .shippers/.installed
+
+.shippers/.installed: Makefile
+	rm -rf .shippers/debs .shippers/root && mkdir -p .shippers/debs
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SHIPPER_LIBS)
+	cd .shippers/debs && apt-get download -qq $(SHIPPER_DEBS)
+	for deb in .shippers/debs/*.deb; do dpkg-deb -x $$deb .shippers/root; done
+	touch $@
+
 engine: engine/target/.built engine/elasticsearch7/target/.built
 
 # Local search engine nodes for `make up` and the tests (OpenSearch 2.19, and Elasticsearch 7.17,
@@ -63,7 +81,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint browser tests/js/node_modules/.installed
+test: install lint browser shippers tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
 
 # Full-length fuzzing (`make test` runs a fixed seed and fewer): 100,000 generated queries and
@@ -93,4 +111,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom \
-		router/web/node_modules tests/js/node_modules
+		router/web/node_modules tests/js/node_modules .shippers

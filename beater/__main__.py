@@ -12,12 +12,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from beater.engine import Engine
-from beater.ingest import DocsResource, IngestSite
+from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
 from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
-from estrom.http import SiteLimits, api_root
+from estrom.http import SiteLimits
 from estrom.settings import describe, load
 from estrom.wamp import component
 
@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     wamp.on("join", beater.on_join)
     wamp.on("leave", beater.on_leave)
 
-    site = IngestSite(api_root(DocsResource(beater)), settings.max_body_bytes)
+    site = IngestSite(IngestRoot(beater), settings.max_body_bytes)
     # IngestSite is a GuardedSite (estrom.http): Host check, request deadline, connection cap.
     site.limits = limits
     site.access_log = settings.access_log
     reactor.listenTCP(settings.port, site, interface=settings.host)
     log.info(
-        "Beater ingest: POST documents to http://{host}:{port}/api/v0.1/docs/<index>",
+        "Beater ingest: POST documents to http://{host}:{port}/api/v0.1/docs/<index>, "
+        "or _bulk bodies to http://{host}:{port}/_bulk",
         host=settings.host,
         port=settings.port,
     )

@@ -75,35 +75,42 @@ def parse_documents(
                 if len(documents) >= limits.max_documents:
                     raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
                 wheres.append(f"line {number}: ")
-                documents.append(_document(_loads(line, wheres[-1]), wheres[-1], limits, surrogates))
+                documents.append(check_document(loads(line, wheres[-1]), wheres[-1], limits, surrogates))
     else:
-        value = _loads(text, "")
+        value = loads(text, "")
         if isinstance(value, list):
             if not value:
                 raise BadDocuments("the array is empty")
             if len(value) > limits.max_documents:
                 raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
             wheres = [f"item {number}: " for number in range(1, len(value) + 1)]
-            documents = [_document(item, where, limits, surrogates) for item, where in zip(value, wheres)]
+            documents = [
+                check_document(item, where, limits, surrogates) for item, where in zip(value, wheres)
+            ]
         else:
-            wheres, documents = [""], [_document(value, "", limits, surrogates)]
+            wheres, documents = [""], [check_document(value, "", limits, surrogates)]
     limit = limits.max_encoded_bytes
     if limit is not None and len(body) * CBOR_PER_JSON_BYTE > limit:  # else none can be too large
         for document, where in zip(documents, wheres):
-            size = len(cbor2.dumps(document))
-            if size > limit:
-                raise DocumentTooLarge(
-                    f"{where}the document is {size} bytes as published, more than the {limit} "
-                    "the router carries in one message"
-                )
+            check_size(document, where, limit)
     return documents
+
+
+def check_size(document: dict, where: str, limit: int) -> None:
+    """Raise DocumentTooLarge if ``document`` is more than ``limit`` bytes as published."""
+    size = len(cbor2.dumps(document))
+    if size > limit:
+        raise DocumentTooLarge(
+            f"{where}the document is {size} bytes as published, more than the {limit} "
+            "the router carries in one message"
+        )
 
 
 def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _loads(text: str, where: str) -> Any:
+def loads(text: str, where: str) -> Any:
     try:
         return json.loads(text, parse_constant=_constant)
     except RecursionError:
@@ -112,7 +119,9 @@ def _loads(text: str, where: str) -> Any:
         raise BadDocuments(f"{where}not valid JSON: {e}") from None
 
 
-def _document(value: Any, where: str, limits: DocumentLimits, surrogates: bool) -> dict:
+def check_document(value: Any, where: str, limits: DocumentLimits, surrogates: bool = True) -> dict:
+    """``value`` if it is a document estrom can pass on; else raise BadDocuments saying why
+    (``where`` first). ``surrogates``: whether its text may hold a UTF-16 surrogate escape."""
     if not isinstance(value, dict):
         raise BadDocuments(f"{where}a document is a JSON object, not {type(value).__name__}")
     for name in value:

@@ -1,30 +1,36 @@
-"""Where documents come in: ``POST /api/v0.1/docs/<index>``.
+"""Where documents come in: ``POST /api/v0.1/docs/<index>``, and the Elasticsearch ``_bulk`` API.
 
-Accepts ``application/json`` (one object, as Logstash's ``format => "json"`` sends, or an array
-of objects, as ``format => "json_batch"`` sends) and ``application/x-ndjson`` (one object per
-line). A request is answered only after its documents were percolated and their hits published;
-any failure on the way answers 4xx (the sender's fault: don't retry) or 503 (retry), and nothing
-of a refused request is published.
+The docs API accepts ``application/json`` (one object, as Logstash's ``format => "json"`` sends,
+or an array of objects, as ``format => "json_batch"`` sends) and ``application/x-ndjson`` (one
+object per line). A request is answered only after its documents were percolated and their hits
+published; any failure on the way answers 4xx (the sender's fault: don't retry) or 503 (retry),
+and nothing of a refused request is published. ``/_bulk`` answers item by item (beater.bulk).
+Either takes a gzip body (``Content-Encoding: gzip``).
 """
 
 from __future__ import annotations
 
+import json
+import time
+import zlib
+from collections.abc import Callable
 from io import BytesIO
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
+from beater.bulk import BulkItem, parse_bulk
 from beater.documents import JSON_TYPES, NDJSON_TYPES, BadDocuments, TooManyDocuments, parse_documents
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
 from beater.pipeline import Overloaded, Rejected
 from beater.service import Beater, RouterUnavailable
-from estrom.http import GuardedSite, NotFound, only, send_error, send_json
+from estrom.http import Branch, GuardedSite, NotFound, answer_later, api_root, only, send_error, send_json
 
-log = Logger()
+T = TypeVar("T")
 
 RETRY_AFTER = {"Retry-After": "1"}
 
@@ -64,19 +70,17 @@ class DocsResource(Resource):
         self.beater = beater
 
     def getChild(self, name: bytes, request: Request) -> Resource:
-        # The path segment is percent-encoded, as Tailor's `i=` is: decode it the same way.
-        try:
-            index = unquote_to_bytes(name).decode("utf-8")
-        except UnicodeDecodeError:
-            index = None
-        return IndexDocsResource(self.beater, index)
+        return IndexDocsResource(self.beater, _index_name(name))
 
     def render(self, request: Request) -> bytes:
         return NotFound().render(request)
 
 
-class IndexDocsResource(Resource):
+class _Ingest(Resource):
+    """Where documents for ``index`` (None: each names its own) are sent with ``methods``."""
+
     isLeaf = True
+    methods = b"POST"
 
     def __init__(self, beater: Beater, index: str | None):
         super().__init__()
@@ -84,18 +88,28 @@ class IndexDocsResource(Resource):
         self.index = index
 
     def render(self, request: LimitedRequest) -> bytes | int:
-        return only(b"POST", request) or super().render(request)
+        return only(self.methods, request) or answer_later(request, self.answer(request), "ingest")
 
-    def render_POST(self, request: LimitedRequest) -> int:
-        Deferred.fromCoroutine(self._ingest(request)).addErrback(
-            lambda failure: (
-                log.failure("ingest failed", failure),
-                send_error(request, 500, "internal error"),
-            )
-        )
-        return NOT_DONE_YET
+    async def answer(self, request: LimitedRequest) -> None:
+        raise NotImplementedError
 
-    async def _ingest(self, request: LimitedRequest) -> None:
+    def read(self, request: LimitedRequest, parse: Callable[[bytes, str], T]) -> tuple[bytes, T] | None:
+        """The body of ``request`` and ``parse(body, content type)``; None once a body that
+        cannot be read was answered (400, 413, 415)."""
+        try:
+            body, content_type = request_body(request, JSON_TYPES + NDJSON_TYPES)
+            return body, parse(body, content_type)
+        except Refused as e:
+            send_error(request, e.status, str(e))
+        except TooManyDocuments as e:
+            send_error(request, 413, str(e))
+        except BadDocuments as e:
+            send_error(request, 400, str(e))
+        return None
+
+
+class IndexDocsResource(_Ingest):
+    async def answer(self, request: LimitedRequest) -> None:
         if request.postpath:
             return send_error(request, 404, "POST documents to /api/v0.1/docs/<index>")
         if self.index is None:
@@ -104,25 +118,10 @@ class IndexDocsResource(Resource):
             index = check_index(self.index, self.beater.index_patterns)
         except InvalidIndex as e:
             return send_error(request, 400, str(e))
-        if request.body_too_large:
-            limit = request.channel.site.max_body_bytes
-            return send_error(request, 413, f"the body is larger than {limit} bytes")
-        content_type, charset = _content_type(request)
-        if content_type not in JSON_TYPES + NDJSON_TYPES:
-            return send_error(
-                request,
-                415,
-                f"unsupported Content-Type '{content_type}': use application/json or application/x-ndjson",
-            )
-        if charset not in (None, "utf-8", "utf8"):
-            return send_error(request, 415, f"unsupported charset '{charset}': use utf-8")
-        body = request.content.getvalue()
-        try:
-            documents = parse_documents(body, content_type, self.beater.document_limits)
-        except TooManyDocuments as e:
-            return send_error(request, 413, str(e))
-        except BadDocuments as e:
-            return send_error(request, 400, str(e))
+        read = self.read(request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits))
+        if read is None:
+            return None
+        body, documents = read
         try:
             counts = await self.beater.ingest(index, documents, len(body))
         except Rejected as e:
@@ -133,6 +132,221 @@ class IndexDocsResource(Resource):
         except (EngineUnavailable, RouterUnavailable) as e:
             return send_error(request, 503, str(e), RETRY_AFTER)
         send_json(request, 200, counts)
+
+
+class IngestRoot(Resource):
+    """``/``: Beater's API (``/api/v0.1/docs/<index>``), and the Elasticsearch endpoints that
+    shippers speak: ``/_bulk``, ``/<index>/_bulk``, and ``GET /`` (which version they talk to)."""
+
+    def __init__(self, beater: Beater):
+        super().__init__()
+        self.beater = beater
+        api = api_root(DocsResource(beater)).children[b"api"]
+        api.putChild(b"_bulk", BulkResource(beater, "api"))  # "api" is an index name too
+        self.putChild(b"api", api)
+        self.putChild(b"_bulk", BulkResource(beater, None))
+        for branch, answer in ((b"_cat", "line"), (b"_cluster", "object")):
+            self.putChild(branch, Branch())
+            self.children[branch].putChild(b"health", _Health(beater, answer))
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        if name == b"" and not request.postpath:
+            return self
+        return _IndexBranch(self.beater, name)
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(ENGINE_INFO).encode("utf-8") + b"\n"
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
+
+
+# What Beater answers at GET /: shippers read "version.number" to choose how to talk (7.x: one
+# mapping type, "_doc"), as they do with OpenSearch, which answers 7.10.2 in its compatibility mode.
+ENGINE_INFO = {
+    "name": "estrom",
+    "cluster_name": "estrom",
+    "version": {
+        "number": "7.10.2",
+        "build_flavor": "oss",
+        "build_type": "estrom",
+        "lucene_version": "8.7.0",
+        "minimum_wire_compatibility_version": "6.8.0",
+        "minimum_index_compatibility_version": "6.0.0-beta1",
+    },
+    "tagline": "You Know, for Search",
+}
+
+
+class _Health(Resource):
+    """``/_cat/health`` (rsyslog's omelasticsearch asks it, HEAD, before it sends) and
+    ``/_cluster/health`` (other shippers' health check): as the engine answers them, 200, and
+    green while Beater is connected to the router, red while not."""
+
+    isLeaf = True
+
+    def __init__(self, beater: Beater, answer: str):
+        super().__init__()
+        self.beater, self.answer = beater, answer
+
+    def render_GET(self, request: Request) -> bytes:
+        status = "green" if self.beater.session is not None else "red"
+        if self.answer == "object":
+            body: Any = {"cluster_name": "estrom", "status": status, "timed_out": False, "number_of_nodes": 1}
+        elif request.args.get(b"format") == [b"json"]:
+            body = [{"cluster": "estrom", "status": status}]
+        else:
+            now = time.time()
+            request.setHeader(b"Content-Type", b"text/plain; charset=UTF-8")
+            return f"{int(now)} {time.strftime('%H:%M:%S', time.gmtime(now))} estrom {status}\n".encode(
+                "ascii"
+            )
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(body).encode("utf-8") + b"\n"
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
+
+
+class _IndexBranch(Resource):
+    """``/<index>``: only ``/<index>/_bulk`` is served."""
+
+    def __init__(self, beater: Beater, name: bytes):
+        super().__init__()
+        self.beater, self.name = beater, name
+
+    def getChild(self, name: bytes, request: Request) -> Resource:
+        if name == b"_bulk":
+            return BulkResource(self.beater, _index_name(self.name))
+        return NotFound()
+
+    def render(self, request: Request) -> bytes:
+        return NotFound().render(request)
+
+
+class BulkResource(_Ingest):
+    """``POST``/``PUT`` ``/_bulk`` and ``/<index>/_bulk``: the engine's ``_bulk``, its answer
+    item by item. An item is 201 once percolated and published (as a 2xx of the docs API);
+    when no item could be taken for a reason a retry can mend (429, 503), the whole request
+    gets that status, so that shippers that read only the status retry it."""
+
+    methods = b"POST, PUT"
+
+    async def answer(self, request: LimitedRequest) -> None:
+        started = time.monotonic()
+        if request.postpath and request.postpath != [b""]:
+            return send_error(request, 404, "POST _bulk bodies to /_bulk or /<index>/_bulk")
+        beater = self.beater
+        read = self.read(
+            request,
+            lambda body, _: parse_bulk(body, self.index, beater.document_limits, beater.index_patterns),
+        )
+        if read is None:
+            return None
+        _, items = read
+        taken: dict[str, list[BulkItem]] = {}
+        for item in items:
+            if not item.status:
+                taken.setdefault(item.index, []).append(item)
+        await DeferredList(
+            [Deferred.fromCoroutine(self._ingest(index, group)) for index, group in taken.items()],
+            consumeErrors=True,
+        )
+        statuses = {item.status for item in items}
+        if statuses <= {429, 503}:  # nothing taken, and a retry may take it all
+            status = 503 if 503 in statuses else 429
+            return send_error(request, status, items[0].reason, RETRY_AFTER)
+        send_json(
+            request,
+            200,
+            {
+                "took": round((time.monotonic() - started) * 1000),
+                "errors": any(item.status >= 300 for item in items),
+                "items": [item.answer() for item in items],
+            },
+        )
+
+    async def _ingest(self, index: str, items: list[BulkItem]) -> None:
+        """Ingest the items of one index together; each gets the outcome as its status."""
+        try:
+            await self.beater.ingest(
+                index,
+                [item.document for item in items],
+                sum(item.size for item in items),
+                [item.id for item in items],
+            )
+        except Rejected as e:
+            _refuse(items, 400, "mapper_parsing_exception", f"the search engine refused the documents: {e}")
+        except Overloaded as e:
+            _refuse(items, 429, "es_rejected_execution_exception", f"{e}: retry later")
+        except (EngineUnavailable, RouterUnavailable) as e:
+            _refuse(items, 503, "unavailable_exception", str(e))
+        else:
+            for item in items:
+                item.status = 201
+
+
+def _refuse(items: list[BulkItem], status: int, error_type: str, reason: str) -> None:
+    for item in items:
+        item.refuse(status, error_type, reason)
+
+
+def _index_name(segment: bytes) -> str | None:
+    """A path segment as an index name (percent-decoded, as Tailor's ``i=`` is), or None."""
+    try:
+        return unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class Refused(Exception):
+    """A request body estrom cannot read: the status to answer, and why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tuple[bytes, str]:
+    """The body of ``request`` (gunzipped if sent so) and its content type; raise Refused."""
+    limit = request.channel.site.max_body_bytes
+    if request.body_too_large:
+        raise Refused(413, f"the body is larger than {limit} bytes")
+    content_type, charset = _content_type(request)
+    if content_type not in content_types:
+        raise Refused(
+            415, f"unsupported Content-Type '{content_type}': use application/json or application/x-ndjson"
+        )
+    if charset not in (None, "utf-8", "utf8"):
+        raise Refused(415, f"unsupported charset '{charset}': use utf-8")
+    body = request.content.getvalue()
+    encoding = (request.getHeader(b"content-encoding") or b"identity").decode("latin-1").strip().lower()
+    if encoding == "gzip":
+        return gunzip(body, limit), content_type
+    if encoding != "identity":
+        raise Refused(415, f"unsupported Content-Encoding '{encoding[:100]}': use gzip or none")
+    return body, content_type
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """``body`` gunzipped (every member), refused past ``limit`` bytes: a few kB of gzip can
+    stand for gigabytes."""
+    parts, size, rest = [], 0, body
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as e:
+            raise Refused(400, f"the body is not valid gzip: {e}") from None
+        size += len(part)
+        if size > limit:
+            raise Refused(413, f"the body is larger than {limit} bytes once gunzipped")
+        if not inflater.eof:
+            raise Refused(400, "the body is not valid gzip: it ends before its last member does")
+        parts.append(part)
+        rest = inflater.unused_data
+    return b"".join(parts)
 
 
 def _content_type(request: Request) -> tuple[str, str | None]:

@@ -13,6 +13,7 @@ memory stays flat under overload, whether the documents are many and tiny or few
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,9 +21,9 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-# index, documents, (documents, bytes) of each request that carried them in turn
-#   -> {query_id: [positions of the matching documents]}, once published
-Deliver = Callable[[str, list[dict], list[tuple[int, int]]], Awaitable[dict[str, list[int]]]]
+# index, documents, (documents, bytes) of each request that carried them in turn, the
+# documents' IDs -> {query_id: [positions of the matching documents]}, once published
+Deliver = Callable[[str, list[dict], list[tuple[int, int]], list[str]], Awaitable[dict[str, list[int]]]]
 
 
 class Overloaded(Exception):
@@ -37,6 +38,7 @@ class Rejected(Exception):
 class _Request:
     documents: list[dict]
     size: int
+    ids: list[str]
     done: Deferred = field(default_factory=Deferred)
 
 
@@ -70,9 +72,11 @@ class Pipeline:
         self.queued = 0  # documents waiting, not yet sent to the engine
         self.queued_bytes = 0  # the size of the requests that carried them
 
-    def submit(self, index: str, documents: list[dict], size: int = 0) -> Deferred[dict[str, int]]:
-        """Queue ``documents`` (``size``: the bytes of the request that carried them); fires
-        with their counts once percolated and published.
+    def submit(
+        self, index: str, documents: list[dict], size: int = 0, ids: list[str] | None = None
+    ) -> Deferred[dict[str, int]]:
+        """Queue ``documents`` (``size``: the bytes of the request that carried them; ``ids``:
+        theirs, made here if not given); fires with their counts once percolated and published.
 
         Raises Overloaded at once when the queue is full. The Deferred fails with Rejected, or
         with whatever ``deliver`` raised for a batch (engine or router unavailable).
@@ -83,7 +87,7 @@ class Pipeline:
             raise Overloaded(
                 f"{self.queued} documents ({self.queued_bytes} bytes) are waiting for the search engine"
             )
-        request = _Request(documents, size)
+        request = _Request(documents, size, ids or [uuid.uuid4().hex for _ in documents])
         state = self._indexes.setdefault(index, _Index())
         state.waiting.append(request)
         state.documents += len(documents)
@@ -132,9 +136,10 @@ class Pipeline:
 
     async def _run(self, index: str, batch: list[_Request]) -> None:
         documents = [document for request in batch for document in request.documents]
+        ids = [document_id for request in batch for document_id in request.ids]
         try:
             matches = await self._deliver(
-                index, documents, [(len(request.documents), request.size) for request in batch]
+                index, documents, [(len(request.documents), request.size) for request in batch], ids
             )
         except Rejected:
             if len(batch) == 1:

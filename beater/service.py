@@ -170,26 +170,38 @@ class Beater:
             "Beater: {marked} queries in use, {removed} unused ones removed", marked=marked, removed=removed
         )
 
-    async def ingest(self, index: str, documents: list[dict], size: int = 0) -> dict[str, int]:
-        """Percolate and publish ``documents`` (``size`` bytes of request; with those of
-        concurrent requests), then fire with their counts. Raises Overloaded, RouterUnavailable, EngineUnavailable or Rejected;
+    async def ingest(
+        self, index: str, documents: list[dict], size: int = 0, ids: list[str] | None = None
+    ) -> dict[str, int]:
+        """Percolate and publish ``documents`` (``size`` bytes of request; ``ids``: theirs, made
+        if not given; with those of concurrent requests), then fire with their counts. Raises Overloaded, RouterUnavailable, EngineUnavailable or Rejected;
         then nothing can be taken as delivered and the sender should retry (but for Rejected)."""
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
-        return await self.pipeline.submit(index, documents, size)
+        return await self.pipeline.submit(index, documents, size, ids)
 
     async def deliver(
-        self, index: str, documents: list[dict], requests: list[tuple[int, int]] | None = None
+        self,
+        index: str,
+        documents: list[dict],
+        requests: list[tuple[int, int]] | None = None,
+        ids: list[str] | None = None,
     ) -> dict[str, list[int]]:
         """Percolate one batch in one engine request; publish one event per matching query (or
         several, for a query whose hits would make a larger one than EVENT_BYTES). ``requests``:
-        the (documents, bytes) of each request that carried them, in turn (None: unknown)."""
+        the (documents, bytes) of each request that carried them, in turn (None: unknown);
+        ``ids``: the documents' (None: made here)."""
+        if ids is None:
+            ids = [uuid.uuid4().hex for _ in documents]
         if self.one_by_one and len(documents) > 1:
             # The seed's design, kept for the benchmark: each document on its own.
             merged: dict[str, list[int]] = {}
             try:
                 results = await gatherResults(
-                    [Deferred.fromCoroutine(self.deliver(index, [document])) for document in documents],
+                    [
+                        Deferred.fromCoroutine(self.deliver(index, [document], None, [document_id]))
+                        for document, document_id in zip(documents, ids)
+                    ],
                     consumeErrors=True,
                 )
             except FirstError as e:
@@ -214,7 +226,10 @@ class Beater:
             session = self.session
             if session is None:
                 raise RouterUnavailable("Beater is not connected to the router")
-            hits = [{"_index": index, "_id": uuid.uuid4().hex, "_source": doc} for doc in documents]
+            hits = [
+                {"_index": index, "_id": document_id, "_source": document}
+                for document, document_id in zip(documents, ids)
+            ]
             events = _events(hits, matches, requests)
             # One session's messages reach the router, and each subscriber, in the order they
             # were sent, and crossbar handles each as it arrives: the acknowledgement of a

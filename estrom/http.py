@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import directlyProvides, providedBy
 
 from estrom.settings import setting
@@ -89,7 +90,9 @@ class NotFound(Resource):
         return b'{"error": "not found: the API is at /api/v0.1/docs"}\n'
 
 
-class _Branch(Resource):
+class Branch(Resource):
+    """A path segment whose only answers are its children's: JSON 404 for anything else."""
+
     def getChild(self, name: bytes, request: Request) -> Resource:
         return NotFound()
 
@@ -97,19 +100,27 @@ class _Branch(Resource):
         return NotFound().render(request)
 
 
-def only(method: bytes, request: Request) -> bytes | None:
-    """A JSON 405 if ``request`` is not ``method``, else None."""
-    if request.method == method:
+def only(methods: bytes, request: Request) -> bytes | None:
+    """A JSON 405 if ``request``'s method is not one of ``methods`` (``b"POST, PUT"``), else None."""
+    if request.method in methods.split(b", "):
         return None
     request.setResponseCode(405)
-    request.setHeader(b"Allow", method)
+    request.setHeader(b"Allow", methods)
     request.setHeader(b"Content-Type", b"application/json")
-    return b'{"error": "method not allowed: use %s"}\n' % method
+    return b'{"error": "method not allowed: use %s"}\n' % methods.replace(b", ", b" or ")
+
+
+def answer_later(request: Request, answering: Coroutine[Any, Any, None], what: str) -> int:
+    """Run ``answering``, which answers ``request``; a bug in it answers 500 (and is logged)."""
+    Deferred.fromCoroutine(answering).addErrback(
+        lambda failure: (log.failure(f"{what} failed", failure), send_error(request, 500, "internal error"))
+    )
+    return NOT_DONE_YET
 
 
 def api_root(docs: Resource) -> Resource:
     """The resource tree of a service: ``docs`` at ``/api/v0.1/docs``."""
-    root, api, version = _Branch(), _Branch(), _Branch()
+    root, api, version = Branch(), Branch(), Branch()
     root.putChild(b"api", api)
     api.putChild(b"v0.1", version)
     version.putChild(b"docs", docs)

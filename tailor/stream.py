@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from estrom import api
 from estrom.coalesce import Coalesce
-from estrom.http import only, send_error
+from estrom.http import answer_later, only, send_error
 
 log = Logger()
 
@@ -301,13 +301,7 @@ class DocsResource(Resource):
         except ValueError as e:
             send_error(request, 400, str(e))
             return NOT_DONE_YET
-        Deferred.fromCoroutine(self.tailor.open(request, index, query, sid, limit)).addErrback(
-            lambda failure: (
-                log.failure("stream failed", failure),
-                send_error(request, 500, "internal error"),
-            )
-        )
-        return NOT_DONE_YET
+        return answer_later(request, self.tailor.open(request, index, query, sid, limit), "stream")
 
 
 def _parameters(request: Request) -> tuple[str | None, Any, str | None, int | None]:

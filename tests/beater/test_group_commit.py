@@ -12,7 +12,9 @@ from beater.pipeline import Pipeline
 def pipeline(**options) -> tuple[Pipeline, list[tuple[list[dict], Deferred]], Clock]:
     percolations: list[tuple[list[dict], Deferred]] = []
 
-    def deliver(index: str, documents: list[dict], requests: list[tuple[int, int]]) -> Deferred:
+    def deliver(
+        index: str, documents: list[dict], requests: list[tuple[int, int]], ids: list[str]
+    ) -> Deferred:
         percolations.append((documents, Deferred()))
         return percolations[-1][1]
 

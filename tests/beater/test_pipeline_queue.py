@@ -12,7 +12,9 @@ from beater.pipeline import Overloaded, Pipeline
 def pipeline(**bounds) -> tuple[Pipeline, list[Deferred]]:
     percolations: list[Deferred] = []
 
-    def deliver(index: str, documents: list[dict], requests: list[tuple[int, int]]) -> Deferred:
+    def deliver(
+        index: str, documents: list[dict], requests: list[tuple[int, int]], ids: list[str]
+    ) -> Deferred:
         percolations.append(Deferred())
         return percolations[-1]
 

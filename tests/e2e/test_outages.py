@@ -39,6 +39,12 @@ async def test_router_restart(stack, index):
 
         await eventually(lambda: answers_with(docs_url(stack, index), 503), what="Beater to notice")
         await assert_retry_later(await http.post(docs_url(stack, index), json={"level": "error"}))
+        bulk = b'{"index": {}}\n{"level": "error"}\n'
+        await assert_retry_later(  # every item would be 503: the whole request is
+            await http.post(
+                f"{stack.beater_url}/{index}/_bulk", data=bulk, headers={"Content-Type": "application/json"}
+            )
+        )
         await assert_retry_later(await http.get(stack.tailor_url + "/api/v0.1/docs", params={"s": sid}))
     finally:
         stack.start_router()

@@ -1,0 +1,98 @@
+"""Real log shippers, unpacked from Debian's packages by ``make shippers``, sending through the
+real stack: each gets syslog lines over TCP and ships them as its users would configure it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+from estrom.stack import ROOT
+from tests.clients import HttpStream, eventually
+
+UNPACKED = ROOT / ".shippers" / "root"
+LIBRARIES = f"{UNPACKED}/usr/lib/x86_64-linux-gnu:{UNPACKED}/usr/lib/syslog-ng"
+PROGRAM = "estromtest"  # the syslog tag of every line sent: the streams' query
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Shipper:
+    """A shipper's process, its log, and the TCP port it reads syslog lines on."""
+
+    def __init__(self, workdir: Path, argv: list[str], port: int):
+        self.workdir, self.port = workdir, port
+        self.log = workdir / "shipper.log"
+        env = {**os.environ, "LD_LIBRARY_PATH": LIBRARIES}
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+
+    async def listening(self) -> None:
+        await eventually(
+            lambda: self._accepts() or self._died(), timeout=30, what=f"the shipper on {self.port}"
+        )
+        self._died()
+
+    def _accepts(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def _died(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"the shipper exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}"
+            )
+        return False
+
+    async def send(self, lines: list[str]) -> None:
+        """Write ``lines`` (syslog lines, without their newline) to the shipper's TCP source."""
+        protocol = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), Protocol())
+        protocol.transport.write("".join(line + "\n" for line in lines).encode())
+        protocol.transport.loseConnection()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def syslog_lines(count: int) -> list[str]:
+    """RFC 3164 lines from host ``shiphost``, tagged PROGRAM, whose messages are ``seq=<n>``."""
+    return [f"<14>Nov 29 03:00:00 shiphost {PROGRAM}: seq={n}" for n in range(count)]
+
+
+async def ship(stack, index: str, shipper: Shipper, count: int, settled=None) -> None:
+    """Send ``count`` lines through ``shipper`` with a stream open on ``index`` throughout; each
+    must arrive exactly once (once ``settled()``, if given: the shipper has nothing left to send
+    or resend), as the document the shipper made of it."""
+    stream = await HttpStream.open(stack.tailor_url, i=index, q=f"program:{PROGRAM}")
+    await stream.wait_for_head()
+    await shipper.listening()
+    await shipper.send(syslog_lines(count))
+
+    def seqs() -> list[int]:
+        return [int(hit["_source"]["message"].strip().removeprefix("seq=")) for hit in stream.hits]
+
+    await eventually(
+        lambda: len(set(seqs())) >= count, timeout=180, what=f"{count} lines (have {len(stream.hits)} hits)"
+    )
+    if settled is not None:
+        await eventually(settled, timeout=60, what="the shipper to have sent everything")
+    arrived = seqs()
+    duplicates = len(arrived) - len(set(arrived))
+    assert (duplicates, sorted(set(arrived))) == (0, list(range(count))), f"{duplicates} duplicates"
+    assert stream.hits[0]["_source"]["host"] == "shiphost"
+    stream.close()
