@@ -44,7 +44,7 @@ SHIPPER_LIBS := libestr0 libfastjson4 liblognorm5 libcurl4 libcap2 libglib2.0-0 
 	libjson-c5 libnet1 libpcre3 libssl3 libwrap0
 SHIPPER_DEBS := rsyslog rsyslog-elasticsearch syslog-ng-core syslog-ng-mod-http syslog-ng-scl
 
-shippers: .shippers/.installed
+shippers: .shippers/.installed .shippers/bin/benthos
 
 .shippers/.installed: Makefile
 	rm -rf .shippers/debs .shippers/root && mkdir -p .shippers/debs
@@ -53,6 +53,11 @@ shippers: .shippers/.installed
 	cd .shippers/debs && apt-get download -qq $(SHIPPER_DEBS)
 	for deb in .shippers/debs/*.deb; do dpkg-deb -x $$deb .shippers/root; done
 	touch $@
+
+# Benthos, at the version tests/shippers/benthos/go.mod pins, from the Go module proxy.
+.shippers/bin/benthos: tests/shippers/benthos/go.mod tests/shippers/benthos/go.sum
+	cd tests/shippers/benthos && go build -o $(CURDIR)/.shippers/bin/benthos \
+		github.com/redpanda-data/benthos/v4/cmd/benthos
 
 engine: engine/target/.built engine/elasticsearch7/target/.built
 

@@ -76,8 +76,9 @@ def syslog_lines(count: int) -> list[str]:
 
 async def ship(stack, index: str, shipper: Shipper, count: int, settled=None) -> None:
     """Send ``count`` lines through ``shipper`` with a stream open on ``index`` throughout; each
-    must arrive exactly once (once ``settled()``, if given: the shipper has nothing left to send
-    or resend), as the document the shipper made of it."""
+    must arrive exactly once, as the document the shipper made of it: checked once all have
+    arrived and ``settled()``, if given (the shipper has nothing left to send or resend; a
+    shipper that keeps lines in order has sent all before the last once it arrives)."""
     stream = await HttpStream.open(stack.tailor_url, i=index, q=f"program:{PROGRAM}")
     await stream.wait_for_head()
     await shipper.listening()
