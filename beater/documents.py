@@ -1,10 +1,11 @@
 """What an ingest request carries: documents, parsed and checked before anything acts on them.
 
-Each document is a JSON object; a request is refused whole (400, naming the item or line) when
+Each document is a JSON object; a request is refused whole (422, naming the item or line) when
 any of its documents is not one, or is one estrom cannot pass on: a field in estrom's own
 namespace, a string with a lone UTF-16 surrogate (it cannot be encoded again to be published),
-nesting deeper than the limit, or NaN/Infinity (not JSON, and not readable by the engine); and
-(413) when one is larger, encoded as Beater publishes it, than the router carries in a message.
+nesting deeper than the limit, NaN/Infinity (not JSON, and not readable by the engine), or
+larger, encoded as Beater publishes it, than the router carries in a message; and (413) when it
+carries more documents than a request may.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class TooManyDocuments(BadDocuments):
     """More documents in one request than allowed (413)."""
 
 
-class DocumentTooLarge(TooManyDocuments):
-    """A document larger, encoded for the router, than the router carries in a message (413)."""
+class DocumentTooLarge(BadDocuments):
+    """A document larger, encoded for the router, than the router carries in a message."""
 
 
 @dataclass(frozen=True)

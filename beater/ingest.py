@@ -95,7 +95,8 @@ class _Ingest(Resource):
 
     def read(self, request: LimitedRequest, parse: Callable[[bytes, str], T]) -> tuple[bytes, T] | None:
         """The body of ``request`` and ``parse(body, content type)``; None once a body that
-        cannot be read was answered (400, 413, 415)."""
+        cannot be read was answered: 413 or 415, which the sender mends by sending it otherwise,
+        or 422 for documents that will never be taken (see "Statuses, and shippers" in README)."""
         try:
             body, content_type = request_body(request, JSON_TYPES + NDJSON_TYPES)
             return body, parse(body, content_type)
@@ -104,7 +105,7 @@ class _Ingest(Resource):
         except TooManyDocuments as e:
             send_error(request, 413, str(e))
         except BadDocuments as e:
-            send_error(request, 400, str(e))
+            send_error(request, 422, str(e))
         return None
 
 
@@ -125,7 +126,7 @@ class IndexDocsResource(_Ingest):
         try:
             counts = await self.beater.ingest(index, documents, len(body))
         except Rejected as e:
-            return send_error(request, 400, f"the search engine refused the documents: {e}")
+            return send_error(request, 422, f"the search engine refused the documents: {e}")
         except Overloaded as e:
             # Logstash's http output retries on 429 (and 503): nothing is lost, memory stays flat.
             return send_error(request, 429, f"{e}: retry later", RETRY_AFTER)

@@ -93,7 +93,7 @@ async def test_one_senders_bad_document_does_not_fail_the_others_in_its_batch(st
         )
         assert (await good) == (200, {"accepted": 1, "matched": 1, "published": 1})
         status, answer = await bad
-        assert status == 400 and "refused the documents" in answer["error"]
+        assert status == 422 and "refused the documents" in answer["error"]
         hits = await stream.wait_for_hits(1)
         assert [hit["_source"] for hit in hits] == [{"ok": "yes", "n": 1}]
         stream.close()

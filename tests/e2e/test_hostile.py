@@ -128,7 +128,7 @@ async def test_a_poison_document_fails_only_its_own_request(stack, canary, index
         post(url, {"service": "api", "n": 2}),
     ]
     (_, good), (_, poison), (_, other) = await DeferredList([Deferred.fromCoroutine(r) for r in requests])
-    assert poison[0] == 400 and message in poison[1]["error"], poison
+    assert poison[0] == 422 and message in poison[1]["error"], poison
     assert good == other == (200, {"accepted": 1, "matched": 1, "published": 1})
     await stream.wait_for_hits(2)
     await canary()  # later than both: had anything been published twice, it would be here
