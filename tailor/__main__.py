@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         sys.exit(f"tailor: {e}")
 
-    tailor = Tailor(settings.keepalive_seconds, settings.max_pending_hits, settings.max_pending_bytes)
+    tailor = Tailor(
+        settings.keepalive_seconds,
+        settings.max_pending_hits,
+        settings.max_pending_bytes,
+        settings.max_behind_seconds,
+    )
     wamp = component(settings.router_url, settings.realm, heartbeat=settings.router_heartbeat_seconds)
     wamp.on("join", tailor.on_join)
     wamp.on("leave", tailor.on_leave)

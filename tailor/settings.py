@@ -22,12 +22,17 @@ class TailorSettings:
     max_pending_hits: int = setting(
         1000,
         "ESTROM_MAX_PENDING_HITS",
-        "hits kept for a client that reads slower than they arrive; past it the stream ends",
+        "hits kept for a client that reads slower than they arrive",
     )
     max_pending_bytes: int = setting(
         16 * 1024 * 1024,
         "ESTROM_MAX_PENDING_BYTES",
         "bytes of hits kept for a client that reads slower than they arrive (keep it above the largest request)",
+    )
+    max_behind_seconds: float = setting(
+        2.0,
+        "ESTROM_MAX_BEHIND_SECONDS",
+        "seconds a client may stay past those bounds (a burst) before its stream ends",
     )
     allowed_hosts: str = allowed_hosts_setting()
     request_deadline_seconds: float = request_deadline_setting()

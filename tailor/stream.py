@@ -46,9 +46,11 @@ class Stream:
     """One client's endless response.
 
     A push producer: when the client reads slower than hits arrive, the transport pauses it and
-    hits wait here, up to ``max_pending`` hits and ``max_pending_bytes`` bytes. A client that
-    falls further behind is closed with a valid end that says how many hits it missed
-    (``], "dropped": N}``): memory stays bounded, whatever the size of the documents.
+    hits wait here. A client that stays further behind than ``max_pending`` hits or
+    ``max_pending_bytes`` bytes for ``max_behind`` seconds is closed with a valid end that says
+    how many hits it missed (``], "dropped": N}``). The seconds are for bursts: events that arrive
+    back to back reach a client that keeps up before the transport could write a byte of them.
+    Past twice the bytes the stream ends at once: memory stays bounded, whatever the documents.
     """
 
     def __init__(
@@ -60,6 +62,8 @@ class Stream:
         max_pending: int,
         on_end,
         max_pending_bytes: int = 16 * 1024 * 1024,
+        max_behind: float = 2.0,
+        clock=reactor,
     ):
         self.request = request
         self.topic = topic
@@ -72,9 +76,13 @@ class Stream:
         self._pending_bytes = 0
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
+        self._max_behind = max_behind
+        self._clock = clock
+        self._behind = None  # the call that ends the stream, while it is past the bounds
         self.disconnected = False  # the client went away (request.notifyFinish fired)
         self._on_end = on_end  # called once, when the stream ends for whatever reason
         self._keepalive = LoopingCall(self._idle)
+        self._keepalive.clock = clock
         self._keepalive_seconds = keepalive
 
     def start(self, subscription_id: str) -> None:
@@ -97,8 +105,24 @@ class Stream:
             self._pending.append(hit)
             self._pending_bytes += len(hit)
             self._flush()
-            if len(self._pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes:
-                return self.close(dropped=len(self._pending))
+        if self.closed or not self._past_bounds():
+            return
+        if self._pending_bytes > 2 * self._max_pending_bytes:
+            return self._drop()
+        if self._behind is None:
+            self._behind = self._clock.callLater(self._max_behind, self._drop)
+
+    def _past_bounds(self) -> bool:
+        return len(self._pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes
+
+    def _drop(self) -> None:
+        self._behind = None
+        log.info(
+            "Tailor: a client on {topic} fell too far behind: {dropped} hits dropped, stream ended",
+            topic=self.topic,
+            dropped=len(self._pending),
+        )
+        self.close(dropped=len(self._pending))
 
     def close(self, error: str | None = None, dropped: int = 0) -> None:
         """End the JSON object and the response."""
@@ -151,6 +175,9 @@ class Stream:
             self.sent += 1
             if self.limit is not None and self.sent >= self.limit:
                 self.close()
+        if self._behind is not None and not self._past_bounds():
+            self._behind.cancel()  # caught up
+            self._behind = None
 
     def _idle(self) -> None:
         if not self.paused:
@@ -160,6 +187,9 @@ class Stream:
         self.closed = True
         self._pending.clear()
         self._pending_bytes = 0
+        if self._behind is not None:
+            self._behind.cancel()
+            self._behind = None
         if self._keepalive.running:
             self._keepalive.stop()
         self._on_end(self)
@@ -176,10 +206,17 @@ class Tailor:
     itself: when one stream ends on its limit, the others on the topic still get the event.
     """
 
-    def __init__(self, keepalive: float, max_pending: int = 1000, max_pending_bytes: int = 16 * 1024 * 1024):
+    def __init__(
+        self,
+        keepalive: float,
+        max_pending: int = 1000,
+        max_pending_bytes: int = 16 * 1024 * 1024,
+        max_behind: float = 2.0,
+    ):
         self.keepalive = keepalive
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
+        self.max_behind = max_behind
         self.session = None
         self.topics: dict[str, set[Stream]] = {}
         self._subscriptions: dict[str, Any] = {}
@@ -236,7 +273,14 @@ class Tailor:
             return
         topic = api.topic(sid)
         stream = Stream(
-            request, topic, limit, self.keepalive, self.max_pending, self._ended, self.max_pending_bytes
+            request,
+            topic,
+            limit,
+            self.keepalive,
+            self.max_pending,
+            self._ended,
+            self.max_pending_bytes,
+            self.max_behind,
         )
         self.topics.setdefault(topic, set()).add(stream)
         finished.addBoth(lambda _: stream.gone())

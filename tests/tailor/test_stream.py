@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 import urllib.parse
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
 
 from tests.clients import HttpStream, eventually, get, http, post, subscribers, wamp_session
 
@@ -177,9 +179,10 @@ def _open_slow_client(port: int, index: str) -> tuple[socket.socket, bytes]:
 
 
 def _read_to_end(client: socket.socket, head: bytes) -> bytes:
-    data = head
+    data, deadline = head, time.monotonic() + 20  # keep-alive newlines would outlast a socket timeout
     while chunk := client.recv(65536):
         data += chunk
+        assert time.monotonic() < deadline, "the stream did not end"
     client.close()
     body = data.split(b"\r\n\r\n", 1)[1]
     # Undo the chunked transfer encoding.
@@ -205,7 +208,7 @@ def _read_to_end(client: socket.socket, head: bytes) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(stack, index, bound):
     port = stack.ports.tailor + 4
-    stack.start_tailor("tailor-slow", port=port, **bound)
+    stack.start_tailor("tailor-slow", port=port, ESTROM_MAX_BEHIND_SECONDS="0.5", **bound)
     try:
         slow, head = _open_slow_client(port, index)
         fast = await HttpStream.open(f"http://127.0.0.1:{port}", i=index, q="service:api")
@@ -220,6 +223,10 @@ async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(
             )
             assert status == 200
         assert len(await fast.wait_for_hits(1000)) == 1000  # a client that keeps up gets all
+        # Had it started reading before ESTROM_MAX_BEHIND_SECONDS, it could still catch up.
+        await eventually(
+            lambda: "fell too far behind" in stack.tail("tailor-slow"), what="the slow client dropped"
+        )
         body = json.loads(_read_to_end(slow, head))
         assert body["dropped"] > 0
         received = [hit["_source"]["n"] for hit in body["hits"]]
@@ -228,3 +235,29 @@ async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(
         fast.close()
     finally:
         stack.stop("tailor-slow")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_keeps_up_gets_every_hit_of_a_burst(stack, index):
+    # Percolations in flight publish back to back: Tailor may hold several events' hits (more
+    # than ESTROM_MAX_PENDING_HITS) before the transport could write a byte. A client that reads
+    # as fast as it can must not lose its stream to that.
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api")
+    await stream.wait_for_head()
+    for burst in range(3):
+        answers = await gatherResults(
+            [
+                Deferred.fromCoroutine(
+                    post(
+                        docs_url(stack, index),
+                        [{"service": "api", "n": (burst * 8 + r) * 500 + n} for n in range(500)],
+                    )
+                )
+                for r in range(8)
+            ]
+        )
+        assert [status for status, _ in answers] == [200] * 8
+    hits = await stream.wait_for_hits(12_000)
+    assert sorted(hit["_source"]["n"] for hit in hits) == list(range(12_000))
+    assert not stream.ended
+    stream.close()

@@ -1,0 +1,102 @@
+"""Stream's bounds, with twisted.web's test request and a fake clock: when a client is dropped."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.web.test.requesthelper import DummyRequest
+
+from tailor.stream import Stream
+
+
+class _Request(DummyRequest):
+    """A test request for a push producer (DummyRequest's own registerProducer pulls forever)."""
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+def _stream(max_pending=10, max_pending_bytes=10_000, max_behind=2.0, limit=None):
+    clock, ended = Clock(), []
+    request = _Request([b""])
+    stream = Stream(
+        request, "docs-for-x", limit, 15.0, max_pending, ended.append, max_pending_bytes, max_behind, clock
+    )
+    stream.start("x")
+    return stream, request, clock, ended
+
+
+def _hits(n, size=10):
+    return [json.dumps({"n": i, "pad": "x" * size}).encode() for i in range(n)]
+
+
+def _body(request):
+    return json.loads(b"".join(request.written))
+
+
+def test_a_burst_past_the_bounds_is_kept_while_the_client_catches_up_in_time():
+    stream, _, clock, ended = _stream()
+    stream.pauseProducing()  # the transport's buffer is full: nothing drained yet
+    stream.send(_hits(25))  # two and a half times the bounds, in one go
+    clock.advance(1.9)
+    assert not stream.closed
+    stream.resumeProducing()  # the client read it all
+    clock.advance(10)
+    assert not stream.closed and stream.sent == 25 and not ended
+
+
+def test_a_client_that_stays_past_the_bounds_is_dropped_with_a_count():
+    stream, request, clock, ended = _stream()
+    stream.send(_hits(3))
+    stream.pauseProducing()
+    stream.send(_hits(25))
+    clock.advance(1.9)
+    assert not stream.closed
+    clock.advance(0.2)
+    assert stream.closed and ended == [stream]
+    body = _body(request)
+    assert len(body["hits"]) == 3 and body["dropped"] == 25
+    assert request.finished
+
+
+def test_catching_up_below_the_bounds_resets_the_time_allowed():
+    stream, request, clock, _ = _stream()
+    stream.pauseProducing()
+    stream.send(_hits(11))
+    clock.advance(1.5)
+    stream.resumeProducing()
+    stream.pauseProducing()
+    stream.send(_hits(11))  # past the bounds again: a new two seconds
+    clock.advance(1.5)
+    assert not stream.closed
+    clock.advance(0.6)
+    assert stream.closed and _body(request)["dropped"] == 11
+
+
+def test_past_twice_the_bytes_the_stream_ends_at_once():
+    stream, request, _, _ = _stream(max_pending=1000, max_pending_bytes=1000)
+    stream.pauseProducing()
+    stream.send(_hits(10, size=90))  # ~1,000 bytes: past the bounds, within the time allowed
+    assert not stream.closed
+    stream.send(_hits(11, size=90))  # past twice the bytes: memory is bounded
+    assert stream.closed and _body(request)["dropped"] == 21
+
+
+def test_a_stream_ended_otherwise_leaves_no_call_behind():
+    stream, request, clock, _ = _stream(limit=5)
+    stream.pauseProducing()
+    stream.send(_hits(30))  # only 5 are kept: the limit
+    stream.resumeProducing()
+    assert stream.closed and len(_body(request)["hits"]) == 5
+    assert clock.getDelayedCalls() == []
+
+    stream, request, clock, _ = _stream()
+    stream.pauseProducing()
+    stream.send(_hits(30))
+    assert len(clock.getDelayedCalls()) == 2  # the keep-alive, and the end of the time allowed
+    stream.gone()  # the client went away
+    assert clock.getDelayedCalls() == []
