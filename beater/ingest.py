@@ -278,7 +278,13 @@ class BulkResource(_Ingest):
                 [item.id for item in items],
             )
         except Rejected as e:
-            _refuse(items, 400, "mapper_parsing_exception", f"the search engine refused the documents: {e}")
+            if len(items) > 1:  # the engine refuses items one by one: so do we
+                await DeferredList(
+                    [Deferred.fromCoroutine(self._ingest(index, [item])) for item in items],
+                    consumeErrors=True,
+                )
+                return
+            _refuse(items, 400, "mapper_parsing_exception", f"the search engine refused the document: {e}")
         except Overloaded as e:
             _refuse(items, 429, "es_rejected_execution_exception", f"{e}: retry later")
         except (EngineUnavailable, RouterUnavailable) as e:

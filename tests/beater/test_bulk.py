@@ -127,3 +127,30 @@ async def test_the_start_up_probes_of_shippers_are_answered(stack):
     for path in ("/some-index", "/some-index/_search", "/_cat/indices", "/_cat"):
         response = await http.get(stack.beater_url + path)
         assert response.code == 404 and "error" in await response.json(), path
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_item_the_engine_refuses_is_refused_alone(stack, index):
+    # The index maps n as an integer: the engine refuses "abc" there, and only that item.
+    created = await http.put(
+        f"{stack.engine_url}/{index}",
+        json={"mappings": {"properties": {"n": {"type": "integer"}, "service": {"type": "keyword"}}}},
+    )
+    assert created.code == 200, await created.text()
+    stream = await tail(stack, index)
+    body = ndjson(
+        {"index": {}},
+        {"service": "api", "n": 1},
+        {"index": {}},
+        {"service": "api", "n": "abc"},
+        {"index": {}},
+        {"service": "api", "n": 3},
+    )
+    status, answer = await post(f"{stack.beater_url}/{index}/_bulk", body, "application/x-ndjson")
+    assert status == 200 and answer["errors"] is True
+    results = [next(iter(item.values())) for item in answer["items"]]
+    assert [result["status"] for result in results] == [201, 400, 201]
+    assert results[1]["error"]["type"] == "mapper_parsing_exception"
+    hits = await stream.wait_for_hits(2)
+    assert [hit["_source"]["n"] for hit in hits] == [1, 3]
+    stream.close()
