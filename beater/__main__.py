@@ -17,6 +17,7 @@ from beater.interest import Interest
 from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
+from beater.store import Store
 from estrom.http import SiteLimits
 from estrom.settings import describe, load
 from estrom.wamp import component
@@ -37,15 +38,18 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         sys.exit(f"beater: {e}")
 
+    engine = Engine(
+        settings.elasticsearch_url,
+        settings.engine_timeout_seconds,
+        # A kept-alive connection for everything that may be in flight at once (and the
+        # sweep's), so no request waits to open one; twice the percolations with the store.
+        connections=settings.percolations_in_flight * (1 + settings.store)
+        + settings.engine_calls_in_flight
+        + 1,
+    )
     beater = Beater(
         Percolator(
-            Engine(
-                settings.elasticsearch_url,
-                settings.engine_timeout_seconds,
-                # A kept-alive connection for everything that may be in flight at once (and
-                # the sweep's), so no request waits to open one.
-                connections=settings.percolations_in_flight + settings.engine_calls_in_flight + 1,
-            ),
+            engine,
             settings.percolate_page_size,
             settings.percolator_replicas,
             max_queries=settings.max_queries_per_index,
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         document_limits=settings.document_limits(),
         calls_in_flight=settings.engine_calls_in_flight,
         calls_queued=settings.engine_calls_queued,
+        store=Store(engine, settings.max_backlog) if settings.store else None,
     )
     wamp = component(
         settings.router_url,

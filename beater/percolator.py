@@ -45,6 +45,7 @@ META_KEY = "estrom"  # in the percolator index's mapping _meta: how it was made
 
 
 _RECOVERING_RETRIES = 50  # 0.1 s apart
+_FIELDS_FOLLOWED = 10_000  # field paths remembered per index (the engine's default limit is 1,000)
 _MAPPING_ATTEMPTS = 5  # registrations at the same time may map the same new fields
 
 
@@ -85,6 +86,8 @@ class Percolator:
         self.listened_window = listened_window
         self.max_queries = max_queries  # per index
         self._ensuring = Coalesce()  # by source index
+        # By source index: the field paths of stored documents its percolator index followed.
+        self._followed: dict[str, set[str]] = {}
         self._serving_indexes: set[str] = set()  # percolator indexes seen with a started primary
         self._clock = clock
         self.page_size = page_size
@@ -261,6 +264,27 @@ class Percolator:
                 grown += await self._follow_source(name[len(PREFIX) :], made)
         return grown
 
+    def new_fields(self, index: str, documents: list[dict]) -> set[str]:
+        """The field paths of ``documents`` that the percolator index of ``index`` was not
+        brought in step with yet (by ``follow_stored``; up to _FIELDS_FOLLOWED per index)."""
+        followed = self._followed.setdefault(index, set())
+        if len(followed) >= _FIELDS_FOLLOWED:
+            return set()  # a mapping that large is the engine's to refuse; the sweep follows it
+        fields: set[str] = set()
+        for document in documents:
+            _paths(document, "", fields)
+        return fields - followed
+
+    async def follow_stored(self, index: str, fields: set[str]) -> None:
+        """Documents just stored in ``index`` named ``fields``, which may be new to it: add them
+        to its percolator index (and store its queries again) before they are percolated, as
+        the engine's search of the source index reads them. Nothing to do before a query is
+        registered."""
+        made = await self._made(index)
+        if made is not None and made.source:
+            await self._follow_source(index, made)
+        self._followed.setdefault(index, set()).update(fields)
+
     async def find(self, query_id: str) -> dict[str, Any] | None:
         """The ``{"index", "query"}`` a query ID was registered with, or None."""
         answer = await self.engine.request(
@@ -328,14 +352,10 @@ class Percolator:
     async def _ensure_index(self, index: str) -> _Made:
         """Create the percolator index of ``index`` unless it exists; how it is made."""
         name = percolator_index(index)
-        try:
-            answer = await self.engine.request("GET", path(name, "_mapping"))
-        except EngineError as e:
-            if e.status != 404:
-                raise
-        else:
+        made = await self._made(index)
+        if made is not None:
             await self._serving(name)
-            return _made(answer[name]["mappings"])
+            return made
         body = await self._source_copy(index) or _without_source()
         body["settings"].update(_replicas(self.replicas))
         body["settings"]["index.percolator.map_unmapped_fields_as_text"] = True
@@ -356,6 +376,17 @@ class Percolator:
             return await self._ensure_index(index)
         await self._serving(name)
         return _made(body["mappings"])
+
+    async def _made(self, index: str) -> _Made | None:
+        """How the percolator index of ``index`` was made, or None if there is none."""
+        name = percolator_index(index)
+        try:
+            answer = await self.engine.request("GET", path(name, "_mapping"))
+        except EngineError as e:
+            if e.status == 404:
+                return None
+            raise
+        return _made(answer[name]["mappings"])
 
     async def _source_copy(self, index: str) -> dict[str, Any] | None:
         """Settings and mappings for a percolator index made like the source index, or None if
@@ -479,6 +510,19 @@ class Percolator:
             known = set(_field_names(answer[name]["mappings"].get("properties", {})))
 
 
+def _paths(value: Any, prefix: str, into: set[str]) -> None:
+    """Add the field paths of a document (or of its objects, under ``prefix``) to ``into``."""
+    if isinstance(value, list):
+        for item in value:
+            _paths(item, prefix, into)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = prefix + key
+            into.add(name)
+            if isinstance(item, (dict, list)):
+                _paths(item, name + ".", into)
+
+
 def _seen(hit: dict[str, Any]) -> int:
     return int((hit.get("fields", {}).get(SEEN_FIELD) or [0])[0])
 
@@ -574,6 +618,8 @@ def check_index(index: Any, patterns: tuple[str, ...] = ("*",)) -> str:
         raise InvalidIndex(f"index name '{shown}' must be lowercase")
     if index[0] in "-_+.":
         raise InvalidIndex(f"index name '{shown}' must not start with '-', '_', '+' or '.'")
+    if index.startswith(PREFIX):
+        raise InvalidIndex(f"index names starting with '{PREFIX}' are estrom's own")
     if _FORBIDDEN_IN_INDEX & set(index):
         raise InvalidIndex(f"index name '{shown}' must not contain any of \\ / * ? \" < > | , # : or a space")
     if not any(fnmatch.fnmatchcase(index, pattern) for pattern in patterns):

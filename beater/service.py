@@ -13,15 +13,17 @@ import cbor2
 import xxhash
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import PublishOptions, RegisterOptions
-from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, FirstError, gatherResults
 from twisted.logger import Logger
 
+from beater.cursor import CURSOR, Cursors, cursor_at, parse_since
 from beater.documents import CBOR_PER_JSON_BYTE, DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import Identified, identify
 from beater.interest import Interest
 from beater.percolator import InvalidIndex, Percolator, TooManyQueries, check_index
 from beater.pipeline import Pipeline, Rejected
+from beater.store import Store
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
 from estrom import api
 from estrom.coalesce import Coalesce
@@ -54,8 +56,12 @@ class Beater:
         document_limits: DocumentLimits = DEFAULT_DOCUMENT_LIMITS,
         calls_in_flight: int = 8,
         calls_queued: int = 1000,
+        store: Store | None = None,
+        cursors: Cursors | None = None,
     ):
         self.percolator = percolator
+        self.store = store  # None: documents are percolated and published, not kept
+        self.cursors = cursors or Cursors()
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
         self.interest = interest  # None: percolate every stored query
         self.one_by_one = one_by_one
@@ -80,6 +86,7 @@ class Beater:
         options = RegisterOptions(invoke="roundrobin")
         await session.register(self.register, api.REGISTER, options=options)
         await session.register(self.lookup, api.LOOKUP, options=options)
+        await session.register(self.backlog, api.BACKLOG, options=options)
         if self.interest is not None:
             await self.interest.follow(session)
         self.session = session
@@ -93,6 +100,9 @@ class Beater:
         """WAMP ``estrom.register(index, query) -> id``."""
         try:
             identified = self._identify(check_index(index, self.index_patterns), query)
+            if self.store is not None:
+                # Before the percolator index is made: it is made like the source index.
+                await self.store.ensure(identified.index)
             await self._store(identified)
             if self.interest is not None:
                 self.interest.touch(identified.id)
@@ -150,6 +160,36 @@ class Beater:
             self.interest.touch(query_id)
         self._seen.add(query_id)
         return found
+
+    async def backlog(self, query_id: Any, options: Any = None) -> dict[str, Any]:
+        """WAMP ``estrom.backlog(id, {"last": N, "since": time, "after": cursor})`` ->
+        ``{"hits": [...], "next": {...} | None, "gap": bool}``: the stored documents that match
+        query ``id``, oldest first, a page at a time (call again with ``{"page": next}`` while
+        ``next`` is not None). Subscribe first, then ask: the backlog holds every matching
+        document published before the call, and hits already seen live have the same cursor.
+
+        ``last``: the newest N (at most ESTROM_MAX_BACKLOG); ``since``: from a time (ISO 8601,
+        or a duration back such as ``5m``); ``after``: those after a cursor (resume). ``gap`` is
+        true when more matched than a backlog holds (then the newest are given).
+        """
+        if self.store is None:
+            raise ApplicationError(api.NO_STORE, "this estrom keeps no documents (ESTROM_STORE is off)")
+        try:
+            wanted = _backlog_options(options, self.store.max_backlog, self.cursors.now())
+        except ValueError as e:
+            raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
+        found = await self.lookup(query_id)
+        try:
+            clause = self._identify(found["index"], found["query"]).clause
+        except InvalidQuery as e:
+            raise ApplicationError(api.INVALID_QUERY, str(e)) from None
+        try:
+            page = await self._engine_calls.run(
+                lambda: Deferred.fromCoroutine(self.store.backlog(found["index"], clause, **wanted))
+            )
+        except (EngineUnavailable, EngineError) as e:
+            raise ApplicationError(api.UNAVAILABLE, str(e)) from None
+        return {"hits": page.hits, "next": page.next, "gap": page.gap}
 
     async def sweep(self, unused_for: float) -> None:
         """Record which queries were used since the last sweep, then remove those nobody used
@@ -214,10 +254,13 @@ class Beater:
             raise RouterUnavailable("Beater is not connected to the router")
         before, mine = self._turns.get(index), Deferred()
         self._turns[index] = mine
+        # Taken in the order batches publish: one Beater's hits of an index arrive by cursor.
+        cursors = self.cursors.take(len(documents))
+        stored = False
         try:
             try:
                 only = self.interest.active() if self.interest is not None else None
-                matches = await self.percolator.percolate(index, documents, only)
+                matches, stored = await self._percolate_and_store(index, documents, ids, cursors, only)
             except EngineError as e:
                 raise Rejected(e.reason) from e
             finally:
@@ -227,8 +270,8 @@ class Beater:
             if session is None:
                 raise RouterUnavailable("Beater is not connected to the router")
             hits = [
-                {"_index": index, "_id": document_id, "_source": document}
-                for document, document_id in zip(documents, ids)
+                {"_index": index, "_id": document_id, "_cursor": cursor, "_source": document}
+                for document, document_id, cursor in zip(documents, ids, cursors)
             ]
             events = _events(hits, matches, requests)
             # One session's messages reach the router, and each subscriber, in the order they
@@ -243,6 +286,10 @@ class Beater:
                     acknowledged = session.publish(api.topic(query_id), *event, options=_ACKNOWLEDGED)
             except TransportLost as e:
                 raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+        except RouterUnavailable:
+            if stored:  # the sender will send it again: one copy in the store, not two
+                await self.store.remove(index, ids)
+            raise
         finally:
             if self._turns.get(index) is mine:
                 del self._turns[index]
@@ -252,10 +299,66 @@ class Beater:
         try:
             await acknowledged
         except (TransportLost, ApplicationError) as e:
+            if stored:
+                await self.store.remove(index, ids)
             # The router went away, or refused the publication. Anything else is a bug, and
             # must not pass for "unavailable, retry" (senders retry forever).
             raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         return matches
+
+    async def _percolate_and_store(
+        self, index: str, documents: list[dict], ids: list[str], cursors: list[str], only: list[str] | None
+    ) -> tuple[dict[str, list[int]], bool]:
+        """Percolate a batch and, with the store, store it at the same time: the matches, and
+        whether it was stored. If either fails, what was stored of it is removed again."""
+        if self.store is None:
+            return await self.percolator.percolate(index, documents, only), False
+        fields = self.percolator.new_fields(index, documents)
+        if fields:
+            return await self._store_then_percolate(index, documents, ids, cursors, only, fields), True
+        percolating = Deferred.fromCoroutine(self.percolator.percolate(index, documents, only))
+        storing = Deferred.fromCoroutine(self.store.put(index, documents, ids, cursors))
+        (percolated, matches), (was_stored, storing) = await DeferredList(
+            [percolating, storing], consumeErrors=True
+        )
+        if percolated and was_stored:
+            return matches, True
+        unreachable = not was_stored and storing.check(EngineUnavailable) and storing.value.status is None
+        if not unreachable:  # some of it may have been stored
+            await self.store.remove(index, ids)
+        failure = storing if percolated else matches  # the percolation's says most
+        failure.raiseException()
+
+    async def _store_then_percolate(
+        self,
+        index: str,
+        documents: list[dict],
+        ids: list[str],
+        cursors: list[str],
+        only: list[str] | None,
+        fields: set[str],
+    ) -> dict[str, list[int]]:
+        """Store first when a batch brings fields new to its index: the engine maps them in the
+        source index, and the percolator index follows before the batch is percolated (a query
+        on a field its index did not map matches nothing)."""
+        try:
+            await self.store.put(index, documents, ids, cursors)
+        except EngineUnavailable as e:
+            if e.status is not None:
+                await self.store.remove(index, ids)
+            raise
+        except Exception:
+            await self.store.remove(index, ids)
+            raise
+        try:
+            try:
+                await self.percolator.follow_stored(index, fields)
+            except EngineError as e:  # not the sender's fault: the sweep will follow it later
+                log.warn("Beater: cannot follow the mapping of {index}: {error}", index=index, error=e)
+            return await self.percolator.percolate(index, documents, only)
+        except Exception:
+            await self.store.remove(index, ids)
+            raise
 
 
 def _events(
@@ -266,7 +369,7 @@ def _events(
 
     A request's bytes bound what its documents become as CBOR (CBOR_PER_JSON_BYTE times them),
     so only the hits of a query that matched in enough bytes of requests are measured."""
-    per_hit = 64 + len(hits[0]["_index"]) if hits else 0  # "_index", "_id" and the ID
+    per_hit = 96 + len(hits[0]["_index"]) if hits else 0  # "_index", "_id", "_cursor" and theirs
     ends = list(accumulate(documents for documents, _ in requests or ()))
 
     def at_most(slots: list[int]) -> float:
@@ -297,3 +400,45 @@ def _events(
             size += sizes[slot]
         events.append((query_id, event))
     return events
+
+
+def _backlog_options(options: Any, most: int, now: float) -> dict[str, Any]:
+    """The keyword arguments of Store.backlog from ``estrom.backlog``'s options; ValueError says
+    what is wrong."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError(  # noqa: TRY004 - one error, an ApplicationError, for every bad option
+            'the options are an object: {"last": N, "since": time, "after": cursor}'
+        )
+    unknown = set(options) - {"last", "since", "after", "page"}
+    if unknown:
+        raise ValueError(f"unknown option(s): {', '.join(sorted(map(str, unknown)))[:200]}")
+    if "page" in options:
+        page = options["page"]
+        if len(options) > 1 or not isinstance(page, dict) or set(page) != {"after", "until"}:
+            raise ValueError("'page' is the 'next' of a previous answer, alone")
+        for value in page.values():
+            _cursor(value, "page")
+        return {"page": {"after": page["after"], "until": page["until"]}}
+    wanted: dict[str, Any] = {}
+    if options.get("last") is not None:
+        last = options["last"]
+        if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= most:
+            raise ValueError(f"'last' must be a whole number from 1 to {most}")
+        wanted["last"] = last
+    if options.get("since") is not None:
+        if not isinstance(options["since"], str):
+            raise ValueError("'since' must be a string: a duration such as 5m, or an ISO 8601 time")
+        wanted["since"] = cursor_at(parse_since(options["since"], now))
+    if options.get("after") is not None:
+        wanted["after"] = _cursor(options["after"], "after")
+    if not wanted:
+        raise ValueError("give 'last', 'since' or 'after' (or 'page')")
+    return wanted
+
+
+def _cursor(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not CURSOR.fullmatch(value):
+        raise ValueError(f"'{name}' must be a cursor: 20 hex digits, as a hit's '_cursor'")
+    return value

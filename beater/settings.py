@@ -120,6 +120,16 @@ class BeaterSettings:
         "ESTROM_PERCOLATE_ONE_BY_ONE",
         "one percolate request per document, as the original design did (the benchmark's baseline)",
     )
+    store: bool = setting(
+        False,
+        "ESTROM_STORE",
+        "index each document into the engine under its index too (before the sender's 2xx), for backlog and resume",
+    )
+    max_backlog: int = setting(
+        10_000,
+        "ESTROM_MAX_BACKLOG",
+        "documents a stream's backlog holds at most (the store's, on connect or resume)",
+    )
     engine_timeout_seconds: float = setting(
         30.0,
         "ESTROM_ENGINE_TIMEOUT_SECONDS",

@@ -5,10 +5,13 @@ INVALID_INDEX = "estrom.error.invalid_index"
 UNKNOWN_SUBSCRIPTION = "estrom.error.unknown_subscription"
 UNAVAILABLE = "estrom.error.unavailable"
 TOO_MANY_QUERIES = "estrom.error.too_many_queries"
+INVALID_ARGUMENT = "estrom.error.invalid_argument"
+NO_STORE = "estrom.error.no_store"  # a backlog was asked of an estrom that keeps no documents
 
 
 REGISTER = "estrom.register"
 LOOKUP = "estrom.lookup"
+BACKLOG = "estrom.backlog"
 TOPIC_PREFIX = "docs-for-"
 
 

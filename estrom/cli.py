@@ -2,7 +2,9 @@
 
 It reads Tailor's HTTP stream (so it works through any HTTP proxy: urllib honours
 ``http_proxy``) and parses it incrementally with ijson. When the connection is lost it says so on
-stderr and reconnects with backoff, to the same subscription. Ctrl-C ends it with status 0.
+stderr and reconnects with backoff, to the same subscription, after the cursor of the last hit
+it printed: with the store, what arrived meanwhile comes first; without, it says a gap happened.
+Ctrl-C ends it with status 0.
 
 This is a plain blocking program, not a reactor process.
 """
@@ -54,6 +56,10 @@ _UNSAFE_IN_JSON = re.compile(f"[{_JSON_LEAVES}]")
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+_GAP = "estrom: documents sent while disconnected are missing here (Tailor keeps no store, or lost more than its backlog holds)\n"
+_BACKLOG_GAP = "estrom: more stored documents match than a backlog holds: the newest are shown\n"
+
+
 class Refused(Exception):
     """Tailor refused the request (4xx): retrying will not help."""
 
@@ -85,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--json", action="store_true", help="print whole hits as NDJSON (for jq)")
     tail.add_argument("--limit", type=int, metavar="N", help="stop after N documents")
     tail.add_argument(
+        "-n", "--lines", type=int, metavar="N", help="first the last N stored documents (needs the store)"
+    )
+    tail.add_argument(
+        "--since",
+        metavar="TIME",
+        help="first the stored documents since TIME: 5m, 1h, 2d, or ISO 8601 (needs the store)",
+    )
+    tail.add_argument(
         "--color", choices=["auto", "always", "never"], default="auto", help="colour lines by level"
     )
     args = parser.parse_args(argv)
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give -i INDEX and QUERY, or -s ID")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be a positive integer")
+    if args.lines is not None and args.lines < 1:
+        parser.error("-n must be a positive integer")
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not args.json)
     try:
         return follow(args, sys.stdout, sys.stderr, colour)
@@ -110,6 +126,7 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
     subscription = args.subscription
     printed = 0
     delay = 0.5
+    cursor = None  # of the last hit printed: where a reconnect resumes
     while True:
         if subscription:
             params = {"s": subscription}
@@ -117,6 +134,13 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
             params = {"i": args.index, "q": args.query}
         if args.limit:
             params["limit"] = str(args.limit - printed)
+        if cursor is not None:
+            params["after"] = cursor
+        elif printed == 0:  # the backlog asked for, on the first connection only
+            if args.lines:
+                params["backlog"] = str(args.lines)
+            if args.since:
+                params["since"] = args.since
         try:
             for kind, value in _stream(f"{args.url.rstrip('/')}/api/v0.1/docs", params):
                 if kind == "subscription_id":
@@ -124,9 +148,16 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
                         subscription = value
                     delay = 0.5
                     continue
+                if kind == "gap":
+                    if value is True:
+                        err.write(_GAP if "after" in params else _BACKLOG_GAP)
+                        err.flush()
+                    continue
                 out.write(render(value, args, colour) + "\n")
                 out.flush()
                 printed += 1
+                if isinstance(value.get("_cursor"), str):
+                    cursor = value["_cursor"]
                 if args.limit and printed >= args.limit:
                     return 0
             reason = "the stream ended"
@@ -136,9 +167,10 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
             return 2
         except Lost as e:
             reason = printable(str(e))
-        err.write(
-            f"estrom: {reason}; reconnecting in {delay:.1f} s (documents sent meanwhile are not shown)\n"
+        resume = (
+            "resuming after the last document shown" if cursor else "documents sent meanwhile are not shown"
         )
+        err.write(f"estrom: {reason}; reconnecting in {delay:.1f} s ({resume})\n")
         err.flush()
         time.sleep(delay)
         delay = min(delay * 2, RECONNECT_MAX_SECONDS)
@@ -163,6 +195,8 @@ def _stream(url: str, params: dict[str, str]):
             for prefix, event, value in ijson.parse(_Available(response)):
                 if prefix == "subscription_id":
                     yield "subscription_id", value
+                elif prefix == "gap":
+                    yield "gap", value
                 elif prefix == "error":
                     error = value
                 elif prefix == "hits.item" and event in ("start_map", "start_array"):
@@ -241,7 +275,7 @@ def _json(value: Any) -> str:
 
 def _field(hit: dict, source: dict, name: str) -> str:
     value = _lookup(source, name)
-    if value is None and name in ("_id", "_index"):
+    if value is None and name in ("_id", "_index", "_cursor"):
         value = hit.get(name)
     if value is None:
         return "-"

@@ -25,7 +25,7 @@ from quietlog import quiet_debug_arguments
 # Outside "estrom.", where Beater may register: no other session can take this name over.
 PROCEDURE = "router.authorize"
 
-CALLABLE = frozenset({"estrom.register", "estrom.lookup"})
+CALLABLE = frozenset({"estrom.register", "estrom.lookup", "estrom.backlog"})
 TOPIC = re.compile(r"docs-for-[0-9a-f]{16}")
 # What a subscriber may ask for besides the topic; "forward_for" is for router-to-router links.
 SUBSCRIBE_OPTIONS = frozenset({"match", "get_retained"})
@@ -43,7 +43,7 @@ def _decision(allow: bool, cache: bool = False) -> dict[str, bool]:
 def authorize(
     session: dict[str, Any], uri: str, action: str, options: dict[str, Any] | None
 ) -> dict[str, bool]:
-    """The decision for a ``client`` session: call ``estrom.register`` / ``estrom.lookup``, and
+    """The decision for a ``client`` session: call ``estrom.register`` / ``lookup`` / ``backlog``, and
     subscribe to one ``docs-for-<16 hex digits>`` topic with match ``exact``; nothing else
     (publish, register, other calls, prefix or wildcard subscriptions, the ``wamp.*`` meta API).
 

@@ -34,6 +34,8 @@ log = Logger()
 _STATUS = {
     api.INVALID_QUERY: 400,
     api.INVALID_INDEX: 400,
+    api.INVALID_ARGUMENT: 400,
+    api.NO_STORE: 400,
     "wamp.error.invalid_argument": 400,
     api.UNKNOWN_SUBSCRIPTION: 404,
     api.TOO_MANY_QUERIES: 429,  # until unused queries are removed: no Retry-After
@@ -79,24 +81,98 @@ class Stream:
         self._max_behind = max_behind
         self._clock = clock
         self._behind = None  # the call that ends the stream, while it is past the bounds
+        self._holding: list[tuple[str | None, bytes]] | None = None  # live hits, during a backlog
+        self._held_bytes = 0
+        # By Beater (a cursor's last 4 digits): the cursors of backlog hits not yet seen live,
+        # oldest first. One Beater's hits of an index arrive by cursor, so a live hit from it
+        # passes all of its backlog's cursors below its own: those cannot come live any more.
+        self._seen: dict[str, deque[str]] = {}
+        self._drained: list[Deferred] = []
         self.disconnected = False  # the client went away (request.notifyFinish fired)
         self._on_end = on_end  # called once, when the stream ends for whatever reason
         self._keepalive = LoopingCall(self._idle)
         self._keepalive.clock = clock
         self._keepalive_seconds = keepalive
 
-    def start(self, subscription_id: str) -> None:
+    def start(self, subscription_id: str, gap: bool = False) -> None:
+        """Send the head (saying ``"gap": true`` if hits before these may be missing)."""
         self.started = True
         self.request.setResponseCode(200)
         self.request.setHeader(b"Content-Type", b"application/json")
         self.request.setHeader(b"Cache-Control", b"no-cache")
         self.request.setHeader(b"X-Accel-Buffering", b"no")  # don't let a proxy hold hits back
         self.request.registerProducer(self, True)
-        self._write(b'{"subscription_id": %s, "hits": [\n' % json.dumps(subscription_id).encode())
+        self._write(
+            b'{"subscription_id": %s, %s"hits": [\n'
+            % (json.dumps(subscription_id).encode(), b'"gap": true, ' if gap else b"")
+        )
         self._keepalive.start(self._keepalive_seconds, now=False)
 
-    def send(self, hits: list[bytes]) -> None:
-        """Write ``hits`` (each already JSON-encoded), or keep them while the client is slow."""
+    def hold(self) -> None:
+        """Keep live hits back until ``release``: a backlog goes first."""
+        self._holding = []
+
+    def send_backlog(self, hits: list[dict]) -> None:
+        """Write hits of the backlog (oldest first); their live copies will be skipped."""
+        for hit in hits:
+            cursor = hit.get("_cursor")
+            if isinstance(cursor, str) and len(cursor) == 20:
+                self._seen.setdefault(cursor[-4:], deque()).append(cursor)
+        self._send([json.dumps(hit).encode("utf-8") for hit in hits])
+
+    def release(self) -> None:
+        """Write the live hits kept back (but those the backlog had), and go on live."""
+        held, self._holding, self._held_bytes = self._holding or [], None, 0
+        if held:
+            self.send([hit for _, hit in held], [cursor for cursor, _ in held])
+
+    def drained(self) -> Deferred[None]:
+        """Fires once nothing waits for the client (at once if so), or the stream ended."""
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+        self._check_drained()
+        return done
+
+    def _check_drained(self) -> None:
+        if self.closed or (not self._pending and not self.paused):
+            drained, self._drained = self._drained, []
+            for done in drained:
+                done.callback(None)
+
+    def send(self, hits: list[bytes], cursors: list[str | None] | None = None) -> None:
+        """Write live ``hits`` (each already JSON-encoded; ``cursors``: theirs), or keep them
+        while the client is slow or a backlog goes first."""
+        if self.closed:
+            return
+        if self._holding is not None:
+            self._holding.extend(zip(cursors or [None] * len(hits), hits))
+            self._held_bytes += sum(len(hit) for hit in hits)
+            if self._held_bytes > 2 * self._max_pending_bytes:  # memory stays bounded
+                self._pending.extend(hit for _, hit in self._holding)
+                self._holding = None
+                self._drop()
+            return
+        if self._seen and cursors is not None:
+            hits = [hit for hit, cursor in zip(hits, cursors) if not self._in_backlog(cursor)]
+        self._send(hits)
+
+    def _in_backlog(self, cursor: str | None) -> bool:
+        if not isinstance(cursor, str):
+            return False
+        node = cursor[-4:]
+        cursors = self._seen.get(node)
+        if not cursors:
+            return False
+        while cursors and cursors[0] < cursor:
+            cursors.popleft()
+        found = bool(cursors) and cursors[0] == cursor
+        if found:
+            cursors.popleft()
+        if not cursors:
+            del self._seen[node]
+        return found
+
+    def _send(self, hits: list[bytes]) -> None:
         for hit in hits:
             if self.closed:
                 return
@@ -178,6 +254,8 @@ class Stream:
         if self._behind is not None and not self._past_bounds():
             self._behind.cancel()  # caught up
             self._behind = None
+        if self._drained:
+            self._check_drained()
 
     def _idle(self) -> None:
         if not self.paused:
@@ -187,12 +265,14 @@ class Stream:
         self.closed = True
         self._pending.clear()
         self._pending_bytes = 0
+        self._holding, self._seen = None, {}
         if self._behind is not None:
             self._behind.cancel()
             self._behind = None
         if self._keepalive.running:
             self._keepalive.stop()
         self._on_end(self)
+        self._check_drained()
 
     def _write(self, data: bytes) -> None:
         if not self.disconnected:
@@ -253,7 +333,13 @@ class Tailor:
             await deferLater(reactor, 0.01, lambda: None)
 
     async def open(
-        self, request: Request, index: str | None, query: Any, sid: str | None, limit: int | None
+        self,
+        request: Request,
+        index: str | None,
+        query: Any,
+        sid: str | None,
+        limit: int | None,
+        backlog: dict[str, Any] | None = None,
     ) -> None:
         session = self.session
         if session is None:
@@ -282,6 +368,8 @@ class Tailor:
             self.max_pending_bytes,
             self.max_behind,
         )
+        if backlog:
+            stream.hold()
         self.topics.setdefault(topic, set()).add(stream)
         finished.addBoth(lambda _: stream.gone())
         try:
@@ -292,8 +380,50 @@ class Tailor:
         except (ApplicationError, TransportLost) as e:
             stream.discard()
             return send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
-        if not stream.closed:  # the client may have gone, or the router, meanwhile
-            stream.start(sid)
+        if stream.closed:  # the client may have gone, or the router, meanwhile
+            return
+        if not backlog:
+            return stream.start(sid)
+        await self._backlog(session, stream, sid, backlog)
+
+    async def _backlog(self, session, stream: Stream, sid: str, options: dict[str, Any]) -> None:
+        """Start ``stream`` with the stored hits ``options`` ask for, a page at a time as the
+        client takes them, then go on live. Subscribed before the first page is asked for: the
+        backlog and the live hits meet without a gap, and the live copies of backlog hits are
+        skipped. Without a store, resuming (``after``) says ``"gap": true``."""
+        request = stream.request
+        try:
+            answer = await session.call(api.BACKLOG, sid, options)
+        except ApplicationError as e:
+            if e.error == api.NO_STORE and set(options) == {"after"}:
+                answer = {"hits": [], "next": None, "gap": True}
+            else:
+                stream.discard()
+                status = _STATUS.get(e.error, 503)
+                return send_error(
+                    request, status, _message(e), {"Retry-After": "1"} if status == 503 else None
+                )
+        except TransportLost:
+            stream.discard()
+            return send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+        if stream.closed:
+            return
+        stream.start(sid, gap=bool(answer.get("gap")))
+        while True:
+            stream.send_backlog(answer.get("hits") or [])
+            if not answer.get("next"):
+                break
+            await stream.drained()  # the client has read it: memory holds one page at a time
+            if stream.closed:
+                return
+            try:
+                answer = await session.call(api.BACKLOG, sid, {"page": answer["next"]})
+            except (ApplicationError, TransportLost) as e:
+                error = _message(e) if isinstance(e, ApplicationError) else "Tailor lost the router"
+                return stream.close(error=f"the backlog could not be read whole: {error}")
+            if stream.closed:
+                return
+        stream.release()
 
     async def _subscribe(self, session, topic: str) -> None:
         subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic)
@@ -306,8 +436,9 @@ class Tailor:
         streams = list(self.topics.get(topic, ()))
         if streams:
             encoded = [json.dumps(hit).encode("utf-8") for hit in hits]  # once, for every stream
+            cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]
             for stream in streams:
-                stream.send(encoded)
+                stream.send(encoded, cursors)
 
     def _ended(self, stream: Stream) -> None:
         streams = self.topics.get(stream.topic, set())
@@ -341,15 +472,16 @@ class DocsResource(Resource):
 
     def render_GET(self, request: Request) -> int:
         try:
-            index, query, sid, limit = _parameters(request)
+            index, query, sid, limit, backlog = _parameters(request)
         except ValueError as e:
             send_error(request, 400, str(e))
             return NOT_DONE_YET
-        return answer_later(request, self.tailor.open(request, index, query, sid, limit), "stream")
+        return answer_later(request, self.tailor.open(request, index, query, sid, limit, backlog), "stream")
 
 
-def _parameters(request: Request) -> tuple[str | None, Any, str | None, int | None]:
-    """``(index, query, subscription id, limit)`` from the URL; ValueError says what is wrong."""
+def _parameters(request: Request) -> tuple[str | None, Any, str | None, int | None, dict[str, Any]]:
+    """``(index, query, subscription id, limit, backlog options)`` from the URL; ValueError says
+    what is wrong (Beater checks the backlog options further)."""
     args = {}
     for name, values in request.args.items():
         name = name.decode("utf-8", "replace")
@@ -359,26 +491,39 @@ def _parameters(request: Request) -> tuple[str | None, Any, str | None, int | No
             args[name] = values[0].decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"parameter '{name}' is not UTF-8") from None
-    unknown = set(args) - {"i", "q", "s", "limit"}
+    unknown = set(args) - {"i", "q", "s", "limit", "backlog", "since", "after"}
     if unknown:
         raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}; use i and q, or s")
-    limit = None
-    if "limit" in args:
-        try:
-            limit = int(args["limit"])
-        except ValueError:
-            raise ValueError("'limit' must be a positive integer") from None
-        if limit < 1:
-            raise ValueError("'limit' must be a positive integer")
+    limit = _positive(args, "limit")
+    backlog: dict[str, Any] = {}
+    if "backlog" in args:
+        backlog["last"] = _positive(args, "backlog")
+    for name in ("since", "after"):
+        if name in args:
+            if not args[name].strip():
+                raise ValueError(f"'{name}' is empty")
+            backlog[name] = args[name]
     if "s" in args:
         if "i" in args or "q" in args:
             raise ValueError("give either 's', or 'i' and 'q', not both")
         if not args["s"]:
             raise ValueError("'s' is empty")
-        return None, None, args["s"], limit
+        return None, None, args["s"], limit, backlog
     if not args.get("i") or not args.get("q", "").strip():
         raise ValueError("give 'i' (the index) and 'q' (the query), or 's' (a subscription ID)")
-    return args["i"], _query(args["q"]), None, limit
+    return args["i"], _query(args["q"]), None, limit, backlog
+
+
+def _positive(args: dict[str, str], name: str) -> int | None:
+    if name not in args:
+        return None
+    try:
+        value = int(args[name])
+    except ValueError:
+        raise ValueError(f"'{name}' must be a positive integer") from None
+    if value < 1:
+        raise ValueError(f"'{name}' must be a positive integer")
+    return value
 
 
 def _query(text: str) -> Any:

@@ -50,6 +50,33 @@ def sole_beater(stack):
     yield start
     stack.stop("beater")
     stack.start_beater()
+    _STORED[id(stack)] = False
+
+
+# How Beater runs for the tests that ask for ``stored``: with the store, and a backlog small
+# enough to overflow in a test.
+STORE = {"ESTROM_STORE": "true", "ESTROM_MAX_BACKLOG": "3000"}
+_STORED: dict[int, bool] = {}  # by id(stack): whether its Beater runs with the store
+
+
+@pytest.fixture(autouse=True)
+def _beater_mode(request):
+    """Beater runs with the store for tests that ask for ``stored``, without it for the others;
+    it is restarted only when that changes (tests of a kind sit together in their modules)."""
+    if "stack" not in request.fixturenames:
+        return
+    stack = request.getfixturevalue("stack")
+    wanted = "stored" in request.fixturenames
+    if _STORED.get(id(stack), False) != wanted:
+        stack.stop("beater")
+        stack.start_beater(**(STORE if wanted else {}))
+        _STORED[id(stack)] = wanted
+
+
+@pytest.fixture
+def stored(stack):
+    """The stack, with Beater running with the store (ESTROM_STORE, see _beater_mode)."""
+    return stack
 
 
 @pytest.fixture

@@ -38,11 +38,21 @@ function errorText(error) {
   return String(error);
 }
 
+// A cursor's last 4 hex digits name the Beater that took the hit; one Beater's hits of an
+// index arrive in cursor order.
+function beaterOf(cursor) {
+  return typeof cursor === "string" && cursor.length === 20 ? cursor.slice(16) : null;
+}
+
 class Tail {
-  constructor({ index, query, sid }) {
+  constructor({ index, query, sid, last }) {
     this.index = index;
     this.query = query; // as typed; null when opened by ID
     this.sid = sid || null;
+    this.last = last || 0; // stored documents to show first, when it opens (needs the store)
+    this.cursor = null; // of the newest hit received: a reconnect resumes after it
+    this.holding = null; // live hits, kept back while the backlog is read
+    this.backlogCursors = new Map(); // by Beater: cursors of backlog hits not yet seen live
     this.byId = query === null;
     this.count = 0; // documents received
     this.drawn = 0; // of them, drawn as rows
@@ -73,7 +83,8 @@ class Tail {
     if (this.sid) this.el.dataset.sid = this.sid;
   }
 
-  // Register (or look up) and subscribe; again after every reconnect.
+  // Register (or look up) and subscribe; again after every reconnect, then resume after the
+  // last hit received (the store gives what was sent meanwhile).
   async attach(session) {
     if (!this.byId) {
       this.sid = await session.call("estrom.register", [this.index, parseQuery(this.query)]);
@@ -82,10 +93,81 @@ class Tail {
       this.index = found.index;
       this.query = typeof found.query === "string" ? found.query : JSON.stringify(found.query);
     }
-    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits) => this.receive(hits));
+    const resume = this.cursor !== null;
+    const options = resume ? { after: this.cursor } : this.last ? { last: this.last } : null;
+    if (options) this.holding = [];
+    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits) => this.live(hits));
+    if (options) {
+      try {
+        await this.backfill(session, options);
+      } catch (error) {
+        if (resume && error.error === "estrom.error.no_store") {
+          this.note("documents sent while disconnected are missing here (estrom keeps no store)");
+        } else {
+          this.holding = null;
+          session.unsubscribe(this.subscription).catch(() => {});
+          throw error;
+        }
+      } finally {
+        this.release();
+      }
+    }
+    this.last = 0; // the backlog was shown: a reconnect resumes instead
     this.el.dataset.subscribed = "";
     this.showTitle();
     this.showError(null);
+  }
+
+  // The stored hits the options ask for, a page at a time, oldest first. Subscribed first: live
+  // hits wait meanwhile, and those the backlog had are skipped.
+  async backfill(session, options) {
+    let answer = await session.call("estrom.backlog", [this.sid, options]);
+    if (answer.gap) {
+      this.note(
+        options.after
+          ? "more documents were sent while disconnected than a backlog holds: the newest follow"
+          : "more stored documents match than a backlog holds: the newest follow",
+      );
+    }
+    for (;;) {
+      for (const hit of answer.hits) {
+        const beater = beaterOf(hit._cursor);
+        if (beater === null) continue;
+        if (!this.backlogCursors.has(beater)) this.backlogCursors.set(beater, []);
+        this.backlogCursors.get(beater).push(hit._cursor);
+      }
+      if (answer.hits.length) this.receive(answer.hits);
+      if (!answer.next) return;
+      answer = await session.call("estrom.backlog", [this.sid, { page: answer.next }]);
+    }
+  }
+
+  release() {
+    const held = this.holding || [];
+    this.holding = null;
+    if (held.length) this.live(held);
+  }
+
+  live(hits) {
+    if (this.holding) {
+      this.holding.push(...hits);
+      return;
+    }
+    const fresh = this.backlogCursors.size ? hits.filter((hit) => !this.inBacklog(hit._cursor)) : hits;
+    if (fresh.length) this.receive(fresh);
+  }
+
+  // Whether a live hit is one the backlog gave; a Beater's backlog cursors below it are done.
+  inBacklog(cursor) {
+    const beater = beaterOf(cursor);
+    const cursors = beater === null ? null : this.backlogCursors.get(beater);
+    if (!cursors) return false;
+    let passed = 0;
+    while (passed < cursors.length && cursors[passed] < cursor) passed++;
+    const found = cursors[passed] === cursor;
+    cursors.splice(0, passed + (found ? 1 : 0));
+    if (!cursors.length) this.backlogCursors.delete(beater);
+    return found;
   }
 
   // Attach, retrying while the failure is transient and this session lasts.
@@ -109,6 +191,8 @@ class Tail {
   receive(hits) {
     const at = new Date();
     this.count += hits.length;
+    const cursor = hits[hits.length - 1]._cursor;
+    if (typeof cursor === "string") this.cursor = cursor;
     const second = Math.floor(at.getTime() / 1000);
     const last = this.arrivals[this.arrivals.length - 1];
     if (last && last[0] === second) last[1] += hits.length;
@@ -308,13 +392,14 @@ document.getElementById("new-tail").addEventListener("submit", async (event) => 
   const index = document.getElementById("index").value.trim();
   const query = document.getElementById("query").value;
   const sid = document.getElementById("sid").value.trim();
+  const last = parseInt(document.getElementById("last").value, 10) || 0;
   formError.hidden = true;
   if (!session) {
     formError.textContent = "not connected to the router yet";
     formError.hidden = false;
     return;
   }
-  const tail = sid ? new Tail({ sid, query: null }) : new Tail({ index, query });
+  const tail = sid ? new Tail({ sid, query: null, last }) : new Tail({ index, query, last });
   try {
     await tail.attach(session); // an invalid query never becomes a tail
   } catch (error) {

@@ -13,6 +13,7 @@ from beater.percolator import InvalidIndex, check_index
         ("\x1b[2Jevents", "control or invisible characters"),
         ("a\u200bb", "control or invisible characters"),
         (".hidden", "must not start with"),
+        ("estrom-queries-events", "are estrom's own"),
         ("Events", "lowercase"),
         ("a b", "must not contain"),
         ("x" * 300, "too long"),

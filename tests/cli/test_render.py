@@ -34,7 +34,7 @@ OWN_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def args(**kwargs) -> argparse.Namespace:
-    return argparse.Namespace(**{"json": False, "format": None, **kwargs})
+    return argparse.Namespace(**{"json": False, "format": None, "lines": None, "since": None, **kwargs})
 
 
 def controls(line: str) -> list[str]:

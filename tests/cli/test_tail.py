@@ -7,10 +7,14 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from tests.clients import ProcessLines, eventually, post, until_subscribed
+
+# The router, the page and the command do not depend on the engine: run on one.
+pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
 
 ESTROM = str(Path(sys.executable).parent / "estrom")
 
@@ -124,8 +128,18 @@ async def test_reconnects_to_the_same_subscription_and_says_so(stack, index):
         stack.start_tailor("tailor-cli", port=port)
         await _deliver_until_printed(stack, index, out, {"service": "api", "n": 2})
         assert not out.ended
+        # Without a store it resumes after its last hit all the same, and Tailor says a gap.
+        assert b"resuming after the last document shown" in out.stderr
+        assert b"documents sent while disconnected are missing here" in out.stderr
     finally:
         process.signalProcess(signal.SIGINT)
         stack.stop("tailor-cli")
     await eventually(lambda: out.ended, what="estrom tail to exit")
     assert out.status == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_estrom_tail_without_a_store_refuses_n(stack, index):
+    out, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "-n", "3")
+    await eventually(lambda: out.ended, what="estrom tail to give up")
+    assert out.status == 2 and b"ESTROM_STORE" in out.stderr

@@ -13,6 +13,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from estrom.stack import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import artifact
 
+# The router, the page and the command do not depend on the engine: run on one.
+pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -191,3 +194,19 @@ def test_a_flood_is_counted_whole_and_drawn_at_a_readable_rate(stack, page, inde
         post(stack, index, {"service": "api", "n": sent + n, "late": True})
     expect(section.locator(".docs li").last).to_contain_text(f'"n":{sent + 2}')
     expect(section.locator(".docs li", has_text='"late":true')).to_have_count(3)
+
+
+def test_without_a_store_the_page_says_what_a_lost_connection_missed(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    post(stack, index, {"service": "api", "n": 1})
+    expect(section.locator(".docs li:not(.note)")).to_have_count(1)
+    page.evaluate("connection.close()")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "lost")
+    page.evaluate("connection.open()")
+    expect(section.locator(".docs li.note", has_text="missing here")).to_have_count(1)
+    # And "last N" asks for what is not kept: the form says so, and no tail opens.
+    page.fill("#last", "5")
+    page.click("button[type=submit]")
+    expect(page.locator("#form-error")).to_contain_text("ESTROM_STORE is off")
+    expect(page.locator(".tail")).to_have_count(1)

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from estrom.stack import ROOT
-from tests.clients import HttpStream, eventually
+from tests.clients import HttpStream, eventually, get, post
 
 UNPACKED = ROOT / ".shippers" / "root"
 LIBRARIES = f"{UNPACKED}/usr/lib/x86_64-linux-gnu:{UNPACKED}/usr/lib/syslog-ng"
@@ -97,3 +97,8 @@ async def ship(stack, index: str, shipper: Shipper, count: int, settled=None) ->
     assert (duplicates, sorted(set(arrived))) == (0, list(range(count))), f"{duplicates} duplicates"
     assert stream.hits[0]["_source"]["host"] == "shiphost"
     stream.close()
+    # Beater runs with the store: every line is in the engine too, once.
+    status, _ = await post(f"{stack.engine_url}/{index}/_refresh", {})
+    assert status == 200
+    status, counted = await get(f"{stack.engine_url}/{index}/_count")
+    assert (status, counted["count"]) == (200, count)

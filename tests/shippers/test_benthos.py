@@ -65,5 +65,5 @@ def benthos(stack, index, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_benthos_ships_every_line_once(stack, index, benthos):
-    await ship(stack, index, benthos, COUNT)
+async def test_benthos_ships_every_line_once(stored, index, benthos):
+    await ship(stored, index, benthos, COUNT)

@@ -54,6 +54,6 @@ def rsyslog(stack, index, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_rsyslog_ships_every_line_once_through_bulk(stack, index, rsyslog):
-    await ship(stack, index, rsyslog, COUNT)
+async def test_rsyslog_ships_every_line_once_through_bulk(stored, index, rsyslog):
+    await ship(stored, index, rsyslog, COUNT)
     assert not (rsyslog.workdir / "errors.json").exists()  # omelasticsearch's failed items

@@ -94,8 +94,8 @@ def nothing_queued(shipper: Shipper) -> bool:
 
 @pytest.mark.parametrize("syslog_ng", sorted(DESTINATIONS), indirect=True)
 @pytest_twisted.ensureDeferred
-async def test_syslog_ng_ships_every_line_once(stack, index, syslog_ng):
-    await ship(stack, index, syslog_ng, COUNT, settled=lambda: nothing_queued(syslog_ng))
+async def test_syslog_ng_ships_every_line_once(stored, index, syslog_ng):
+    await ship(stored, index, syslog_ng, COUNT, settled=lambda: nothing_queued(syslog_ng))
 
 
 @pytest.fixture
@@ -109,9 +109,9 @@ def syslog_ng_raw(stack, index, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_syslog_ng_drops_a_document_that_will_never_be_taken_and_goes_on(stack, index, syslog_ng_raw):
+async def test_syslog_ng_drops_a_document_that_will_never_be_taken_and_goes_on(stored, index, syslog_ng_raw):
     # Refused with 400, the bad document would be resent forever and hold up every line after it.
-    stream = await HttpStream.open(stack.tailor_url, i=index, q="n:*")
+    stream = await HttpStream.open(stored.tailor_url, i=index, q="n:*")
     await stream.wait_for_head()
     await syslog_ng_raw.listening()
     lines = [f'{{"n": {n}}}' if n != 2 else "not a document" for n in range(5)]

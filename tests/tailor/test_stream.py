@@ -14,6 +14,9 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from tests.clients import HttpStream, eventually, get, http, post, subscribers, wamp_session
 
+# Tailor does not talk to the engine: run on one.
+pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
+
 
 def docs_url(stack, index):
     return f"{stack.beater_url}/api/v0.1/docs/{index}"
@@ -261,3 +264,20 @@ async def test_a_client_that_keeps_up_gets_every_hit_of_a_burst(stack, index):
     assert sorted(hit["_source"]["n"] for hit in hits) == list(range(12_000))
     assert not stream.ended
     stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_store_resume_says_gap_and_backlog_is_refused(stack, index):
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api", limit="1")
+    await post(docs_url(stack, index), {"service": "api", "n": 0})
+    cursor = (await stream.wait_for_end())["hits"][0]["_cursor"]
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api", after=cursor)
+    await stream.wait_for_head()
+    assert stream.raw.startswith(
+        b'{"subscription_id": "%s", "gap": true, "hits": [' % stream.subscription_id.encode()
+    )
+    await post(docs_url(stack, index), {"service": "api", "n": 1})
+    assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(1)] == [1]
+    stream.close()
+    status, answer = await get(f"{stack.tailor_url}/api/v0.1/docs", {"i": index, "q": "x", "backlog": "5"})
+    assert status == 400 and "ESTROM_STORE" in answer["error"]

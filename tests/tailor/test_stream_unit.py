@@ -100,3 +100,44 @@ def test_a_stream_ended_otherwise_leaves_no_call_behind():
     assert len(clock.getDelayedCalls()) == 2  # the keep-alive, and the end of the time allowed
     stream.gone()  # the client went away
     assert clock.getDelayedCalls() == []
+
+
+def _cursor(ms, node="beef"):
+    return f"{ms:012x}0000{node}"
+
+
+def _hit(n, ms, node="beef"):
+    return {"_index": "i", "_id": str(n), "_cursor": _cursor(ms, node), "_source": {"n": n}}
+
+
+def _send_live(stream, hits):
+    stream.send([json.dumps(hit).encode() for hit in hits], [hit["_cursor"] for hit in hits])
+
+
+def test_live_hits_wait_for_the_backlog_and_its_live_copies_are_skipped():
+    stream, request, _, _ = _stream(max_pending=100)
+    stream.hold()
+    _send_live(stream, [_hit(3, 3), _hit(4, 4, node="cafe")])  # arrive while the backlog is read
+    stream.send_backlog([_hit(1, 1), _hit(2, 2), _hit(3, 3)])
+    stream.release()
+    _send_live(stream, [_hit(5, 5)])
+    stream.close()
+    assert [hit["_source"]["n"] for hit in _body(request)["hits"]] == [1, 2, 3, 4, 5]
+
+
+def test_backlog_cursors_are_kept_per_beater():
+    stream, request, _, _ = _stream(max_pending=100)
+    stream.hold()
+    stream.send_backlog([_hit(1, 1), _hit(2, 2), _hit(3, 3, node="cafe")])
+    stream.release()
+    _send_live(stream, [_hit(9, 9)])  # from beef, newer than its backlog: 1 and 2 are done
+    _send_live(stream, [_hit(3, 3, node="cafe")])  # the live copy of a backlog hit
+    stream.close()
+    assert [hit["_source"]["n"] for hit in _body(request)["hits"]] == [1, 2, 3, 9]
+
+
+def test_too_much_held_while_the_backlog_is_read_ends_the_stream():
+    stream, request, _, _ = _stream(max_pending=10, max_pending_bytes=1000)
+    stream.hold()
+    _send_live(stream, [_hit(n, n) for n in range(40)])  # ~70 bytes each: past twice the bytes
+    assert stream.closed and _body(request)["dropped"] == 40
