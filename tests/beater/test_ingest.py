@@ -126,6 +126,7 @@ async def test_a_body_over_the_size_limit_is_refused_with_413(stack, index):
     assert "larger than" in answer["error"]
 
 
+@pytest.mark.parametrize("stack", ["opensearch"], indirect=True)  # router limits: one engine is enough
 @pytest_twisted.ensureDeferred
 async def test_documents_as_large_as_ingest_takes_reach_streams_whole(stack, index, sole_beater):
     # Beater and Tailor speak RawSocket to the router, which carries at most 16 MiB a message.

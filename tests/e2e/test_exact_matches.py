@@ -30,7 +30,7 @@ from estrom import api
 from tests.clients import http, post, wamp_session
 from tests.fuzz.test_stack import sample
 
-QUERIES = int(os.environ.get("ESTROM_EXACT_QUERIES", "1500"))
+QUERIES = int(os.environ.get("ESTROM_EXACT_QUERIES", "500"))
 OTHER_CASES = max(QUERIES // 5, 200)  # queries for the unmapped and the growing case
 DOCUMENTS = int(os.environ.get("ESTROM_EXACT_DOCUMENTS", "160"))
 # The corpus's seed: fixed, unless the queries are random too (then printed, to repeat a run).

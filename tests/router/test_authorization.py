@@ -24,6 +24,9 @@ from estrom import api
 from estrom.stack import ROOT
 from tests.clients import eventually, post, wamp_session
 
+# The router, the page and the command do not depend on the engine: run on one.
+pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
+
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 SOME_ID = "0123456789abcdef"
 

@@ -18,6 +18,9 @@ from twisted.internet.task import LoopingCall
 from estrom import api
 from tests.clients import eventually, post, wamp_session
 
+# The router, the page and the command do not depend on the engine: run on one.
+pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
+
 STALLED = 20
 REQUESTS, DOCUMENTS, BLOB = 20, 1000, "x" * 950  # 20 MB of hits
 GROWTH_BOUND = 150 * 1024 * 1024  # measured: +73 MiB with the bound, +370 MiB without
