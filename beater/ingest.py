@@ -33,6 +33,9 @@ from estrom.http import Branch, GuardedSite, NotFound, answer_later, api_root, o
 T = TypeVar("T")
 
 RETRY_AFTER = {"Retry-After": "1"}
+# Splits of a _bulk request's documents to find those the engine refuses: each costs the engine
+# a percolation, so a request of many bad documents cannot make it do thousands.
+BISECTIONS = 64
 
 
 class LimitedRequest(Request):
@@ -250,8 +253,9 @@ class BulkResource(_Ingest):
         for item in items:
             if not item.status:
                 taken.setdefault(item.index, []).append(item)
+        budget = [BISECTIONS]  # shared by the request's groups
         await DeferredList(
-            [Deferred.fromCoroutine(self._ingest(index, group)) for index, group in taken.items()],
+            [Deferred.fromCoroutine(self._ingest(index, group, budget)) for index, group in taken.items()],
             consumeErrors=True,
         )
         statuses = {item.status for item in items}
@@ -268,8 +272,10 @@ class BulkResource(_Ingest):
             },
         )
 
-    async def _ingest(self, index: str, items: list[BulkItem]) -> None:
-        """Ingest the items of one index together; each gets the outcome as its status."""
+    async def _ingest(self, index: str, items: list[BulkItem], budget: list[int]) -> None:
+        """Ingest the items of one index together; each gets the outcome as its status. If the
+        engine refuses one, the halves go again (``budget``: how many more splits this request
+        may make), so that as the engine does, only the refused items are refused."""
         try:
             await self.beater.ingest(
                 index,
@@ -278,13 +284,24 @@ class BulkResource(_Ingest):
                 [item.id for item in items],
             )
         except Rejected as e:
-            if len(items) > 1:  # the engine refuses items one by one: so do we
+            if len(items) > 1 and budget[0] > 0:
+                budget[0] -= 1
+                half = len(items) // 2
                 await DeferredList(
-                    [Deferred.fromCoroutine(self._ingest(index, [item])) for item in items],
+                    [
+                        Deferred.fromCoroutine(self._ingest(index, part, budget))
+                        for part in (items[:half], items[half:])
+                    ],
                     consumeErrors=True,
                 )
                 return
-            _refuse(items, 400, "mapper_parsing_exception", f"the search engine refused the document: {e}")
+            reason = f"the search engine refused the document: {e}"
+            if len(items) > 1:
+                reason = (
+                    f"the search engine refused one of these {len(items)} documents "
+                    f"(too many were refused in one request to tell which): {e}"
+                )
+            _refuse(items, 400, "mapper_parsing_exception", reason)
         except Overloaded as e:
             _refuse(items, 429, "es_rejected_execution_exception", f"{e}: retry later")
         except (EngineUnavailable, RouterUnavailable) as e:

@@ -62,6 +62,9 @@ class Beater:
         self.percolator = percolator
         self.store = store  # None: documents are percolated and published, not kept
         self.cursors = cursors or Cursors()
+        # By index: the cursors of this Beater's batches taken and not yet published (or failed),
+        # which a backlog leaves out.
+        self._in_flight: dict[str, set[tuple[str, str]]] = {}
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
         self.interest = interest  # None: percolate every stored query
         self.one_by_one = one_by_one
@@ -183,13 +186,29 @@ class Beater:
             clause = self._identify(found["index"], found["query"]).clause
         except InvalidQuery as e:
             raise ApplicationError(api.INVALID_QUERY, str(e)) from None
+        if self._engine_busy():
+            raise ApplicationError(api.UNAVAILABLE, "too many calls wait for the search engine: retry")
+        index = found["index"]
         try:
             page = await self._engine_calls.run(
-                lambda: Deferred.fromCoroutine(self.store.backlog(found["index"], clause, **wanted))
+                lambda: Deferred.fromCoroutine(
+                    self.store.backlog(index, clause, **wanted, unpublished=self._unpublished(index))
+                )
             )
         except (EngineUnavailable, EngineError) as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         return {"hits": page.hits, "next": page.next, "gap": page.gap}
+
+    def _unpublished(self, index: str):
+        """Whether a cursor is of one of this Beater's batches of ``index`` not published yet."""
+        node = self.cursors.node
+
+        def unpublished(cursor: Any) -> bool:
+            if not isinstance(cursor, str) or not cursor.endswith(node):
+                return False
+            return any(first <= cursor <= last for first, last in self._in_flight.get(index, ()))
+
+        return unpublished
 
     async def sweep(self, unused_for: float) -> None:
         """Record which queries were used since the last sweep, then remove those nobody used
@@ -256,7 +275,10 @@ class Beater:
         self._turns[index] = mine
         # Taken in the order batches publish: one Beater's hits of an index arrive by cursor.
         cursors = self.cursors.take(len(documents))
-        stored = False
+        batch = (cursors[0], cursors[-1]) if cursors else None
+        if batch is not None:
+            self._in_flight.setdefault(index, set()).add(batch)
+        stored: list = []  # what the store wrote of this batch
         try:
             try:
                 only = self.interest.active() if self.interest is not None else None
@@ -288,19 +310,26 @@ class Beater:
                 raise RouterUnavailable(f"publishing to the router failed: {e}") from e
         except RouterUnavailable:
             if stored:  # the sender will send it again: one copy in the store, not two
-                await self.store.remove(index, ids)
+                await self.store.remove(index, stored)
             raise
         finally:
             if self._turns.get(index) is mine:
                 del self._turns[index]
             mine.callback(None)
+            # Published (or failed): a backlog from now on may hold it. A subscription the
+            # router took after these publications finds them in the store, refreshed.
+            if batch is not None:
+                flying = self._in_flight[index]
+                flying.discard(batch)
+                if not flying:
+                    del self._in_flight[index]
         if not events:
             return matches
         try:
             await acknowledged
         except (TransportLost, ApplicationError) as e:
             if stored:
-                await self.store.remove(index, ids)
+                await self.store.remove(index, stored)
             # The router went away, or refused the publication. Anything else is a bug, and
             # must not pass for "unavailable, retry" (senders retry forever).
             raise RouterUnavailable(f"publishing to the router failed: {e}") from e
@@ -308,24 +337,25 @@ class Beater:
 
     async def _percolate_and_store(
         self, index: str, documents: list[dict], ids: list[str], cursors: list[str], only: list[str] | None
-    ) -> tuple[dict[str, list[int]], bool]:
+    ) -> tuple[dict[str, list[int]], list]:
         """Percolate a batch and, with the store, store it at the same time: the matches, and
-        whether it was stored. If either fails, what was stored of it is removed again."""
+        what was stored. If either fails, what was stored of it is removed again."""
         if self.store is None:
-            return await self.percolator.percolate(index, documents, only), False
+            return await self.percolator.percolate(index, documents, only), []
         fields = self.percolator.new_fields(index, documents)
         if fields:
-            return await self._store_then_percolate(index, documents, ids, cursors, only, fields), True
+            return await self._store_then_percolate(index, documents, ids, cursors, only, fields)
         percolating = Deferred.fromCoroutine(self.percolator.percolate(index, documents, only))
         storing = Deferred.fromCoroutine(self.store.put(index, documents, ids, cursors))
         (percolated, matches), (was_stored, storing) = await DeferredList(
             [percolating, storing], consumeErrors=True
         )
         if percolated and was_stored:
-            return matches, True
-        unreachable = not was_stored and storing.check(EngineUnavailable) and storing.value.status is None
-        if not unreachable:  # some of it may have been stored
-            await self.store.remove(index, ids)
+            return matches, storing
+        written = storing if was_stored else getattr(storing.value, "written", None)
+        if written is None:  # no answer: what the engine did is not known
+            log.warn("Beater: storing a batch in {index} got no answer; copies may stay", index=index)
+        await self.store.remove(index, written or [])
         failure = storing if percolated else matches  # the percolation's says most
         failure.raiseException()
 
@@ -337,27 +367,26 @@ class Beater:
         cursors: list[str],
         only: list[str] | None,
         fields: set[str],
-    ) -> dict[str, list[int]]:
+    ) -> tuple[dict[str, list[int]], list]:
         """Store first when a batch brings fields new to its index: the engine maps them in the
         source index, and the percolator index follows before the batch is percolated (a query
         on a field its index did not map matches nothing)."""
         try:
-            await self.store.put(index, documents, ids, cursors)
-        except EngineUnavailable as e:
-            if e.status is not None:
-                await self.store.remove(index, ids)
-            raise
-        except Exception:
-            await self.store.remove(index, ids)
+            written = await self.store.put(index, documents, ids, cursors)
+        except Exception as e:
+            written = getattr(e, "written", None)
+            if written is None:  # no answer: what the engine did is not known
+                log.warn("Beater: storing a batch in {index} got no answer; copies may stay", index=index)
+            await self.store.remove(index, written or [])
             raise
         try:
             try:
                 await self.percolator.follow_stored(index, fields)
             except EngineError as e:  # not the sender's fault: the sweep will follow it later
                 log.warn("Beater: cannot follow the mapping of {index}: {error}", index=index, error=e)
-            return await self.percolator.percolate(index, documents, only)
+            return await self.percolator.percolate(index, documents, only), written
         except Exception:
-            await self.store.remove(index, ids)
+            await self.store.remove(index, written)
             raise
 
 

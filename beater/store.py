@@ -9,13 +9,18 @@ are done: a sender's 2xx means stored and published. The engine's own search rea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from beater.documents import CBOR_PER_JSON_BYTE
 from beater.engine import Engine, EngineError, EngineUnavailable, path
 from estrom.coalesce import Coalesce
 
@@ -24,7 +29,49 @@ log = Logger()
 FIELD = "estrom_cursor"
 _MAPPING = {"properties": {FIELD: {"type": "keyword"}}}
 PAGE_HITS = 500  # hits in one backlog page, at most
-PAGE_BYTES = 4 * 1024 * 1024  # and about this many bytes of them (the router's limit is 16 MiB)
+PAGE_BYTES = 4 * 1024 * 1024  # and at most this many bytes of them (the router's limit is 16 MiB)
+REFRESH_EVERY = 0.2  # seconds between forced refreshes of an index, at least
+IN_FLIGHT = 2_000  # documents of this Beater's batches in flight a backlog may have to skip
+PAGE_FIRST = 20  # documents asked of the engine first for a page: their size sets how many next
+
+
+@dataclass(frozen=True)
+class Written:
+    """A document version ``put`` wrote."""
+
+    id: str
+    seq_no: int | None
+    primary_term: int | None
+
+
+# What the engine says when a document cannot be stored for what it holds: the sender's fault.
+_DOCUMENT_ERRORS = {
+    "mapper_parsing_exception",
+    "document_parsing_exception",
+    "strict_dynamic_mapping_exception",
+    "illegal_argument_exception",
+}
+
+
+def _refused(position: int, status: int, error: Any, index: str) -> Exception:
+    """The exception for a bulk item the engine did not store."""
+    kind = error.get("type") if isinstance(error, dict) else None
+    if status == 400 and kind in _DOCUMENT_ERRORS:
+        return EngineError(
+            status, {"error": {**error, "reason": f"document {position}: {error.get('reason', '')}"}}
+        )
+    reason = error.get("reason", "") if isinstance(error, dict) else str(error)
+    if status not in (429, 503):
+        log.warn(
+            "Beater: the search engine refuses to store in {index}: {status} {kind}: {reason}",
+            index=index,
+            status=status,
+            kind=kind,
+            reason=reason,
+        )
+    return EngineUnavailable(
+        f"the search engine could not store documents now ({status} {kind}: {reason})", status
+    )
 
 
 @dataclass
@@ -35,9 +82,11 @@ class Page:
 
 
 class Store:
-    def __init__(self, engine: Engine, max_backlog: int = 10_000):
+    def __init__(self, engine: Engine, max_backlog: int = 10_000, clock: IReactorTime = default_reactor):
         self.engine = engine
         self.max_backlog = max_backlog
+        self._clock = clock
+        self._refreshed: dict[str, float] = {}  # by index: when the last refresh started
         self._ready: set[str] = set()  # indexes known to exist with the cursor's mapping
         self._ensuring = Coalesce()
         self._waiting: dict[str, list[Deferred]] = {}  # by index: callers for the next refresh
@@ -58,41 +107,64 @@ class Store:
             await self.engine.request("PUT", path(index, "_mapping"), _MAPPING)
         self._ready.add(index)
 
-    async def put(self, index: str, documents: list[dict], ids: list[str], cursors: list[str]) -> None:
-        """Index ``documents`` with their IDs and cursors, in one bulk request.
+    async def put(
+        self, index: str, documents: list[dict], ids: list[str], cursors: list[str]
+    ) -> list[Written]:
+        """Index ``documents`` with their IDs and cursors, in one bulk request; what was written.
 
-        Raises EngineError with the engine's reason for the first document it refused (the
-        sender's fault), EngineUnavailable if it could not take one now; those it took stay.
+        Raises EngineError with the engine's reason for the first document it refused for what
+        it holds (the sender's fault), EngineUnavailable for anything else (the engine could not
+        take one now, or refuses to store at all: a block, rights, an alias); either carries
+        ``written``, what was stored nonetheless.
         """
-        await self.ensure(index)
-        lines = []
-        for document, document_id, cursor in zip(documents, ids, cursors):
-            lines.append({"index": {"_index": index, "_id": document_id}})
-            lines.append({**document, FIELD: cursor})
-        answer = await self.engine.bulk(lines)
-        if not answer.get("errors"):
-            return
-        for position, item in enumerate(answer["items"]):
+        try:
+            await self.ensure(index)
+            lines = []
+            for document, document_id, cursor in zip(documents, ids, cursors):
+                lines.append({"index": {"_index": index, "_id": document_id}})
+                lines.append({**document, FIELD: cursor})
+            answer = await self.engine.bulk(lines)
+        except EngineError as e:  # the whole request, refused: not about one document
+            refused = EngineUnavailable(f"the search engine refuses to store in '{index}': {e}", e.status)
+            refused.written = []
+            raise refused from e
+        written, refused = [], None
+        for position, item in enumerate(answer.get("items", [])):
             result = next(iter(item.values()))
             status = result.get("status", 500)
             if status < 300:
-                continue
-            if status == 429 or status >= 500:
-                raise EngineUnavailable(f"the search engine could not store documents now ({status})", status)
-            error = result.get("error", {})
-            if isinstance(error, dict):
-                error = {**error, "reason": f"document {position}: {error.get('reason', '')}"}
-            raise EngineError(status, {"error": error})
+                written.append(Written(result.get("_id"), result.get("_seq_no"), result.get("_primary_term")))
+            elif refused is None:
+                refused = _refused(position, status, result.get("error"), index)
+        if refused is not None:
+            refused.written = written
+            raise refused
+        return written
 
-    async def remove(self, index: str, ids: list[str]) -> None:
-        """Delete what ``put`` stored of a batch that was then not published: its sender hears
-        it was not taken and sends it again. If the engine cannot, the copies stay (logged)."""
+    async def remove(self, index: str, written: list[Written]) -> None:
+        """Delete what ``put`` wrote of a batch that was then not published: its sender hears it
+        was not taken and sends it again. Only those versions: a document written since stays.
+        If the engine cannot, the copies stay (logged)."""
+        actions = [
+            {
+                "delete": {
+                    "_index": index,
+                    "_id": w.id,
+                    "if_seq_no": w.seq_no,
+                    "if_primary_term": w.primary_term,
+                }
+            }
+            for w in written
+            if w.seq_no is not None and w.primary_term is not None
+        ]
+        if not actions:
+            return
         try:
-            await self.engine.bulk([{"delete": {"_index": index, "_id": i}} for i in ids])
+            await self.engine.bulk(actions)
         except (EngineUnavailable, EngineError) as e:
             log.warn(
                 "Beater: {count} documents stored but not published stay in {index}: {error}",
-                count=len(ids),
+                count=len(actions),
                 index=index,
                 error=e,
             )
@@ -109,6 +181,9 @@ class Store:
     def _refresh(self, index: str) -> None:
         waiters = self._waiting.pop(index)
         self._refreshing.add(index)
+        # At most one forced refresh per REFRESH_EVERY per index, however many streams open:
+        # each makes a new segment of what was indexed since.
+        wait = self._refreshed.get(index, float("-inf")) + REFRESH_EVERY - self._clock.seconds()
 
         def finished(result: Any) -> None:
             self._refreshing.discard(index)
@@ -117,10 +192,13 @@ class Store:
             if index in self._waiting:
                 self._refresh(index)
 
-        refreshed = Deferred.fromCoroutine(
-            self.engine.request("POST", path(index, "_refresh"), params={"ignore_unavailable": "true"})
-        )
-        refreshed.addBoth(finished)
+        def start(_: Any) -> Deferred:
+            self._refreshed[index] = self._clock.seconds()
+            return Deferred.fromCoroutine(
+                self.engine.request("POST", path(index, "_refresh"), params={"ignore_unavailable": "true"})
+            )
+
+        deferLater(self._clock, max(0.0, wait), lambda: None).addCallback(start).addBoth(finished)
 
     async def backlog(
         self,
@@ -130,16 +208,22 @@ class Store:
         after: str | None = None,
         since: str | None = None,
         page: dict[str, str] | None = None,
+        unpublished: Callable[[str], bool] = lambda cursor: False,
     ) -> Page:
         """The first page of the backlog of a query (``clause``, on ``index``), or the page that
         ``page`` (a previous Page's ``next``) names. Oldest first.
 
         The backlog is the last ``last`` (at most ``max_backlog``) matching documents with a
         cursor greater than ``after`` and at least ``since`` (a cursor). Fire after a refresh, so
-        that it holds every document published before the call.
+        that it holds every document published before the call. Documents stored but not yet
+        published (``unpublished(cursor)``, as far as this Beater knows: its own batches in
+        flight) are left out: they arrive live, in cursor order, and one that fails to publish
+        is deleted again.
         """
         if page is not None:
-            return await self._page(index, clause, {"gt": page["after"], "lte": page["until"]}, False)
+            return await self._page(
+                index, clause, {"gt": page["after"], "lte": page["until"]}, False, unpublished
+            )
         await self.refresh(index)
         bounds: dict[str, str] = {}
         if after is not None:
@@ -154,38 +238,64 @@ class Store:
             bounds,
             {
                 "sort": [{FIELD: "desc"}],
-                "size": wanted,
+                # and room for this Beater's batches in flight, which are left out
+                "size": min(wanted + IN_FLIGHT, 10_000),
                 "_source": False,
-                "track_total_hits": wanted + 1,
+                "track_total_hits": wanted + IN_FLIGHT + 1,
             },
         )
         if answer is None:
             return Page([], None, False)
-        hits = answer["hits"]["hits"]
-        if not hits:
+        found = answer["hits"]["hits"]
+        published = [hit["sort"][0] for hit in found if not unpublished(hit["sort"][0])]
+        cursors = published[:wanted]
+        if not cursors:
             return Page([], None, False)
         total = answer["hits"]["total"]
-        more = (total["value"] if isinstance(total, dict) else total) > len(hits)
-        start, until = hits[-1]["sort"][0], hits[0]["sort"][0]
-        return await self._page(index, clause, {"gte": start, "lte": until}, more and last is None)
+        matched = (total["value"] if isinstance(total, dict) else total) - (len(found) - len(published))
+        more = matched > len(cursors)
+        bounds = {"gte": cursors[-1], "lte": cursors[0]}
+        return await self._page(index, clause, bounds, more and last is None, unpublished)
 
-    async def _page(self, index: str, clause: dict[str, Any], bounds: dict[str, str], gap: bool) -> Page:
-        answer = await self._search(
-            index, clause, bounds, {"sort": [{FIELD: "asc"}], "size": PAGE_HITS, "track_total_hits": False}
-        )
-        found = answer["hits"]["hits"] if answer is not None else []
-        hits, size = [], 0
-        for hit in found:
-            source = dict(hit["_source"])
-            cursor = source.pop(FIELD)
-            hits.append({"_index": index, "_id": hit["_id"], "_cursor": cursor, "_source": source})
-            size += len(json.dumps(source))
-            if size >= PAGE_BYTES:
-                break
-        last_page = len(hits) == len(found) and len(found) < PAGE_HITS
+    async def _page(
+        self,
+        index: str,
+        clause: dict[str, Any],
+        bounds: dict[str, str],
+        gap: bool,
+        unpublished: Callable[[str], bool],
+    ) -> Page:
+        """One page from ``bounds``: up to PAGE_HITS hits and about PAGE_BYTES as Beater sends
+        them (CBOR, counted at its most), a hit larger than that alone. Asked of the engine a few
+        at a time at first, then as many as the largest seen leaves room for: a store of large
+        documents never has Beater read hundreds of them at once."""
         until = bounds["lte"]
-        following = None if last_page or not hits else {"after": hits[-1]["_cursor"], "until": until}
-        return Page(hits, following, gap)
+        hits: list[dict] = []
+        size, fetch, range_ = 0, PAGE_FIRST, dict(bounds)
+        while True:
+            answer = await self._search(
+                index, clause, range_, {"sort": [{FIELD: "asc"}], "size": fetch, "track_total_hits": False}
+            )
+            found = answer["hits"]["hits"] if answer is not None else []
+            largest = 1
+            for position, hit in enumerate(found):
+                source = dict(hit["_source"])
+                cursor = source.pop(FIELD, None)
+                if unpublished(cursor):
+                    continue
+                weight = len(json.dumps(source)) * CBOR_PER_JSON_BYTE + 128
+                largest = max(largest, weight)
+                if hits and size + weight > PAGE_BYTES:
+                    return Page(hits, {"after": hits[-1]["_cursor"], "until": until}, gap)
+                hits.append({"_index": index, "_id": hit["_id"], "_cursor": cursor, "_source": source})
+                size += weight
+                if len(hits) >= PAGE_HITS:
+                    done = position == len(found) - 1 and len(found) < fetch
+                    return Page(hits, None if done else {"after": cursor, "until": until}, gap)
+            if len(found) < fetch:
+                return Page(hits, None, gap)
+            range_ = {"gt": found[-1]["sort"][0], "lte": until}
+            fetch = max(1, min(PAGE_HITS - len(hits), (PAGE_BYTES - size) // largest))
 
     async def _search(
         self, index: str, clause: dict[str, Any], bounds: dict[str, str], body: dict[str, Any]

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall, deferLater
@@ -29,6 +29,8 @@ from estrom.coalesce import Coalesce
 from estrom.http import answer_later, only, send_error
 
 log = Logger()
+
+BACKLOG_CALL_SECONDS = 60.0  # two engine timeouts: a refresh and a search
 
 # WAMP errors Tailor passes on as HTTP statuses; anything else from the router is a 503.
 _STATUS = {
@@ -393,7 +395,7 @@ class Tailor:
         skipped. Without a store, resuming (``after``) says ``"gap": true``."""
         request = stream.request
         try:
-            answer = await session.call(api.BACKLOG, sid, options)
+            answer = await _call(session, sid, options)
         except ApplicationError as e:
             if e.error == api.NO_STORE and set(options) == {"after"}:
                 answer = {"hits": [], "next": None, "gap": True}
@@ -403,9 +405,9 @@ class Tailor:
                 return send_error(
                     request, status, _message(e), {"Retry-After": "1"} if status == 503 else None
                 )
-        except TransportLost:
+        except (TransportLost, defer.TimeoutError, defer.CancelledError):
             stream.discard()
-            return send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+            return send_error(request, 503, "Beater did not give the backlog: retry", {"Retry-After": "1"})
         if stream.closed:
             return
         stream.start(sid, gap=bool(answer.get("gap")))
@@ -417,10 +419,12 @@ class Tailor:
             if stream.closed:
                 return
             try:
-                answer = await session.call(api.BACKLOG, sid, {"page": answer["next"]})
-            except (ApplicationError, TransportLost) as e:
-                error = _message(e) if isinstance(e, ApplicationError) else "Tailor lost the router"
-                return stream.close(error=f"the backlog could not be read whole: {error}")
+                answer = await _call(session, sid, {"page": answer["next"]})
+            except Exception as e:  # noqa: BLE001 - the head is sent: end the JSON, saying why
+                error = _message(e) if isinstance(e, ApplicationError) else type(e).__name__
+                return stream.close(
+                    error=f"the backlog could not be read whole: {error}; resume after the last hit"
+                )
             if stream.closed:
                 return
         stream.release()
@@ -452,6 +456,12 @@ class Tailor:
                 subscription.unsubscribe().addErrback(lambda _: None)
             except TransportLost:
                 pass  # the session is gone, and its subscriptions with it
+
+
+def _call(session, sid: str, options: dict[str, Any]) -> Deferred:
+    """``estrom.backlog``, given up after BACKLOG_CALL_SECONDS (a Beater that never answers
+    must not leave a client waiting for its head while live hits pile up)."""
+    return session.call(api.BACKLOG, sid, options).addTimeout(BACKLOG_CALL_SECONDS, reactor)
 
 
 def _message(error: ApplicationError) -> str:

@@ -14,8 +14,8 @@ from twisted.web.test.requesthelper import DummyRequest
 from beater.bulk import MAX_ID_BYTES, parse_bulk
 from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments
 from beater.engine import EngineUnavailable
-from beater.ingest import BulkResource, Refused, gunzip
-from beater.pipeline import Overloaded
+from beater.ingest import BISECTIONS, BulkResource, Refused, gunzip
+from beater.pipeline import Overloaded, Rejected
 from beater.service import RouterUnavailable
 
 
@@ -147,15 +147,15 @@ class _Beater:
         return {"accepted": len(documents)}
 
 
-def bulk(outcomes: dict[str, Exception | None], body: bytes) -> tuple[int, dict, DummyRequest]:
+def bulk(outcomes: dict[str, Exception | None], body: bytes, beater=None) -> tuple[int, dict, DummyRequest]:
     request = DummyRequest([])
     request.method = b"POST"
     request._disconnected = False
     request.body_too_large = False
     request.content = BytesIO(body)
-    request.channel = SimpleNamespace(site=SimpleNamespace(max_body_bytes=1_000_000))
+    request.channel = SimpleNamespace(site=SimpleNamespace(max_body_bytes=10_000_000))
     request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-ndjson"])
-    assert BulkResource(_Beater(outcomes), None).render(request) == NOT_DONE_YET
+    assert BulkResource(beater or _Beater(outcomes), None).render(request) == NOT_DONE_YET
     assert request.finished
     return request.responseCode, json.loads(b"".join(request.written)), request
 
@@ -181,3 +181,39 @@ def test_items_of_an_index_that_failed_are_answered_apart_from_the_others():
     results = [item["index"] for item in answer["items"]]
     assert [result["status"] for result in results] == [201, 503, 400]
     assert results[1]["error"]["reason"] == "gone"
+
+
+class _Refusing(_Beater):
+    """The engine refuses any group holding a document with ``"bad": true``; ingests counted."""
+
+    def __init__(self):
+        super().__init__({})
+        self.calls = 0
+
+    async def ingest(self, index, documents, size=0, ids=None):
+        self.calls += 1
+        if any(document.get("bad") for document in documents):
+            raise Rejected("mapper_parsing_exception: bad")
+        return {"accepted": len(documents)}
+
+
+def bulk_into(beater, body) -> list[int]:
+    _, answer, _ = bulk({}, body, beater)
+    return [item["index"]["status"] for item in answer["items"]]
+
+
+def test_documents_the_engine_refuses_are_found_by_halves_and_refused_alone():
+    beater = _Refusing()
+    lines = [line for n in range(64) for line in ({"index": {"_index": "a"}}, {"n": n, "bad": n in (5, 40)})]
+    statuses = bulk_into(beater, ndjson(*lines))
+    assert [n for n, status in enumerate(statuses) if status != 201] == [5, 40]
+    assert all(statuses[n] == 400 for n in (5, 40))
+    assert beater.calls <= 1 + 2 * 2 * 6  # two halvings per bad document, log2(64) deep
+
+
+def test_a_request_of_many_refused_documents_costs_the_engine_a_bounded_number_of_tries():
+    beater = _Refusing()
+    lines = [line for n in range(2000) for line in ({"index": {"_index": "a"}}, {"n": n, "bad": True})]
+    statuses = bulk_into(beater, ndjson(*lines))
+    assert statuses == [400] * 2000
+    assert beater.calls <= 1 + 2 * BISECTIONS

@@ -77,3 +77,19 @@ def test_backlog_options_are_checked_and_since_becomes_a_cursor():
         with pytest.raises(ValueError, match=None) as raised:
             _backlog_options(options, 100, 1000)
         assert says in str(raised.value), (options, raised.value)
+
+
+def test_a_backlog_leaves_out_only_this_beaters_batches_not_yet_published():
+    from beater.service import Beater
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    beater = Beater(percolator=None, cursors=Cursors(clock, node=0xBEEF))
+    first, middle, last = beater.cursors.take(3)
+    beater._in_flight["events"] = {(first, last)}  # as deliver marks a batch on its way
+    unpublished = beater._unpublished("events")
+    assert unpublished(first) and unpublished(middle) and unpublished(last)
+    (later,) = beater.cursors.take(1)
+    assert not unpublished(later)
+    assert not unpublished(middle[:16] + "cafe")  # another Beater's: it knows its own
+    assert not beater._unpublished("other")(middle)

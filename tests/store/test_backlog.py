@@ -229,3 +229,52 @@ async def test_estrom_tail_shows_the_last_n_then_resumes_after_a_reconnect(store
         process.signalProcess(signal.SIGINT)
         stored.stop("tailor-cli")
     await eventually(lambda: out.ended, what="estrom tail to exit")
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_stored_documents_come_a_few_at_a_time(stored, index):
+    # Each is about 3 MB: a page holds at most 4 MiB as Beater sends it, so one or two a page.
+    blob = "x" * 3_000_000
+    for n in range(4):
+        await send(stored, index, [n], blob=blob)
+    stream = await HttpStream.open(stored.tailor_url, i=index, q="service:api", backlog="4")
+    hits = await stream.wait_for_hits(4)
+    assert numbers(hits) == [0, 1, 2, 3] and all(len(hit["_source"]["blob"]) == 3_000_000 for hit in hits)
+    stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_engine_that_refuses_to_store_is_a_503_not_the_senders_fault(stored, index):
+    await send(stored, index, [0])
+    status, _ = await post(f"{stored.engine_url}/{index}/_close", b"")
+    assert status == 200
+    try:
+        status, answer = await post(docs_url(stored, index), [{"service": "api", "n": 1}])
+        assert status == 503 and "could not store" in answer["error"], answer
+    finally:
+        status, _ = await post(f"{stored.engine_url}/{index}/_open", b"")
+        assert status == 200
+    await eventually(
+        lambda: Deferred.fromCoroutine(
+            post(docs_url(stored, index), [{"service": "api", "n": 2}])
+        ).addCallback(lambda answer: answer[0] == 200),
+        what="the index open again",
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_document_does_not_take_the_stored_one_with_its_id_away(stored, index):
+    lines = b"".join(
+        json.dumps(line).encode() + b"\n" for line in ({"index": {"_id": "kept"}}, {"service": "api", "n": 1})
+    )
+    status, answer = await post(f"{stored.beater_url}/{index}/_bulk", lines, "application/x-ndjson")
+    assert status == 200 and not answer["errors"]
+    # n is a number in this index now: a string there is refused, and so is its _id's item.
+    lines = b"".join(
+        json.dumps(line).encode() + b"\n"
+        for line in ({"index": {"_id": "kept"}}, {"service": "api", "n": "abc"})
+    )
+    status, answer = await post(f"{stored.beater_url}/{index}/_bulk", lines, "application/x-ndjson")
+    assert status == 200 and answer["items"][0]["index"]["status"] == 400
+    status, found = await get(f"{stored.engine_url}/{index}/_doc/kept")
+    assert status == 200 and found["_source"]["n"] == 1
