@@ -278,3 +278,16 @@ async def test_a_refused_document_does_not_take_the_stored_one_with_its_id_away(
     assert status == 200 and answer["items"][0]["index"]["status"] == 400
     status, found = await get(f"{stored.engine_url}/{index}/_doc/kept")
     assert status == 200 and found["_source"]["n"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_estrom_tail_since_prints_the_documents_since_then(stored, index):
+    await send(stored, index, range(3))
+    out, process = run(
+        "--url", stored.tailor_url, "-i", index, "service:api", "--since", "10m", "--format", "{n}"
+    )
+    try:
+        await eventually(lambda: out.lines == ["0", "1", "2"], what=f"the documents since ({out.lines})")
+    finally:
+        process.signalProcess(signal.SIGINT)
+    await eventually(lambda: out.ended, what="estrom tail to exit")
