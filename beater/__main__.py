@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 
-import txaio
 from autobahn.twisted.component import run
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from beater.engine import Engine
+from beater.engine import Engine, engine_answers
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
 from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
 from beater.store import Store
-from estrom.http import SiteLimits
+from estrom.health import HEALTH_PATHS, add_health
+from estrom.http import SiteLimits, token_file
+from estrom.logs import start_logging
+from estrom.metrics import MetricsResource
 from estrom.settings import describe, load
 from estrom.wamp import component
 
@@ -27,7 +30,10 @@ log = Logger()
 
 def main(argv: list[str] | None = None) -> None:
     settings = load(BeaterSettings, argv, prog="beater")
-    txaio.start_logging(level="info")
+    try:
+        start_logging(settings.log_format)
+    except ValueError as e:
+        sys.exit(f"beater: {e}")
     log.info("Beater settings:\n{settings}", settings=describe(settings))
     if not settings.secret:
         sys.exit("beater: ESTROM_BEATER_SECRET is not set; the router admits Beater only with it")
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         limits = SiteLimits.parse(
             settings.allowed_hosts, settings.request_deadline_seconds, settings.max_connections
         )
+        tokens = token_file(settings.tokens, settings.host, "Beater")
     except ValueError as e:
         sys.exit(f"beater: {e}")
 
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         calls_in_flight=settings.engine_calls_in_flight,
         calls_queued=settings.engine_calls_queued,
         store=Store(engine, settings.max_backlog) if settings.store else None,
+        tokens=tokens,
     )
     wamp = component(
         settings.router_url,
@@ -78,10 +86,17 @@ def main(argv: list[str] | None = None) -> None:
     wamp.on("join", beater.on_join)
     wamp.on("leave", beater.on_leave)
 
-    site = IngestSite(IngestRoot(beater), settings.max_body_bytes)
+    root = IngestRoot(beater)
+    add_health(root, {"engine": partial(engine_answers, engine), "router": beater.router_joined})
+    # With the router's own counts (its meta API), asked when scraped.
+    root.putChild(b"metrics", MetricsResource(beater.metrics, beater.count_router))
+    site = IngestSite(root, settings.max_body_bytes)
     # IngestSite is a GuardedSite (estrom.http): Host check, request deadline, connection cap.
     site.limits = limits
     site.access_log = settings.access_log
+    site.tokens = tokens
+    site.open_paths = HEALTH_PATHS
+    site.metrics = beater.metrics
     reactor.listenTCP(settings.port, site, interface=settings.host)
     log.info(
         "Beater ingest: POST documents to http://{host}:{port}/api/v0.1/docs/<index>, "

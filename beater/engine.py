@@ -211,3 +211,15 @@ def _describe(error: Exception) -> str:
 def path(*segments: str) -> str:
     """A URL path from raw segments (index names, IDs), each percent-encoded."""
     return "".join("/" + quote(segment, safe="") for segment in segments)
+
+
+async def engine_answers(engine: Engine) -> str | None:
+    """Beater's readiness check of the engine: None when it answers its cluster health, else why
+    not, in a few words (the readiness answer needs no token: no URL, no engine message)."""
+    try:
+        await engine.request("GET", "/_cluster/health")
+    except EngineUnavailable as e:
+        return f"the search engine answered {e.status}" if e.status else "the search engine does not answer"
+    except EngineError as e:
+        return f"the search engine answered {e.status}"
+    return None

@@ -28,7 +28,17 @@ from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
 from beater.pipeline import Overloaded, Rejected
 from beater.service import Beater, RouterUnavailable
-from estrom.http import Branch, GuardedSite, NotFound, answer_later, api_root, only, send_error, send_json
+from estrom.http import (
+    Branch,
+    GuardedSite,
+    NotFound,
+    answer_later,
+    api_root,
+    only,
+    principal_of,
+    send_error,
+    send_json,
+)
 
 T = TypeVar("T")
 
@@ -43,18 +53,22 @@ class LimitedRequest(Request):
 
     body_too_large = False
     _received = 0
+    _unknown = False
 
     def gotLength(self, length: int | None) -> None:
         # Twisted spools bodies over 100 kB to a temporary file; the limit bounds memory, so keep
         # the body in memory and spare the reactor blocking file I/O.
         self.content = BytesIO()
+        # The headers are in: a sender without a valid token gets 401 without its body being kept.
+        self._unknown = self.channel.site.authenticate(self) is None
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)
         if self._received > self.channel.site.max_body_bytes:
             self.body_too_large = True
             return
-        super().handleContentChunk(data)
+        if not self._unknown:
+            super().handleContentChunk(data)
 
 
 class IngestSite(GuardedSite):
@@ -122,6 +136,11 @@ class IndexDocsResource(_Ingest):
             index = check_index(self.index, self.beater.index_patterns)
         except InvalidIndex as e:
             return send_error(request, 400, str(e))
+        principal = principal_of(request)
+        if not principal.may_send(index):
+            return send_error(
+                request, 403, f"the token {principal.name!r} may not send to the index {index!r}"
+            )
         read = self.read(request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits))
         if read is None:
             return None
@@ -129,12 +148,16 @@ class IndexDocsResource(_Ingest):
         try:
             counts = await self.beater.ingest(index, documents, len(body))
         except Rejected as e:
+            self.beater.metrics.refused(index, len(documents), 422)
             return send_error(request, 422, f"the search engine refused the documents: {e}")
         except Overloaded as e:
+            self.beater.metrics.refused(index, len(documents), 429)
             # Logstash's http output retries on 429 (and 503): nothing is lost, memory stays flat.
             return send_error(request, 429, f"{e}: retry later", RETRY_AFTER)
         except (EngineUnavailable, RouterUnavailable) as e:
+            self.beater.metrics.refused(index, len(documents), 503)
             return send_error(request, 503, str(e), RETRY_AFTER)
+        self.beater.metrics.took(index, len(documents))
         send_json(request, 200, counts)
 
 
@@ -249,8 +272,15 @@ class BulkResource(_Ingest):
         if read is None:
             return None
         _, items = read
+        principal = principal_of(request)
         taken: dict[str, list[BulkItem]] = {}
         for item in items:
+            if not item.status and not principal.may_send(item.index):
+                item.refuse(
+                    403,
+                    "security_exception",
+                    f"the token {principal.name!r} may not send to the index {item.index!r}",
+                )
             if not item.status:
                 taken.setdefault(item.index, []).append(item)
         budget = [BISECTIONS]  # shared by the request's groups
@@ -258,6 +288,11 @@ class BulkResource(_Ingest):
             [Deferred.fromCoroutine(self._ingest(index, group, budget)) for index, group in taken.items()],
             consumeErrors=True,
         )
+        for item in items:
+            if item.status is not None and item.status < 300:
+                beater.metrics.took(item.index, 1)
+            elif item.status is not None:
+                beater.metrics.refused(item.index or "", 1, item.status)
         statuses = {item.status for item in items}
         if statuses <= {429, 503}:  # nothing taken, and a retry may take it all
             status = 503 if 503 in statuses else 429

@@ -3,6 +3,7 @@ the hits of each percolation to ``docs-for-<ID>``."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from bisect import bisect_right
 from collections import OrderedDict
@@ -13,6 +14,7 @@ import cbor2
 import xxhash
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import PublishOptions, RegisterOptions
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, FirstError, gatherResults
 from twisted.logger import Logger
 
@@ -27,6 +29,15 @@ from beater.store import Store
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
 from estrom import api
 from estrom.coalesce import Coalesce
+from estrom.metrics import BeaterMetrics
+from estrom.tokens import ANONYMOUS, Principal, TokenFile
+
+# A caller the router did not disclose, while there are tokens: it may read nothing.
+_UNDISCLOSED = Principal("undisclosed caller")
+# How long a scrape of /metrics waits for the router's counts.
+ROUTER_COUNT_SECONDS = 2.0
+# The role of router/authorizer.py's session (router/.crossbar/config.json).
+ROUTERS_AUTHORIZER = "authorizer"
 
 log = Logger()
 
@@ -58,14 +69,19 @@ class Beater:
         calls_queued: int = 1000,
         store: Store | None = None,
         cursors: Cursors | None = None,
+        tokens: TokenFile | None = None,
+        metrics: BeaterMetrics | None = None,
     ):
         self.percolator = percolator
+        self.metrics = metrics or BeaterMetrics()
+        self.tokens = tokens  # None: every caller may read every index
         self.store = store  # None: documents are percolated and published, not kept
         self.cursors = cursors or Cursors()
         # By index: the cursors of this Beater's batches taken and not yet published (or failed),
         # which a backlog leaves out.
         self._in_flight: dict[str, set[tuple[str, str]]] = {}
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
+        self.metrics.watch_queue(lambda: self.pipeline.queued, lambda: self.pipeline.queued_bytes)
         self.interest = interest  # None: percolate every stored query
         self.one_by_one = one_by_one
         self.limits = limits
@@ -86,23 +102,68 @@ class Beater:
 
     async def on_join(self, session, details) -> None:
         # Several Beaters may serve one router: calls are shared out among them.
-        options = RegisterOptions(invoke="roundrobin")
+        options = RegisterOptions(invoke="roundrobin", details_arg="details")
         await session.register(self.register, api.REGISTER, options=options)
         await session.register(self.lookup, api.LOOKUP, options=options)
         await session.register(self.backlog, api.BACKLOG, options=options)
         if self.interest is not None:
             await self.interest.follow(session)
         self.session = session
+        self.metrics.router_joined.set(1)
         log.info("Beater joined realm {realm} as {authid}", realm=details.realm, authid=details.authid)
+
+    async def router_joined(self) -> str | None:
+        """Beater's readiness check of the router: None once joined, with its procedures."""
+        return None if self.session is not None else "not joined to the router"
+
+    async def count_router(self) -> None:
+        """Ask the router (its meta API) how many sessions the realm has and how many topics are
+        subscribed to, for the metrics."""
+        session = self.session
+        if session is None:
+            return
+        try:
+            sessions = await session.call("wamp.session.count").addTimeout(ROUTER_COUNT_SECONDS, reactor)
+            subscriptions = await session.call("wamp.subscription.list").addTimeout(
+                ROUTER_COUNT_SECONDS, reactor
+            )
+        except (ApplicationError, TransportLost, defer.TimeoutError, defer.CancelledError) as e:
+            log.warn("the router's statistics: {error}", error=str(e))
+            return
+        self.metrics.router_sessions.set(sessions)
+        self.metrics.router_subscriptions.set(sum(len(ids) for ids in subscriptions.values()))
 
     def on_leave(self, session, details) -> None:
         self.session = None
+        self.metrics.router_joined.set(0)
         log.warn("Beater left the router: {reason}", reason=details.reason)
 
-    async def register(self, index: Any, query: Any) -> str:
+    def reader(self, details: Any) -> Principal:
+        """Who made a call (``details``: autobahn's CallDetails, or None), and so which indexes
+        it may read. The router discloses callers (router/authorizer.py): a ``client`` session
+        is the token whose name is its authid; the router's own authorizer (it asks for the
+        index of a topic's query) reads everything; anyone else nothing. A call forwarded by
+        another router names a caller that this router did not authenticate: nothing."""
+        if self.tokens is None:
+            return ANONYMOUS
+        if getattr(details, "forward_for", None):
+            return _UNDISCLOSED
+        role = getattr(details, "caller_authrole", None)
+        if role == "client":
+            return self.tokens.principal(details.caller_authid) or _UNDISCLOSED
+        return ANONYMOUS if role == ROUTERS_AUTHORIZER else _UNDISCLOSED
+
+    def _may_read(self, details: Any, index: str, what: str) -> None:
+        reader = self.reader(details)
+        if not reader.may_read(index):
+            raise ApplicationError(api.NOT_AUTHORIZED, f"the token {reader.name!r} may not read {what}")
+
+    async def register(self, index: Any, query: Any, details: Any = None) -> str:
         """WAMP ``estrom.register(index, query) -> id``."""
         try:
-            identified = self._identify(check_index(index, self.index_patterns), query)
+            index = check_index(index, self.index_patterns)
+            self._may_read(details, index, f"the index {index!r}")
+            identified = self._identify(index, query)
             if self.store is not None:
                 # Before the percolator index is made: it is made like the source index.
                 await self.store.ensure(identified.index)
@@ -145,7 +206,7 @@ class Beater:
     def _engine_busy(self) -> bool:
         return not self._engine_calls.tokens and len(self._engine_calls.waiting) >= self._calls_queued
 
-    async def lookup(self, query_id: Any) -> dict[str, Any]:
+    async def lookup(self, query_id: Any, details: Any = None) -> dict[str, Any]:
         """WAMP ``estrom.lookup(id) -> {"index": ..., "query": ...}``."""
         if not isinstance(query_id, str) or len(query_id) > 64:
             raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, "a subscription ID is a string of 16 hex digits")
@@ -159,12 +220,13 @@ class Beater:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         if found is None:
             raise ApplicationError(api.UNKNOWN_SUBSCRIPTION, f"no query has the ID '{query_id}'")
+        self._may_read(details, found["index"], "the index of this subscription")
         if self.interest is not None:
             self.interest.touch(query_id)
         self._seen.add(query_id)
         return found
 
-    async def backlog(self, query_id: Any, options: Any = None) -> dict[str, Any]:
+    async def backlog(self, query_id: Any, options: Any = None, details: Any = None) -> dict[str, Any]:
         """WAMP ``estrom.backlog(id, {"last": N, "since": time, "after": cursor})`` ->
         ``{"hits": [...], "next": {...} | None, "gap": bool}``: the stored documents that match
         query ``id``, oldest first, a page at a time (call again with ``{"page": next}`` while
@@ -181,7 +243,7 @@ class Beater:
             wanted = _backlog_options(options, self.store.max_backlog, self.cursors.now())
         except ValueError as e:
             raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
-        found = await self.lookup(query_id)
+        found = await self.lookup(query_id, details)
         try:
             clause = self._identify(found["index"], found["query"]).clause
         except InvalidQuery as e:
@@ -279,10 +341,12 @@ class Beater:
         if batch is not None:
             self._in_flight.setdefault(index, set()).add(batch)
         stored: list = []  # what the store wrote of this batch
+        started = time.monotonic()
         try:
             try:
                 only = self.interest.active() if self.interest is not None else None
                 matches, stored = await self._percolate_and_store(index, documents, ids, cursors, only)
+                percolated = time.monotonic() - started
             except EngineError as e:
                 raise Rejected(e.reason) from e
             finally:
@@ -323,16 +387,16 @@ class Beater:
                 flying.discard(batch)
                 if not flying:
                     del self._in_flight[index]
-        if not events:
-            return matches
-        try:
-            await acknowledged
-        except (TransportLost, ApplicationError) as e:
-            if stored:
-                await self.store.remove(index, stored)
-            # The router went away, or refused the publication. Anything else is a bug, and
-            # must not pass for "unavailable, retry" (senders retry forever).
-            raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+        if events:
+            try:
+                await acknowledged
+            except (TransportLost, ApplicationError) as e:
+                if stored:
+                    await self.store.remove(index, stored)
+                # The router went away, or refused the publication. Anything else is a bug, and
+                # must not pass for "unavailable, retry" (senders retry forever).
+                raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+        self.metrics.delivered(index, len(documents), sum(map(len, matches.values())), percolated)
         return matches
 
     async def _percolate_and_store(

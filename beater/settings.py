@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 from beater.documents import DocumentLimits
 from beater.validation import Limits
-from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
+from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting, tokens_setting
+from estrom.logs import log_format_setting
 from estrom.settings import setting
 from estrom.wamp import max_message_bytes, router_heartbeat_setting, router_url_setting
 
@@ -135,6 +136,8 @@ class BeaterSettings:
         "ESTROM_ENGINE_TIMEOUT_SECONDS",
         "seconds an engine request may take, connecting to the last byte of the answer; then 503",
     )
+    tokens: str = tokens_setting()
+    log_format: str = log_format_setting()
     allowed_hosts: str = allowed_hosts_setting()
     request_deadline_seconds: float = request_deadline_setting()
     access_log: bool = access_log_setting()

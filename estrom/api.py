@@ -6,6 +6,8 @@ UNKNOWN_SUBSCRIPTION = "estrom.error.unknown_subscription"
 UNAVAILABLE = "estrom.error.unavailable"
 TOO_MANY_QUERIES = "estrom.error.too_many_queries"
 INVALID_ARGUMENT = "estrom.error.invalid_argument"
+NOT_AUTHORIZED = "estrom.error.not_authorized"  # the caller's token may not read that index
+NOT_AUTHENTICATED = "estrom.error.not_authenticated"  # no token, or not a valid one (router)
 NO_STORE = "estrom.error.no_store"  # a backlog was asked of an estrom that keeps no documents
 
 

@@ -21,9 +21,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http.client import HTTPException
+from pathlib import Path
 from typing import Any, TextIO
 
 import ijson
+
+from estrom import tokens
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 RECONNECT_MAX_SECONDS = 10.0
@@ -101,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument(
         "--color", choices=["auto", "always", "never"], default="auto", help="colour lines by level"
     )
+    tail.add_argument(
+        "--token",
+        default=os.environ.get("ESTROM_TOKEN"),
+        help="a token that may read the index, when Tailor asks for one; $ESTROM_TOKEN keeps it out "
+        "of the process list",
+    )
+    add_token_commands(commands)
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return tokens_command(args, parser)
 
     if args.subscription and (args.index or args.query):
         parser.error("give -s ID, or -i INDEX and QUERY, not both")
@@ -142,7 +154,9 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
             if args.since:
                 params["since"] = args.since
         try:
-            for kind, value in _stream(f"{args.url.rstrip('/')}/api/v0.1/docs", params):
+            for kind, value in _stream(
+                f"{args.url.rstrip('/')}/api/v0.1/docs", params, getattr(args, "token", None)
+            ):
                 if kind == "subscription_id":
                     if subscription is None:
                         subscription = value
@@ -176,14 +190,16 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
         delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
 
-def _stream(url: str, params: dict[str, str]):
+def _stream(url: str, params: dict[str, str], token: str | None = None):
     """Yield ``("subscription_id", id)``, then ``("hit", hit)`` for each hit as it arrives."""
     request = urllib.request.Request(url + "?" + urllib.parse.urlencode(params))
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         response = urllib.request.urlopen(request, timeout=READ_TIMEOUT_SECONDS)
     except urllib.error.HTTPError as e:
         message = _error_message(e)
-        if e.code in (400, 404):
+        if e.code in (400, 401, 403, 404):
             raise Refused(message) from None
         raise Lost(message) from None
     except (urllib.error.URLError, OSError) as e:
@@ -224,6 +240,116 @@ class _Available:
         if size == 0:  # ijson's probe of the type read returns
             return b""
         return self._response.read1(size if size > 0 else 65536)
+
+
+def add_token_commands(commands: Any) -> None:
+    """``estrom token add|list|remove``: the token file (ESTROM_TOKENS) of Beater, Tailor and the
+    router."""
+    token = commands.add_parser(
+        "token",
+        help="make, list and remove tokens of the token file",
+        description="Make, list and remove tokens of the token file that Beater, Tailor and the router read "
+        "(they see changes within seconds). The file keeps each token's SHA-256 only: 'add' prints "
+        "the token once.",
+    )
+    actions = token.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="make a token; print it once")
+    add.add_argument("name", help="who the token is for (letters, digits, '_' and '-')")
+    add.add_argument(
+        "--send", action="append", default=[], metavar="PATTERN", help="an index pattern it may send to"
+    )
+    add.add_argument(
+        "--read", action="append", default=[], metavar="PATTERN", help="an index pattern it may read"
+    )
+    actions.add_parser("list", help="the tokens' names and patterns")
+    remove = actions.add_parser("remove", help="remove a token: it stops working within seconds")
+    remove.add_argument("name")
+    for parser in (add, remove, actions.choices["list"]):
+        parser.add_argument(
+            "--file",
+            default=os.environ.get("ESTROM_TOKENS"),
+            help="the token file ($ESTROM_TOKENS)",
+        )
+
+
+def tokens_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.file:
+        parser.error("give the token file: --file or $ESTROM_TOKENS")
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else TOKEN_FILE_HEAD
+        held = tokens.parse(text, str(path))
+    except (OSError, tokens.TokenFileError) as e:
+        print(f"estrom: {e}", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        for principal in held.principals.values():
+            print(
+                f"{principal.name}\tsend: {', '.join(principal.send) or '-'}\tread: {', '.join(principal.read) or '-'}"
+            )
+        return 0
+    if args.action == "add":
+        if args.name in held.principals:
+            parser.error(f"there is a token named {args.name!r} already: remove it first")
+        secret = tokens.new_token()
+        try:
+            added = tokens.entry(args.name, secret, args.send, args.read)
+        except tokens.TokenFileError as e:
+            parser.error(str(e))
+        text = text.rstrip("\n") + "\n\n" + added
+    else:
+        if args.name not in held.principals:
+            parser.error(f"there is no token named {args.name!r}")
+        text = _without(text, args.name)
+    try:
+        # A name the file cannot hold, a pattern it cannot: refused here, the file unchanged.
+        if args.action == "remove" and args.name in tokens.parse(text, str(path)).principals:
+            print(
+                f"estrom: cannot find where [tokens.{args.name}] begins and ends in {path} "
+                "(edited by hand?): remove it there",
+                file=sys.stderr,
+            )
+            return 2
+        tokens.parse(text, str(path))
+        _replace(path, text)
+    except (OSError, tokens.TokenFileError) as e:
+        print(f"estrom: {e}", file=sys.stderr)
+        return 2
+    if args.action == "add":
+        print(secret)
+        print(f"estrom: token {args.name!r} added to {path}; it is not shown again", file=sys.stderr)
+    else:
+        print(f"estrom: token {args.name!r} removed from {path}", file=sys.stderr)
+    return 0
+
+
+TOKEN_FILE_HEAD = (
+    "# estrom's tokens (see README, 'Running it for a team'): each token's SHA-256, and the index\n"
+    "# patterns it may send to and read. Made with `estrom token add`.\n"
+)
+
+
+def _without(text: str, name: str) -> str:
+    """``text`` without the table ``[tokens.<name>]`` (up to the next table)."""
+    mine = re.compile(rf'\[\s*tokens\s*\.\s*("?){re.escape(name)}\1\s*\]\s*(#.*)?')
+    kept, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        header = line.strip()
+        if header.startswith("["):
+            skipping = mine.fullmatch(header) is not None
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` at once (readers see the old file or the new one). Readable by
+    all, so that services running as other users (containers) can read it: it holds no token."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:

@@ -8,6 +8,7 @@ gives a client a deadline to send a whole request, and caps the connections it k
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Coroutine
@@ -24,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import directlyProvides, providedBy
 
 from estrom.settings import setting
+from estrom.tokens import ANONYMOUS, Principal, TokenFile, TokenFileError, from_authorization
 
 log = Logger()
 
@@ -55,6 +57,43 @@ def request_deadline_setting() -> Any:
         "ESTROM_REQUEST_DEADLINE_SECONDS",
         "seconds a client has to send a whole request, head and body; past it 408 and closed",
     )
+
+
+def tokens_setting() -> Any:
+    """The ``ESTROM_TOKENS`` field of a service's settings."""
+    return setting(
+        "",
+        "ESTROM_TOKENS",
+        "the token file (see README, 'Running it for a team'); unset: anyone may send and read, "
+        "and the service listens only on loopback",
+    )
+
+
+def token_file(path: str, host: str, service: str) -> TokenFile | None:
+    """The TokenFile at ``path`` (watched for changes), or None without one; ValueError if it
+    cannot be read, or if a service without one would listen beyond loopback (where anyone who
+    reaches it could send and read)."""
+    if not path:
+        if not is_loopback(host):
+            raise ValueError(
+                f"{service} listens on {host} without ESTROM_TOKENS: anyone who reaches it could send "
+                "and read. Give it a token file (estrom token add), or listen on 127.0.0.1"
+            )
+        return None
+    try:
+        tokens = TokenFile(path)
+    except TokenFileError as e:
+        raise ValueError(str(e)) from None
+    tokens.watch()
+    return tokens
+
+
+def is_loopback(host: str) -> bool:
+    """Whether the interface ``host`` is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 ANY_HOST = "*"
@@ -220,7 +259,11 @@ class GuardedSite(Site):
     - Past ``limits.max_connections`` open connections, a new one gets a JSON 503 with
       ``Retry-After`` at once, its request unread, and is closed.
 
-    - A line per request in the log (Twisted's access log) only if ``access_log`` is true.
+    - With ``tokens`` (a TokenFile), a request for anything but ``open_paths`` must show a valid
+      token (see estrom.tokens), else a JSON 401 with ``WWW-Authenticate``; the request's
+      ``principal`` is the token's. Without, every request is ANONYMOUS.
+    - A line per request in the log (Twisted's access log) only if ``access_log`` is true;
+      each answer's status counted in ``metrics``, if set.
 
     Time is ``reactor`` (``Site``'s keyword argument), so a test can pass a Clock. ``limits``
     and ``access_log`` may be assigned after construction too (a subclass's constructor may not
@@ -233,11 +276,15 @@ class GuardedSite(Site):
         *args: Any,
         limits: SiteLimits | None = None,
         access_log: bool = False,
+        tokens: TokenFile | None = None,
         **kwargs: Any,
     ):
         super().__init__(resource, *args, **kwargs)
         self.limits = limits or SiteLimits()
         self.access_log = access_log
+        self.tokens = tokens
+        self.open_paths: frozenset[bytes] = frozenset()
+        self.metrics: Any = None  # an estrom.metrics registry: answers counted by status
         self.connections: set[_Connection] = set()
         self._refusing = False
 
@@ -266,6 +313,9 @@ class GuardedSite(Site):
             self._refusing = False
 
     def log(self, request: Request) -> None:
+        # Twisted calls this once per answered request.
+        if self.metrics is not None:
+            self.metrics.answered(request.code)
         if self.access_log:
             super().log(request)
 
@@ -281,7 +331,49 @@ class GuardedSite(Site):
             return _Misdirected(
                 f"this server does not answer for host {host[:200]!r} (see ESTROM_ALLOWED_HOSTS)"
             )
+        if self.authenticate(request) is None and request.path not in self.open_paths:
+            return _Unauthorized(request)
         return super().getResourceFor(request)
+
+    def authenticate(self, request: Request) -> Principal | None:
+        """The principal whose token ``request`` shows (ANONYMOUS without a token file), or
+        None; kept as ``request.principal``."""
+        if not hasattr(request, "principal"):
+            if self.tokens is None:
+                request.principal = ANONYMOUS
+            else:
+                shown = from_authorization(request.getHeader(b"authorization"))
+                request.principal = self.tokens.check(shown[1], shown[0]) if shown else None
+        return request.principal
+
+
+# Who a request is, for a request that did not come through a GuardedSite: no one.
+NOBODY = Principal("nobody")
+
+
+def principal_of(request: Request) -> Principal:
+    """Who sent ``request`` (see GuardedSite.authenticate)."""
+    return getattr(request, "principal", None) or NOBODY
+
+
+class _Unauthorized(Resource):
+    isLeaf = True
+
+    def __init__(self, request: Request):
+        super().__init__()
+        shown = request.getHeader(b"authorization") is not None
+        self.message = (
+            "the token is not valid"
+            if shown
+            else "this estrom needs a token: 'Authorization: Bearer <token>', or basic auth with "
+            "the token's name and the token"
+        )
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader(b"WWW-Authenticate", b'Bearer realm="estrom", Basic realm="estrom"')
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"error": self.message}).encode("utf-8") + b"\n"
 
 
 class _Connection(ProtocolWrapper):

@@ -72,6 +72,8 @@ class Stack:
     # The ticket of a "watcher" principal that may subscribe to every docs-for-* topic at once
     # (tests and the benchmark count what reaches subscribers); None: there is none.
     watcher: str | None = None
+    # More environment for every part started from now on (ESTROM_TOKENS, say).
+    env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # How to tell that each service is ready: URL, path, body to POST (or None: GET), status.
     _probes: dict[str, tuple[str, str, bytes | None, int]] = field(default_factory=dict, repr=False)
@@ -114,6 +116,7 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.env)
         return env
 
     def engine_answers(self) -> bool:
@@ -191,29 +194,24 @@ class Stack:
                         # crossbar reads no environment variable inside a list: add them here.
                         origins[:] = [_with_port(origin, port, self.ports.router) for origin in origins]
                         origins += [origin for origin in self.allowed_origins if origin not in origins]
-                    if self.watcher and "ticket" in service.get("auth", {}):
-                        service["auth"]["ticket"]["principals"]["watcher"] = {
-                            "ticket": self.watcher,
-                            "role": "watcher",
-                        }
             if self.watcher:
                 for realm in worker.get("realms", []):
                     realm["roles"].append(_WATCHER_ROLE)
+                for component in worker.get("components", []):
+                    if component["classname"] == "authorizer.Authorizer":  # it admits principals
+                        principals = component.setdefault("extra", {}).setdefault("principals", {})
+                        principals["watcher"] = {"ticket": self.watcher, "role": "watcher"}
         return config
 
     def start_beater(self, name: str = "beater", port: int | None = None, **env: str) -> str:
         """Start a Beater (another one, given another ``name`` and ``port``); its URL."""
-        # Ready when an (empty) ingest goes all the way through engine and router.
-        return self._start_service(
-            name, "beater", port or self.ports.beater, env, "/api/v0.1/docs/estrom-readiness", b"{}", 200
-        )
+        # Ready when it reaches the engine and has joined the router (/readyz).
+        return self._start_service(name, "beater", port or self.ports.beater, env, "/readyz", None, 200)
 
     def start_tailor(self, name: str = "tailor", port: int | None = None, **env: str) -> str:
         """Start a Tailor (another one, given another ``name`` and ``port``); its URL."""
-        # Ready when a lookup goes through router and Beater (an unknown ID: 404).
-        return self._start_service(
-            name, "tailor", port or self.ports.tailor, env, "/api/v0.1/docs?s=0", None, 404
-        )
+        # Ready when it has joined the router and a Beater answers it there (/readyz).
+        return self._start_service(name, "tailor", port or self.ports.tailor, env, "/readyz", None, 200)
 
     def _start_service(
         self, name: str, module: str, port: int, env: dict, probe: str, body: bytes | None, ready: int
@@ -423,6 +421,12 @@ estrom is up.
 Ctrl-C stops everything.""",
             flush=True,
         )
+        if os.environ.get("ESTROM_TOKENS"):
+            print(
+                f"With the token file {os.environ['ESTROM_TOKENS']}: add -H 'Authorization: Bearer <token>' "
+                "to curl, --token to estrom tail; the page asks for one.",
+                flush=True,
+            )
         while all(process.poll() is None for process in stack.processes.values()):
             time.sleep(0.5)
         dead = [name for name, process in stack.processes.items() if process.poll() is not None]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting
+from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting, tokens_setting
+from estrom.logs import log_format_setting
 from estrom.settings import setting
 from estrom.wamp import router_heartbeat_setting, router_url_setting
 
@@ -33,6 +34,15 @@ class TailorSettings:
         2.0,
         "ESTROM_MAX_BEHIND_SECONDS",
         "seconds a client may stay past those bounds (a burst) before its stream ends",
+    )
+    tokens: str = tokens_setting()
+    log_format: str = log_format_setting()
+    token: str = setting(
+        "",
+        "ESTROM_TAILOR_TOKEN",
+        "Tailor's own token (WAMP-Ticket at the router), one that may read every index its clients may; "
+        "needed with ESTROM_TOKENS",
+        secret=True,
     )
     allowed_hosts: str = allowed_hosts_setting()
     request_deadline_seconds: float = request_deadline_setting()

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from estrom import api
 from estrom.coalesce import Coalesce
-from estrom.http import answer_later, only, send_error
+from estrom.http import answer_later, only, principal_of, send_error
 
 log = Logger()
 
@@ -39,6 +39,7 @@ _STATUS = {
     api.INVALID_ARGUMENT: 400,
     api.NO_STORE: 400,
     "wamp.error.invalid_argument": 400,
+    api.NOT_AUTHORIZED: 403,  # Tailor's own token may not read it
     api.UNKNOWN_SUBSCRIPTION: 404,
     api.TOO_MANY_QUERIES: 429,  # until unused queries are removed: no Retry-After
     "wamp.error.runtime_error": 500,  # a bug in Beater: retrying will not help
@@ -193,8 +194,12 @@ class Stream:
     def _past_bounds(self) -> bool:
         return len(self._pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes
 
+    dropped: int | None = None  # hits dropped with the stream, if the client fell behind
+    reader: str | None = None  # the name of the token the client showed
+
     def _drop(self) -> None:
         self._behind = None
+        self.dropped = len(self._pending)
         log.info(
             "Tailor: a client on {topic} fell too far behind: {dropped} hits dropped, stream ended",
             topic=self.topic,
@@ -301,12 +306,33 @@ class Tailor:
         self.max_behind = max_behind
         self.session = None
         self.topics: dict[str, set[Stream]] = {}
+        # What estrom.metrics reports: streams opened; hits sent by streams that ended; streams
+        # dropped because their client fell behind, and the hits they held.
+        self.opened = self.sent_by_ended = self.dropped = self.hits_dropped = 0
         self._subscriptions: dict[str, Any] = {}
         self._subscribing = Coalesce()  # by topic: never two subscriptions to one topic
 
     @property
     def streams(self) -> list[Stream]:
         return [stream for streams in self.topics.values() for stream in streams]
+
+    async def readiness(self) -> str | None:
+        """Tailor's readiness check: None when it is joined to the router and a Beater answers
+        there (a lookup of an ID no query has), else why not."""
+        session = self.session
+        if session is None:
+            return "not joined to the router"
+        try:
+            await session.call(api.LOOKUP, "0" * 16).addTimeout(READY_CALL_SECONDS, reactor)
+        except ApplicationError as e:
+            if e.error == api.UNKNOWN_SUBSCRIPTION:
+                return None
+            if e.error == "wamp.error.no_such_procedure":
+                return "no Beater is joined to the router"
+            return f"Beater answered {e.error}"
+        except (TransportLost, defer.TimeoutError, defer.CancelledError):
+            return "the router or Beater did not answer"
+        return "Beater answered a lookup of an unknown ID"
 
     def on_join(self, session, details) -> None:
         self.session = session
@@ -346,12 +372,19 @@ class Tailor:
         session = self.session
         if session is None:
             return send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
+        reader = principal_of(request)
+        if index is not None and not reader.may_read(index):
+            return send_error(request, 403, f"the token {reader.name!r} may not read the index {index!r}")
         finished = request.notifyFinish().addErrback(lambda _: None)  # fired: the client is gone
         try:
             if sid is None:
                 sid = await session.call(api.REGISTER, index, query)
             else:
-                await session.call(api.LOOKUP, sid)
+                found = await session.call(api.LOOKUP, sid)
+                if not reader.may_read(found["index"]):
+                    return send_error(
+                        request, 403, f"the token {reader.name!r} may not read the index of this subscription"
+                    )
         except ApplicationError as e:
             status = _STATUS.get(e.error, 503)
             return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
@@ -370,8 +403,10 @@ class Tailor:
             self.max_pending_bytes,
             self.max_behind,
         )
+        stream.reader = reader.name
         if backlog:
             stream.hold()
+        self.opened += 1
         self.topics.setdefault(topic, set()).add(stream)
         finished.addBoth(lambda _: stream.gone())
         try:
@@ -444,7 +479,18 @@ class Tailor:
             for stream in streams:
                 stream.send(encoded, cursors)
 
+    def revoke(self, names: set[str]) -> None:
+        """End the streams of clients whose token was removed or changed (they may open them
+        again if their token is still valid)."""
+        for stream in self.streams:
+            if stream.reader in names:
+                stream.close(error="the token was removed or changed")
+
     def _ended(self, stream: Stream) -> None:
+        self.sent_by_ended += stream.sent
+        if stream.dropped is not None:
+            self.dropped += 1
+            self.hits_dropped += stream.dropped
         streams = self.topics.get(stream.topic, set())
         streams.discard(stream)
         if streams:
@@ -456,6 +502,10 @@ class Tailor:
                 subscription.unsubscribe().addErrback(lambda _: None)
             except TransportLost:
                 pass  # the session is gone, and its subscriptions with it
+
+
+# How long a readiness probe waits for a Beater's answer.
+READY_CALL_SECONDS = 5.0
 
 
 def _call(session, sid: str, options: dict[str, Any]) -> Deferred:

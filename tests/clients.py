@@ -42,16 +42,20 @@ async def eventually(condition: Callable[[], Any], timeout: float = TIMEOUT, wha
         await deferLater(reactor, 0.02, lambda: None)
 
 
-async def post(url: str, body: Any, content_type: str = "application/json") -> tuple[int, Any]:
+async def post(
+    url: str, body: Any, content_type: str = "application/json", headers: dict | None = None
+) -> tuple[int, Any]:
     """POST ``body`` (bytes, or JSON-encoded) and return ``(status, decoded JSON answer)``."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = await http.post(url, data=data, headers={"Content-Type": content_type}, timeout=TIMEOUT)
+    response = await http.post(
+        url, data=data, headers={"Content-Type": content_type, **(headers or {})}, timeout=TIMEOUT
+    )
     content = await response.content()
     return response.code, json.loads(content) if content else None
 
 
-async def get(url: str, params: dict | None = None) -> tuple[int, Any]:
-    response = await http.get(url, params=params, timeout=TIMEOUT)
+async def get(url: str, params: dict | None = None, headers: dict | None = None) -> tuple[int, Any]:
+    response = await http.get(url, params=params, headers=headers, timeout=TIMEOUT)
     content = await response.content()
     return response.code, json.loads(content) if content else None
 
@@ -80,10 +84,10 @@ class HttpStream:
         self._feed: _Feed | None = None
 
     @classmethod
-    async def open(cls, tailor_url: str, **params: Any) -> HttpStream:
+    async def open(cls, tailor_url: str, headers: dict | None = None, **params: Any) -> HttpStream:
         stream = cls()
         response = await http.get(
-            tailor_url + "/api/v0.1/docs", params=params, unbuffered=True, timeout=TIMEOUT
+            tailor_url + "/api/v0.1/docs", params=params, headers=headers, unbuffered=True, timeout=TIMEOUT
         )
         stream.status = response.code
         stream._feed = _Feed(stream)
@@ -142,6 +146,41 @@ async def wamp_session(router_url: str, authentication: dict | None = None):
     component.start(reactor)
     session = await joined
     return session
+
+
+async def wamp_attempt(router_url: str, authentication: dict | None = None):
+    """Try to join: the joined session, or the error URI and message with which the router
+    refused it (``authentication`` as in wamp_session)."""
+    transport = (
+        {"type": "rawsocket", "url": router_url, "serializer": "cbor", "max_retries": 0}
+        if is_rawsocket(router_url)
+        else {"type": "websocket", "url": router_url, "max_retries": 0}
+    )
+    component = Component(transports=[transport], realm="estrom", authentication=authentication or {})
+    outcome: Deferred = Deferred()
+
+    def joined(session, details):
+        if not outcome.called:
+            outcome.callback(session)
+
+    def left(session, details):
+        if not outcome.called:
+            outcome.callback((details.reason, details.message))
+
+    component.on("join", joined)
+    component.on("leave", left)
+    component.start(reactor).addErrback(lambda _: None)  # fails once its one try is over
+    return await outcome
+
+
+async def wamp_refusal(router_url: str, authentication: dict | None = None) -> tuple[str, str]:
+    """The error URI and message with which the router refuses a session that tries to join;
+    AssertionError if it joins."""
+    outcome = await wamp_attempt(router_url, authentication)
+    if not isinstance(outcome, tuple):
+        outcome.leave()
+        raise AssertionError(f"joined as {outcome._authid} ({outcome._authrole})")  # noqa: TRY004
+    return outcome
 
 
 async def subscribers(meta, sid: str) -> int:

@@ -183,7 +183,7 @@ def test_compose_sets_only_variables_the_services_read():
     for name, cls in SETTINGS.items():
         read = {f.metadata["env"] for f in fields(cls)}
         assert set(environment(name)) <= read, name
-    assert set(environment("router")) == {env_name(BeaterSettings, "secret")}
+    assert set(environment("router")) == {env_name(BeaterSettings, "secret"), "ESTROM_TOKENS"}
 
 
 def test_beater_and_tailor_listen_on_all_interfaces_in_their_containers():
@@ -199,23 +199,50 @@ def test_services_reach_each_other_by_compose_service_name():
         published("elasticsearch")[0][1],
     )
 
-    (rawsocket,) = [t["rawsocket"] for t in router_transports() if "rawsocket" in t]
     for name, cls in SETTINGS.items():
         router = urlsplit(environment(name)[env_name(cls, "router_url")])
         # RawSocket, on the router's one port beside the page and its WebSocket.
         assert (router.scheme, router.hostname, router.port) == ("rs", "router", router_port()), name
-        assert rawsocket["auth"]["ticket"]["principals"]["beater"]["role"] == "beater"
 
 
-def test_the_beater_secret_comes_from_the_users_environment_and_is_required():
+def test_the_beater_secret_and_tailors_token_come_from_the_users_environment_and_are_required():
     secret = env_name(BeaterSettings, "secret")
     _, websocket = router_path("websocket")
     (rawsocket,) = [t["rawsocket"] for t in router_transports() if "rawsocket" in t]
     for transport in (websocket, rawsocket):
-        assert transport["auth"]["ticket"]["principals"]["beater"]["ticket"] == f"${{{secret}}}"
-    for name in ("router", "beater"):
-        # ${VAR:?message}: compose refuses to start without it, and no credential is in the repo.
-        assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", environment(name)[secret]), name
+        # The router's authenticator (router/authorizer.py) admits Beater with $ESTROM_BEATER_SECRET.
+        for method in ("ticket", "anonymous"):
+            assert transport["auth"][method] == {"type": "dynamic", "authenticator": "router.authenticate"}
+    # ${VAR:?message}: compose refuses to start without it, and no credential is in the repo.
+    for name, variable in (("router", secret), ("beater", secret), ("tailor", "ESTROM_TAILOR_TOKEN")):
+        assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", environment(name)[variable]), name
+
+
+def test_every_estrom_service_reads_the_same_token_file_and_anonymous_access_is_off():
+    places = set()
+    for name in ("router", "beater", "tailor"):
+        path = environment(name)["ESTROM_TOKENS"]
+        directory = posixpath.dirname(path)
+        (mount,) = [volume for volume in service(name)["volumes"] if volume.endswith(f":{directory}:ro")]
+        places.add((path, mount))
+    ((path, mount),) = places
+    # The directory on the host is the user's to give: compose refuses to start without it. A
+    # directory: `estrom token` replaces the file, which a bind mount of the file alone would miss.
+    assert posixpath.basename(path) == "tokens.toml"
+    assert re.fullmatch(
+        r"\$\{ESTROM_TOKENS_DIR:\?[^}]+\}:" + re.escape(posixpath.dirname(path)) + ":ro", mount
+    )
+
+
+def test_healthchecks_ask_readyz_and_tailor_waits_for_a_ready_beater():
+    for name, cls in SETTINGS.items():
+        check = " ".join(service(name)["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{default(cls, 'port')}/readyz" in check, name
+        # The image's own Python (no curl in python:slim), and a Host that ESTROM_ALLOWED_HOSTS has.
+        assert service(name)["healthcheck"]["test"][:2] == ["CMD", "python"]
+        assert "127.0.0.1" in environment(name)[env_name(cls, "allowed_hosts")].split(",")
+    assert service("tailor")["depends_on"]["beater"]["condition"] == "service_healthy"
+    assert service("beater")["depends_on"]["router"]["condition"] == "service_healthy"
 
 
 def test_services_start_in_order_and_come_back_after_a_crash():
@@ -346,3 +373,31 @@ def test_router_image_has_the_components_where_the_pythonpath_expects_them():
 def test_docker_build_context_leaves_out_local_environments_and_run_data():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".venv-router", ".estrom", "engine/target", "test-artifacts", ".git"} <= ignored
+
+
+def test_router_image_has_the_estrom_modules_its_components_import():
+    # From the repository root ("../.." of the cbdir), only modules that need nothing of estrom's.
+    cbdir = router_cbdir()
+    (pythonpath,) = [w["options"]["pythonpath"] for w in ROUTER_CONFIG["workers"] if "components" in w]
+    assert "../.." in pythonpath
+    imported = set()
+    for component in (ROOT / "router").glob("*.py"):
+        for package, names in re.findall(
+            r"^from (estrom(?:\.\w+)?) import ([\w, ]+)", component.read_text(), re.MULTILINE
+        ):
+            # "from estrom import api" imports a module; "from estrom.tokens import X" one too.
+            imported |= (
+                {f"estrom.{name.strip()}" for name in names.split(",")} if package == "estrom" else {package}
+            )
+    assert "estrom.tokens" in imported
+    for module in sorted(imported):
+        source = module.replace(".", "/") + ".py"
+        assert copies("router").get(source) == posixpath.normpath(posixpath.join(cbdir, "../..", source)), (
+            source
+        )
+        assert not re.search(
+            r"^(from|import) (beater|tailor|estrom)\b", (ROOT / source).read_text(), re.MULTILINE
+        ), source
+    assert copies("router").get("estrom/__init__.py") == posixpath.normpath(
+        posixpath.join(cbdir, "../../estrom/__init__.py")
+    )

@@ -416,34 +416,98 @@ setInterval(() => {
 }, 1000);
 
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-const connection = new autobahn.Connection({
-  url: `${scheme}//${location.host}/ws`,
-  realm: "estrom",
-  max_retries: -1,
-  initial_retry_delay: 0.5,
-  max_retry_delay: 5,
-  retry_delay_growth: 1.5,
-});
+// The router refuses a session without a valid token when it has a token file (ESTROM_TOKENS).
+const NOT_AUTHENTICATED = "estrom.error.not_authenticated";
+// This tab's token: kept while the tab lives (a reload keeps it), never in the URL.
+const TOKEN = "estrom-token";
+let connection = null;
 let lostAt = null;
 
-connection.onopen = (newSession) => {
-  session = newSession;
-  showConnection("connected", "connected");
-  for (const tail of tails) {
-    if (lostAt) tail.note(`connection lost at ${clock(lostAt)}, back at ${clock(new Date())}`);
-    tail.keepAttached(session);
+function connect() {
+  const token = sessionStorage.getItem(TOKEN);
+  const options = {
+    url: `${scheme}//${location.host}/ws`,
+    realm: "estrom",
+    max_retries: -1,
+    initial_retry_delay: 0.5,
+    max_retry_delay: 5,
+    retry_delay_growth: 1.5,
+  };
+  if (token) {
+    options.authmethods = ["ticket"];
+    options.onchallenge = () => token;
   }
-  lostAt = null;
-};
+  const current = new autobahn.Connection(options);
+  current.onopen = (newSession) => {
+    if (current !== connection) {
+      // replaced while it was retrying (autobahn keeps a retry timer that close() leaves)
+      current.close();
+      return;
+    }
+    session = newSession;
+    showConnection("connected", "connected");
+    document.getElementById("sign-in").hidden = true;
+    document.getElementById("sign-out").hidden = !token;
+    for (const tail of tails) {
+      if (lostAt) tail.note(`connection lost at ${clock(lostAt)}, back at ${clock(new Date())}`);
+      tail.keepAttached(session);
+    }
+    lostAt = null;
+  };
+  current.onclose = (reason, details) => {
+    if (current !== connection) return true; // replaced (signed in or out): let it go
+    session = null;
+    for (const tail of tails) delete tail.el.dataset.subscribed;
+    lostAt = lostAt || new Date();
+    if (details && details.reason === NOT_AUTHENTICATED) {
+      // A refused token is forgotten: a reload tries without one.
+      sessionStorage.removeItem(TOKEN);
+      askForToken(token ? "the token was refused" : "this estrom needs a token");
+      return true; // no retrying until a token is given
+    }
+    const retry = details && details.will_retry ? ` — reconnecting in ${details.retry_delay.toFixed(1)} s` : "";
+    showConnection("lost", `connection lost${retry}`);
+    return false; // keep retrying
+  };
+  connection = current;
+  current.open();
+}
 
-connection.onclose = (reason, details) => {
+function reconnect() {
+  const previous = connection;
+  connection = null; // its onclose must not count as a lost connection
   session = null;
   for (const tail of tails) delete tail.el.dataset.subscribed;
-  lostAt = lostAt || new Date();
-  const retry = details && details.will_retry ? ` — reconnecting in ${details.retry_delay.toFixed(1)} s` : "";
-  showConnection("lost", `connection lost${retry}`);
-  return false; // keep retrying
-};
+  try {
+    if (previous) previous.close();
+  } catch (error) {
+    // already closed (refused, and not retrying)
+  }
+  connect();
+}
+
+function askForToken(reason) {
+  showConnection("lost", "needs a token");
+  document.getElementById("sign-in-reason").textContent = reason;
+  document.getElementById("sign-in").hidden = false;
+  document.getElementById("sign-out").hidden = true;
+  document.getElementById("token").focus();
+}
+
+document.getElementById("sign-in").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = document.getElementById("token");
+  sessionStorage.setItem(TOKEN, input.value.trim());
+  input.value = "";
+  document.getElementById("sign-in").hidden = true;
+  showConnection("connecting", "connecting…");
+  reconnect();
+});
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN);
+  reconnect();
+});
 
 loadFromUrl();
-connection.open();
+connect();

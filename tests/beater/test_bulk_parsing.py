@@ -17,6 +17,8 @@ from beater.engine import EngineUnavailable
 from beater.ingest import BISECTIONS, BulkResource, Refused, gunzip
 from beater.pipeline import Overloaded, Rejected
 from beater.service import RouterUnavailable
+from estrom.metrics import BeaterMetrics
+from estrom.tokens import ANONYMOUS
 
 
 def ndjson(*lines) -> bytes:
@@ -140,6 +142,7 @@ class _Beater:
 
     def __init__(self, outcomes: dict[str, Exception | None]):
         self.outcomes = outcomes
+        self.metrics = BeaterMetrics()
 
     async def ingest(self, index, documents, size=0, ids=None):
         if self.outcomes[index] is not None:
@@ -152,6 +155,7 @@ def bulk(outcomes: dict[str, Exception | None], body: bytes, beater=None) -> tup
     request.method = b"POST"
     request._disconnected = False
     request.body_too_large = False
+    request.principal = ANONYMOUS  # as GuardedSite makes it without a token file
     request.content = BytesIO(body)
     request.channel = SimpleNamespace(site=SimpleNamespace(max_body_bytes=10_000_000))
     request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-ndjson"])

@@ -38,7 +38,7 @@ async def test_queries_nobody_uses_are_removed_and_those_in_use_stay(stack, sole
     sole_beater(
         ESTROM_QUERY_SWEEP_SECONDS="0.3",
         ESTROM_QUERY_RETENTION_DAYS=str(2 / 86400),
-        ESTROM_INDEX_PATTERNS=f"{index}*,estrom-readiness",  # the stack probes that one
+        ESTROM_INDEX_PATTERNS=f"{index}*",
     )
     session = await wamp_session(stack.router_url)
     try:
@@ -68,7 +68,7 @@ async def test_the_sweep_keeps_stored_queries_in_step_with_a_growing_source_mapp
         f"{stack.engine_url}/{index}", json={"mappings": {"properties": {"level": {"type": "keyword"}}}}
     )
     assert created.code == 200
-    sole_beater(ESTROM_QUERY_SWEEP_SECONDS="0.3", ESTROM_INDEX_PATTERNS=f"{index}*,estrom-readiness")
+    sole_beater(ESTROM_QUERY_SWEEP_SECONDS="0.3", ESTROM_INDEX_PATTERNS=f"{index}*")
     # Registered while the source has no `ts`: no new registration comes after it grows.
     stream = await HttpStream.open(stack.tailor_url, i=index, q="ts:>2026-11-15")
     sid = await stream.wait_for_head()

@@ -95,7 +95,7 @@ def test_tailors_refusal_is_shown_not_obeyed(monkeypatch):
     # Tailor's reasons quote the query and the engine's words.
     from estrom import cli
 
-    def refused(url, params):
+    def refused(url, params, token=None):
         raise cli.Refused("invalid query: \x1b]52;c;ZXZpbA==\x07\x9b2J")
         yield  # a generator, as _stream is
 

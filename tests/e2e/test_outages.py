@@ -46,8 +46,20 @@ async def test_router_restart(stack, index):
             )
         )
         await assert_retry_later(await http.get(stack.tailor_url + "/api/v0.1/docs", params={"s": sid}))
+
+        # Their health: up, but not ready, and saying why (a check's outcome is kept for 1 s).
+        async def unready(url: str):
+            status, answer = await get(f"{url}/readyz")
+            return answer["checks"] if status == 503 else None
+
+        beater = await eventually(lambda: unready(stack.beater_url), what="Beater's readiness")
+        assert beater == {"engine": "ok", "router": "not joined to the router"}
+        tailor = await eventually(lambda: unready(stack.tailor_url), what="Tailor's readiness")
+        assert tailor == {"router": "not joined to the router"}
+        for url in (stack.beater_url, stack.tailor_url):
+            assert await get(f"{url}/healthz") == (200, {"status": "ok"})
     finally:
-        stack.start_router()
+        stack.start_router()  # it waits until both are ready again (/readyz)
 
     # Beater and Tailor reconnect by themselves.
     await eventually(lambda: answers_with(docs_url(stack, index), 200), what="Beater to reconnect")

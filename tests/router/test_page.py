@@ -54,7 +54,7 @@ def page_url(stack, query: str = "") -> str:
 def tail(page: Page, index: str, query: str):
     page.fill("#index", index)
     page.fill("#query", query)
-    page.click("button[type=submit]")
+    page.click("#new-tail button[type=submit]")
     section = page.locator(".tail[data-subscribed]").last
     expect(section).to_be_visible()
     return section
@@ -105,10 +105,10 @@ def test_invalid_query_shows_the_engines_reason_next_to_the_input(stack, page, i
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
     page.fill("#index", index)
     page.fill("#query", '{"match": {"msg": {"query": "x", "bogus": 1}}}')
-    page.click("button[type=submit]")
+    page.click("#new-tail button[type=submit]")
     expect(page.locator("#form-error")).to_contain_text("bogus")
     page.fill("#query", '{"script": {"script": "1"}}')
-    page.click("button[type=submit]")
+    page.click("#new-tail button[type=submit]")
     expect(page.locator("#form-error")).to_contain_text("query type 'script' is not allowed")
     expect(page.locator(".tail")).to_have_count(0)
 
@@ -207,6 +207,6 @@ def test_without_a_store_the_page_says_what_a_lost_connection_missed(stack, page
     expect(section.locator(".docs li.note", has_text="missing here")).to_have_count(1)
     # And "last N" asks for what is not kept: the form says so, and no tail opens.
     page.fill("#last", "5")
-    page.click("button[type=submit]")
+    page.click("#new-tail button[type=submit]")
     expect(page.locator("#form-error")).to_contain_text("ESTROM_STORE is off")
     expect(page.locator(".tail")).to_have_count(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import pytest_twisted
 
@@ -23,7 +25,7 @@ template(name="estrom-doc" type="list" option.jsonf="on") {{
 }}
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="ship")
 ruleset(name="ship") {{
-  action(type="omelasticsearch" server="127.0.0.1" serverport="{beater_port}"
+  action(type="omelasticsearch" server="127.0.0.1" serverport="{beater_port}" {credentials}
          searchIndex="{index}" template="estrom-doc" bulkmode="on" maxbytes="1m"
          retryfailures="on" errorfile="{workdir}/errors.json"
          queue.type="linkedList" queue.size="100000" queue.dequeueBatchSize="500"
@@ -32,11 +34,16 @@ ruleset(name="ship") {{
 """
 
 
-@pytest.fixture
-def rsyslog(stack, index, tmp_path):
+def rsyslogd(workdir: Path, beater_port: int, index: str, credentials: str = "") -> Shipper:
+    """rsyslogd shipping what it reads on a free port to Beater's _bulk; ``credentials``:
+    omelasticsearch's ``uid="..." pwd="..."``, if any."""
     port = free_port()
-    config = tmp_path / "rsyslog.conf"
-    config.write_text(CONFIG.format(workdir=tmp_path, port=port, beater_port=stack.ports.beater, index=index))
+    config = workdir / "rsyslog.conf"
+    config.write_text(
+        CONFIG.format(
+            workdir=workdir, port=port, beater_port=beater_port, index=index, credentials=credentials
+        )
+    )
     modules = UNPACKED / "usr/lib/x86_64-linux-gnu/rsyslog"
     argv = [
         str(UNPACKED / "usr/sbin/rsyslogd"),
@@ -44,11 +51,16 @@ def rsyslog(stack, index, tmp_path):
         "-f",
         str(config),
         "-i",
-        str(tmp_path / "pid"),
+        str(workdir / "pid"),
         "-M",
         str(modules),
     ]
-    shipper = Shipper(tmp_path, argv, port)
+    return Shipper(workdir, argv, port)
+
+
+@pytest.fixture
+def rsyslog(stack, index, tmp_path):
+    shipper = rsyslogd(tmp_path, stack.ports.beater, index)
     yield shipper
     shipper.stop()
 

@@ -18,7 +18,7 @@ def test_page_shows_the_last_n_then_live_and_resumes_after_a_lost_connection(sto
     page.fill("#index", index)
     page.fill("#query", "service:api")
     page.fill("#last", "3")
-    page.click("button[type=submit]")
+    page.click("#new-tail button[type=submit]")
     section = page.locator(".tail[data-subscribed]").last
     rows = section.locator(".docs li:not(.note)")
     expect(rows).to_have_count(3)

@@ -1,0 +1,220 @@
+"""What Beater and Tailor count, for Prometheus: ``GET /metrics`` (prometheus_client's text format).
+
+Each service has a registry of its own (not prometheus_client's global one), so several in one
+process (the unit tests) do not mix. Index names become label values only for the first
+``MAX_INDEX_LABELS`` indexes that take documents; the rest are counted under ``_other``: a
+sender that makes up index names cannot make the metrics grow without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from estrom.coalesce import Coalesce
+from estrom.http import answer_later, only, principal_of
+
+MAX_INDEX_LABELS = 100
+REFRESH_EVERY = 1.0  # seconds between two askings of the router's counts
+OTHER_INDEXES = "_other"
+
+
+class IndexLabels:
+    """Index names as label values: the first ``limit`` names of indexes that took documents
+    as they are, then OTHER_INDEXES. Refusals count under a name only once it took some: a name
+    made up for a refusal (an invalid one, one the sender may not use) never becomes a label."""
+
+    def __init__(self, limit: int = MAX_INDEX_LABELS):
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, index: str) -> str:
+        """The label of an index that took documents."""
+        if index in self._seen:
+            return index
+        if len(self._seen) < self.limit:
+            self._seen.add(index)
+            return index
+        return OTHER_INDEXES
+
+    def known(self, index: str) -> str:
+        """The label of ``index`` if it has one, else OTHER_INDEXES."""
+        return index if index in self._seen else OTHER_INDEXES
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.index = IndexLabels()
+        self.responses = Counter(
+            "estrom_http_responses",
+            "HTTP responses, by status",
+            ["status"],
+            registry=self.registry,
+        )
+
+    def answered(self, status: int) -> None:
+        self.responses.labels(str(status)).inc()
+
+
+class BeaterMetrics(_Metrics):
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.accepted = Counter(
+            "estrom_documents_accepted",
+            "Documents percolated and published (answered 2xx)",
+            ["index"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "estrom_documents_rejected",
+            "Documents refused, by the status they got (403, 422, 400 for a _bulk item; 429 and 503: retry)",
+            ["index", "status"],
+            registry=r,
+        )
+        self.published = Counter(
+            "estrom_hits_published",
+            "Hits published to the router (one per matching query)",
+            ["index"],
+            registry=r,
+        )
+        self.percolation = Histogram(
+            "estrom_percolation_seconds",
+            "Time to percolate (and with the store, store) one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch = Histogram(
+            "estrom_batch_documents",
+            "Documents in one percolation",
+            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000),
+            registry=r,
+        )
+        self.queue_documents = Gauge(
+            "estrom_queue_documents",
+            "Documents waiting for the engine (past ESTROM_QUEUE_MAX_DOCS: 429)",
+            registry=r,
+        )
+        self.queue_bytes = Gauge(
+            "estrom_queue_bytes",
+            "Request bytes waiting for the engine (past ESTROM_QUEUE_MAX_BYTES: 429)",
+            registry=r,
+        )
+        self.router_joined = Gauge("estrom_router_joined", "1 while joined to the router", registry=r)
+        self.router_sessions = Gauge(
+            "estrom_router_sessions",
+            "Sessions joined to the router's realm (its meta API, when scraped)",
+            registry=r,
+        )
+        self.router_subscriptions = Gauge(
+            "estrom_router_subscriptions", "Topics subscribed to at the router (its meta API)", registry=r
+        )
+
+    def watch_queue(self, documents: Callable[[], float], size: Callable[[], float]) -> None:
+        self.queue_documents.set_function(documents)
+        self.queue_bytes.set_function(size)
+
+    def took(self, index: str, count: int) -> None:
+        if count:
+            self.accepted.labels(self.index(index)).inc(count)
+
+    def refused(self, index: str, count: int, status: int) -> None:
+        if count:
+            self.rejected.labels(self.index.known(index), str(status)).inc(count)
+
+    def delivered(self, index: str, documents: int, hits: int, seconds: float) -> None:
+        self.batch.observe(documents)
+        self.percolation.observe(seconds)
+        if hits:
+            self.published.labels(self.index(index)).inc(hits)
+
+
+class TailorMetrics(_Metrics):
+    """Tailor's: what ``tailor`` (a tailor.stream.Tailor) counts, read when scraped."""
+
+    def __init__(self, tailor: Any) -> None:
+        super().__init__()
+        self.registry.register(_TailorCollector(tailor))
+
+
+class _TailorCollector:
+    def __init__(self, tailor: Any):
+        self.tailor = tailor
+
+    def collect(self):
+        t = self.tailor
+        streams = t.streams
+        yield GaugeMetricFamily("estrom_streams_open", "Streams open now", value=len(streams))
+        yield CounterMetricFamily("estrom_streams", "Streams opened", value=t.opened)
+        yield CounterMetricFamily(
+            "estrom_hits_sent",
+            "Hits written to streams (backlog included)",
+            value=t.sent_by_ended + sum(stream.sent for stream in streams),
+        )
+        yield CounterMetricFamily(
+            "estrom_streams_dropped",
+            "Streams ended because their client read slower than hits arrived",
+            value=t.dropped,
+        )
+        yield CounterMetricFamily(
+            "estrom_hits_dropped",
+            "Hits that dropped streams still held for their clients",
+            value=t.hits_dropped,
+        )
+
+
+class MetricsResource(Resource):
+    """``GET /metrics``: the registry in Prometheus's text format, for a token that may read
+    every index (its counts name indexes), or anyone without a token file."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        metrics: _Metrics,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__()
+        self.metrics = metrics
+        self.refresh = refresh
+        self.clock = clock
+        self._refreshing = Coalesce()
+        self._refreshed = float("-inf")
+
+    def render(self, request: Request) -> bytes | int:
+        refused = only(b"GET", request)
+        if refused is not None:
+            return refused
+        reader = principal_of(request)
+        if not reader.reads_everything:
+            request.setResponseCode(403)
+            request.setHeader(b"Content-Type", b"application/json")
+            message = f"the token {reader.name!r} may not read the metrics: they need one that reads '*'"
+            return json.dumps({"error": message}).encode("utf-8") + b"\n"
+        return answer_later(request, self._answer(request), "metrics")
+
+    async def _answer(self, request: Request) -> None:
+        # What is asked of others (the router's counts) is asked when scraped, at most once a
+        # second however many scrape.
+        if self.refresh is not None and self.clock() - self._refreshed >= REFRESH_EVERY:
+            await self._refreshing.run(None, lambda: Deferred.fromCoroutine(self._refresh()))
+        if request.finished or request._disconnected:
+            return
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.write(generate_latest(self.metrics.registry))
+        request.finish()
+
+    async def _refresh(self) -> None:
+        await self.refresh()
+        self._refreshed = self.clock()
