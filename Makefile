@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test lint bench fuzz soak exact several faults engine browser shippers clean
+.PHONY: install up test test-unit lint bench fuzz soak exact several faults engine browser shippers clean
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
@@ -88,6 +88,12 @@ lint: $(VENV)/.installed
 
 test: install lint browser shippers tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
+
+# The unit layer alone: no search engine, router, browser or Java (the tests that do not use the
+# running system, marked by tests/conftest.py), with a shorter seeded fuzz run; `make test` runs it
+# too, with the system tests.
+test-unit: $(VENV)/.installed $(ROUTER_VENV)/.installed
+	ESTROM_FUZZ_EXAMPLES=50 $(VENV)/bin/python -m pytest -m "not stack" -q
 
 # Full-length fuzzing (`make test` runs a fixed seed and fewer): 100,000 generated queries and
 # ingest bodies through the real parsers and validator, then 2,000 against the real stack.

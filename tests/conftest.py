@@ -88,3 +88,11 @@ def index(request) -> str:
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test that needs the running system (``stack``, directly or through another
+    fixture) with ``stack``: ``make test-unit`` runs the others (``-m "not stack"``)."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
