@@ -103,7 +103,7 @@ LINGER_SECONDS = 2.0
 
 def send_json(request: Request, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
     """Answer ``request`` with ``body`` as JSON, unless the client has already gone."""
-    if request.finished or request._disconnected:
+    if answered_or_gone(request):
         return
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
@@ -111,6 +111,12 @@ def send_json(request: Request, code: int, body: Any, headers: dict[str, str] | 
         request.setHeader(name.encode(), value.encode())
     request.write(json.dumps(body).encode("utf-8") + b"\n")
     request.finish()
+
+
+def answered_or_gone(request: Request) -> bool:
+    """Whether ``request`` was answered, or its client went away (GuardedSite learns that from
+    ``notifyFinish()``: a request that did not come through one is taken as still there)."""
+    return request.finished or getattr(request, "lost", False)
 
 
 def send_error(request: Request, code: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -324,6 +330,7 @@ class GuardedSite(Site):
         connection = getattr(getattr(request, "channel", None), "transport", None)
         if isinstance(connection, _Connection):
             connection.received(request)
+        _watch(request)
         host = request_host(request)
         if host is None:
             return _Misdirected("the request must name the host it is for in one Host header")
@@ -345,6 +352,15 @@ class GuardedSite(Site):
                 shown = from_authorization(request.getHeader(b"authorization"))
                 request.principal = self.tokens.check(shown[1], shown[0]) if shown else None
         return request.principal
+
+
+def _watch(request: Request) -> None:
+    """Note on ``request`` (``lost``) when its client goes away before it is answered."""
+
+    def lost(_: Any) -> None:
+        request.lost = True
+
+    request.notifyFinish().addErrback(lost)
 
 
 # Who a request is, for a request that did not come through a GuardedSite: no one.

@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from estrom.coalesce import Coalesce
-from estrom.http import answer_later, only, principal_of
+from estrom.http import answer_later, answered_or_gone, only, principal_of
 
 MAX_INDEX_LABELS = 100
 REFRESH_EVERY = 1.0  # seconds between two askings of the router's counts
@@ -209,7 +209,7 @@ class MetricsResource(Resource):
         # second however many scrape.
         if self.refresh is not None and self.clock() - self._refreshed >= REFRESH_EVERY:
             await self._refreshing.run(None, lambda: Deferred.fromCoroutine(self._refresh()))
-        if request.finished or request._disconnected:
+        if answered_or_gone(request):
             return
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.write(generate_latest(self.metrics.registry))

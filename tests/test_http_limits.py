@@ -14,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -22,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyRequest
 
 from beater.settings import BeaterSettings
-from estrom.http import LINGER_SECONDS, GuardedSite, SiteLimits, request_host
+from estrom.http import LINGER_SECONDS, GuardedSite, SiteLimits, answered_or_gone, request_host, send_error
 from tailor.settings import TailorSettings
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -440,3 +441,21 @@ def test_a_line_per_request_only_when_the_access_log_is_on(access_log, tmp_path)
 
 def test_both_services_log_no_line_per_request_by_default():
     assert not BeaterSettings().access_log and not TailorSettings().access_log
+
+
+# A client that goes away
+
+
+def test_an_answer_to_a_client_that_went_away_is_not_written():
+    clock = Clock()
+    site, pages = site_on(clock, request_deadline=30)
+    protocol, transport = connect(site)
+    protocol.dataReceived(get("/slow"))
+    (request,) = pages.held
+    assert not answered_or_gone(request)
+    protocol.connectionLost(ConnectionDone())
+    assert answered_or_gone(request)  # learnt from notifyFinish(), not Twisted's private state
+    sent = transport.value()
+    send_error(request, 503, "too late")  # as Beater answers a sender after its batch
+    assert transport.value() == sent
+    assert not request.finished

@@ -40,7 +40,6 @@ def _get(resource: MetricsResource, principal: Principal) -> tuple[DummyRequest,
     request = DummyRequest([b""])
     request.principal = principal
     request.method = b"GET"
-    request._disconnected = False
     finished = request.notifyFinish()
     resource.render(request)
     return request, finished

@@ -153,7 +153,6 @@ class _Beater:
 def bulk(outcomes: dict[str, Exception | None], body: bytes, beater=None) -> tuple[int, dict, DummyRequest]:
     request = DummyRequest([])
     request.method = b"POST"
-    request._disconnected = False
     request.body_too_large = False
     request.principal = ANONYMOUS  # as GuardedSite makes it without a token file
     request.content = BytesIO(body)
