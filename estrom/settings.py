@@ -28,21 +28,36 @@ def load(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = Non
         kind = type(field.default)
         if kind is bool:
             kind = _boolean
+        flag = "--" + field.name.replace("_", "-")
+        # A value from the environment stays a string: argparse converts it only when the flag
+        # is not given, after --help had its chance (a bad variable must not hide the help).
         default = os.environ.get(env, field.default)
-        try:
-            default = kind(default)
-        except ValueError:
-            parser.error(f"{env}={default!r} is not a valid {kind.__name__}")
         parser.add_argument(
-            "--" + field.name.replace("_", "-"),
+            flag,
             dest=field.name,
-            type=kind,
+            type=_converter(kind, f"{flag} or ${env}"),
             default=default,
-            help=f"{field.metadata['help']} (${env}, default: %(default)s)"
+            # argparse formats help with %: "7 % of" would break --help.
+            help=f"{field.metadata['help'].replace('%', '%%')} (${env}, default: %(default)s)"
             if not field.metadata["secret"]
-            else f"{field.metadata['help']} (${env})",
+            else f"{field.metadata['help'].replace('%', '%%')} (${env})",
         )
     return cls(**vars(parser.parse_args(argv)))
+
+
+def _converter(kind: Any, source: str) -> Any:
+    """``kind`` as argparse's ``type``, its error naming where the value came from."""
+
+    def convert(value: Any) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{str(value)[:100]!r} is not a valid {kind.__name__} ({source})"
+            ) from None
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def _boolean(value: Any) -> bool:

@@ -44,6 +44,9 @@ ENGINES = {
 }
 
 
+ENGINE_NAMES = {"opensearch": "OpenSearch 2.19", "elasticsearch7": "Elasticsearch 7.17"}
+
+
 @dataclass
 class Ports:
     engine: int = 9200
@@ -407,7 +410,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"estrom: using the search engine at {stack.engine_url}", flush=True)
         else:
             print(
-                f"estrom: nothing answers at {stack.engine_url}; starting a local OpenSearch node", flush=True
+                f"estrom: nothing answers at {stack.engine_url}; starting a local {ENGINE_NAMES[args.engine]} node",
+                flush=True,
             )
         stack.up(args.beaters, args.tailors)
         print(
