@@ -7,8 +7,9 @@ structure the engine reads from it (beater.lucene). A query string itself is sto
 the engine reads it as it reads the user's, and any other string with the same ID means the same.
 The rules, and why each one keeps the meaning, are listed in the README ("Query identity").
 
-Every query is checked by beater.validation before it is canonicalised: nothing here sees a
-query that is too big, too deep, or not of the allowed shape.
+Every query is checked by beater.validation before it is canonicalised (a query string as it
+is read): nothing here sees a query that is too big, too deep, or not of the allowed shape. The
+fields a query names, for the engine's mapping, are beater.fields's.
 """
 
 from __future__ import annotations
@@ -20,14 +21,7 @@ from typing import Any
 import xxhash
 
 from beater import lucene
-from beater.validation import (
-    DEFAULT_LIMITS,
-    InvalidQuery,
-    Limits,
-    check_clause,
-    check_lucene_size,
-    check_pattern,
-)
+from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits, check_clause, check_query_string
 
 Query = str | dict
 
@@ -103,34 +97,10 @@ def lucene_key(text: str, limits: Limits = DEFAULT_LIMITS, options: dict | None 
     normalised. With ``escape`` the string is not a query at all, and is its own key.
     """
     options = options or {}
-    if not text.strip():
-        raise InvalidQuery("the query is empty")
-    check_lucene_size(text, limits)
-    if options.get("escape") is True:
+    tree = check_query_string(text, limits, options)
+    if tree is None:
         return json.dumps(["escaped", text], ensure_ascii=False)
-    operator = options.get("default_operator", "OR")
-    try:
-        # Operators, fields and parentheses are tokens too: twice the terms allowed.
-        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR", 2 * limits.max_clauses)
-    except lucene.LuceneSyntaxError as e:
-        raise InvalidQuery(f"cannot parse the query string: {e}") from None
-    for leaf in lucene.leaves(tree):
-        if leaf.kind in ("REGEXPTERM", "WILDTERM", "PREFIXTERM"):
-            check_pattern(leaf.text, limits, "query string")
-        if leaf.field == "*":
-            raise InvalidQuery(_ALL_FIELDS_REFUSED.format("the field '*:'"))
-    if options.get("default_field") == "*":
-        raise InvalidQuery(_ALL_FIELDS_REFUSED.format('"default_field": "*"'))
     return lucene.key(lucene.normalise(tree, should_counts="minimum_should_match" in options))
-
-
-# A stored query string searching the field "*" makes OpenSearch 2.19 fail every later
-# percolation of its index once the index's mapping changes ("No field mapping can be found for
-# the field with name [*]"); "fields": ["*"] means the same and does not.
-_ALL_FIELDS_REFUSED = (
-    "query string: {} is not allowed (in a stored query it breaks OpenSearch's percolator); "
-    'leave the field out to search the default fields, or use "fields": ["*"]'
-)
 
 
 def _query_text(text: str, limits: Limits, options: dict | None = None) -> _QueryText:
@@ -230,139 +200,3 @@ _NORMALISERS = {
     "terms": _terms,
     "query_string": _query_string,
 }
-
-
-# --- Default fields ---------------------------------------------------------------------------
-
-# Queries that search the index's default fields when they name none, and where they nest others.
-_DEFAULT_FIELD_QUERIES = frozenset({"query_string", "simple_query_string", "multi_match"})
-_NESTED = {
-    "bool": _BOOL_CLAUSES,
-    "dis_max": ("queries",),
-    "constant_score": ("filter",),
-    "boosting": ("positive", "negative"),
-    "nested": ("query",),
-}
-
-
-def with_default_fields(clause: dict, fields: list[str]) -> dict:
-    """``clause`` with ``fields`` written into each query that would search the default fields.
-
-    The same query as the engine's search runs on the source index, whose default fields these
-    are; spelled out because OpenSearch's percolator matches nothing for a query string stored
-    without fields once the percolator index's mapping has changed (seen on 2.19).
-    """
-    ((kind, body),) = clause.items()
-    if kind in _DEFAULT_FIELD_QUERIES:
-        if "fields" in body or "default_field" in body:
-            return clause
-        return {kind: {**body, "fields": list(fields)}}
-    nested = _NESTED.get(kind, ())
-    if not nested:
-        return clause
-    out = dict(body)
-    for key in nested:
-        value = body.get(key)
-        if isinstance(value, list):
-            out[key] = [with_default_fields(item, fields) for item in value]
-        elif isinstance(value, dict):
-            out[key] = with_default_fields(value, fields)
-    return {kind: out}
-
-
-# --- Fields a query names -------------------------------------------------------------------
-
-# Query types whose body is keyed by the field they search.
-_SINGLE_FIELD = frozenset(
-    {
-        "term",
-        "terms",
-        "prefix",
-        "wildcard",
-        "regexp",
-        "fuzzy",
-        "range",
-        "match",
-        "match_phrase",
-        "match_phrase_prefix",
-        "match_bool_prefix",
-    }
-)
-
-
-def searched_fields(clause: dict) -> dict[str, str]:
-    """``{field: "number" | "string"}`` for each field a canonical clause names.
-
-    A field is a number when every use compares it with numbers (a range with numeric bounds).
-    Fields a query string names count too; wildcard field names do not.
-    """
-    uses: dict[str, set[str]] = {}
-    _collect_fields(clause, uses)
-    return {field: "number" if kinds == {"number"} else "string" for field, kinds in uses.items()}
-
-
-def _collect_fields(clause: Any, uses: dict[str, set[str]]) -> None:
-    if isinstance(clause, list):
-        for item in clause:
-            _collect_fields(item, uses)
-        return
-    if not isinstance(clause, dict):
-        return
-    for kind, body in clause.items():
-        if isinstance(body, list):
-            _collect_fields(body, uses)
-        elif not isinstance(body, dict):
-            continue
-        elif kind == "exists" and isinstance(body.get("field"), str):
-            _use(uses, body["field"], "string")
-        elif kind in _SINGLE_FIELD:
-            for field, value in body.items():
-                if field != "boost":
-                    numeric = kind == "range" and _numeric_bounds(
-                        [value.get(key) for key in ("gt", "gte", "lt", "lte", "from", "to")]
-                    )
-                    _use(uses, field, "number" if numeric else "string")
-        elif kind == "query_string" and isinstance(body.get("query"), str):
-            _collect_lucene_fields(body["query"], body.get("default_operator", "OR"), uses)
-        else:
-            _collect_fields(body, uses)
-
-
-def _collect_lucene_fields(text: str, operator: Any, uses: dict[str, set[str]]) -> None:
-    try:
-        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR")
-    except lucene.LuceneSyntaxError:
-        return  # an escaped string (`escape`), which names no field
-    for leaf in lucene.leaves(tree):
-        if leaf.field == "_exists_":
-            _use(uses, leaf.text, "string")
-        elif leaf.field is not None:
-            if leaf.kind == "RANGE":
-                bounds = [bound for bound in leaf.bounds if bound != "*"]
-            elif leaf.kind == "TERM" and leaf.text[:1] in "<>":
-                bounds = [leaf.text.lstrip("<>=")]  # `bytes:>=100`, the engines' short range
-            else:
-                bounds = None
-            _use(uses, leaf.field, "number" if bounds is not None and _numeric_bounds(bounds) else "string")
-
-
-def _use(uses: dict[str, set[str]], field: str, kind: str) -> None:
-    if field and not field.startswith("_") and not set(field) & set("*?\\"):
-        uses.setdefault(field, set()).add(kind)
-
-
-def _numeric_bounds(bounds: list[Any]) -> bool:
-    bounds = [bound for bound in bounds if bound is not None]
-    return bool(bounds) and all(_is_number(bound) for bound in bounds)
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return True
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True

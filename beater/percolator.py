@@ -29,7 +29,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from beater.engine import Engine, EngineError, EngineUnavailable, path
-from beater.identity import Identified, searched_fields, with_default_fields
+from beater.fields import searched_fields, with_default_fields
+from beater.identity import Identified
 from beater.validation import InvalidQuery
 from estrom.coalesce import Coalesce
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from beater import lucene
+
 
 class InvalidQuery(ValueError):
     """The query cannot be parsed, or uses something that is not allowed."""
@@ -114,6 +116,40 @@ def check_lucene_size(text: str, limits: Limits, where: str = "query") -> None:
 def check_pattern(pattern: str, limits: Limits, where: str) -> None:
     if len(pattern) > limits.max_pattern_length:
         raise InvalidQuery(f"{where}: the pattern is longer than {limits.max_pattern_length} characters")
+
+
+def check_query_string(text: str, limits: Limits, options: dict | None = None) -> lucene.Node | None:
+    """Check a Lucene query string (``options``: those of its ``query_string`` clause) and fire
+    with the structure the engine reads from it; None with ``escape``, where it is no query."""
+    options = options or {}
+    if not text.strip():
+        raise InvalidQuery("the query is empty")
+    check_lucene_size(text, limits)
+    if options.get("escape") is True:
+        return None
+    operator = options.get("default_operator", "OR")
+    try:
+        # Operators, fields and parentheses are tokens too: twice the terms allowed.
+        tree = lucene.parse(text, operator if isinstance(operator, str) else "OR", 2 * limits.max_clauses)
+    except lucene.LuceneSyntaxError as e:
+        raise InvalidQuery(f"cannot parse the query string: {e}") from None
+    for leaf in lucene.leaves(tree):
+        if leaf.kind in ("REGEXPTERM", "WILDTERM", "PREFIXTERM"):
+            check_pattern(leaf.text, limits, "query string")
+        if leaf.field == "*":
+            raise InvalidQuery(_ALL_FIELDS_REFUSED.format("the field '*:'"))
+    if options.get("default_field") == "*":
+        raise InvalidQuery(_ALL_FIELDS_REFUSED.format('"default_field": "*"'))
+    return tree
+
+
+# A stored query string searching the field "*" makes OpenSearch 2.19 fail every later
+# percolation of its index once the index's mapping changes ("No field mapping can be found for
+# the field with name [*]"); "fields": ["*"] means the same and does not.
+_ALL_FIELDS_REFUSED = (
+    "query string: {} is not allowed (in a stored query it breaks OpenSearch's percolator); "
+    'leave the field out to search the default fields, or use "fields": ["*"]'
+)
 
 
 # --- the schema -----------------------------------------------------------------------------

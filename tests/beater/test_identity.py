@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from beater.identity import InvalidQuery, identify, searched_fields
+from beater.identity import InvalidQuery, identify
 
 
 def ids(*queries, index="events"):
@@ -138,27 +138,3 @@ def test_terms_values_order_does_not_matter():
 def test_refused_queries_say_why(query, reason):
     with pytest.raises(InvalidQuery, match=re.escape(reason)):
         identify("events", query)
-
-
-@pytest.mark.parametrize(
-    "query, fields",
-    [
-        ("level:error AND status:[500 TO 599]", {"level": "string", "status": "number"}),
-        ("latency:>=250 OR _exists_:trace", {"latency": "number", "trace": "string"}),
-        ("status:[500 TO *] OR status:unknown", {"status": "string"}),  # numbers only if always
-        ("msg\\*:disk AND full", {}),  # wildcard field names and the default field are not mapped
-        (
-            {
-                "bool": {
-                    "filter": [{"range": {"n": {"gte": 5}}}, {"term": {"host.name": "a"}}],
-                    "must_not": {"match": {"level": "debug"}},
-                    "should": [{"exists": {"field": "trace"}}, {"query_string": {"query": "code:[1 TO 2]"}}],
-                }
-            },
-            {"n": "number", "host.name": "string", "level": "string", "trace": "string", "code": "number"},
-        ),
-        ({"range": {"@timestamp": {"gte": "now-1h"}}}, {"@timestamp": "string"}),
-    ],
-)
-def test_fields_a_query_names_are_found_with_their_kind(query, fields):
-    assert searched_fields(identify("events", query).clause) == fields
