@@ -10,7 +10,6 @@ Either takes a gzip body (``Content-Encoding: gzip``).
 
 from __future__ import annotations
 
-import json
 import time
 import zlib
 from collections import Counter
@@ -32,10 +31,11 @@ from beater.service import Beater, RouterUnavailable
 from estrom.http import (
     Branch,
     GuardedSite,
+    JsonResource,
     NotFound,
     answer_later,
     api_root,
-    only,
+    json_answer,
     principal_of,
     send_error,
     send_json,
@@ -80,7 +80,7 @@ class IngestSite(GuardedSite):
         self.max_body_bytes = max_body_bytes
 
 
-class DocsResource(Resource):
+class DocsResource(Branch):
     """``/api/v0.1/docs``: one child per index."""
 
     def __init__(self, beater: Beater):
@@ -90,23 +90,22 @@ class DocsResource(Resource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         return IndexDocsResource(self.beater, _index_name(name))
 
-    def render(self, request: Request) -> bytes:
-        return NotFound().render(request)
 
-
-class _Ingest(Resource):
-    """Where documents for ``index`` (None: each names its own) are sent with ``methods``."""
+class _Ingest(JsonResource):
+    """Where documents for ``index`` (None: each names its own) are sent."""
 
     isLeaf = True
-    methods = b"POST"
+    allowedMethods = (b"POST",)
 
     def __init__(self, beater: Beater, index: str | None):
         super().__init__()
         self.beater = beater
         self.index = index
 
-    def render(self, request: LimitedRequest) -> bytes | int:
-        return only(self.methods, request) or answer_later(request, self.answer(request), "ingest")
+    def render_POST(self, request: LimitedRequest) -> int:
+        return answer_later(request, self.answer(request), "ingest")
+
+    render_PUT = render_POST  # where allowed: _bulk
 
     async def answer(self, request: LimitedRequest) -> None:
         raise NotImplementedError
@@ -162,7 +161,7 @@ class IndexDocsResource(_Ingest):
         send_json(request, 200, counts)
 
 
-class IngestRoot(Resource):
+class IngestRoot(JsonResource):
     """``/``: Beater's API (``/api/v0.1/docs/<index>``), and the Elasticsearch endpoints that
     shippers speak: ``/_bulk``, ``/<index>/_bulk``, and ``GET /`` (which version they talk to)."""
 
@@ -183,11 +182,7 @@ class IngestRoot(Resource):
         return _IndexBranch(self.beater, name)
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps(ENGINE_INFO).encode("utf-8") + b"\n"
-
-    def render_HEAD(self, request: Request) -> bytes:
-        return self.render_GET(request)
+        return json_answer(request, 200, ENGINE_INFO)
 
 
 # What Beater answers at GET /: shippers read "version.number" to choose how to talk (7.x: one
@@ -207,7 +202,7 @@ ENGINE_INFO = {
 }
 
 
-class _Health(Resource):
+class _Health(JsonResource):
     """``/_cat/health`` (rsyslog's omelasticsearch asks it, HEAD, before it sends) and
     ``/_cluster/health`` (other shippers' health check): as the engine answers them, 200, and
     green while Beater is connected to the router, red while not."""
@@ -230,14 +225,10 @@ class _Health(Resource):
             return f"{int(now)} {time.strftime('%H:%M:%S', time.gmtime(now))} estrom {status}\n".encode(
                 "ascii"
             )
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps(body).encode("utf-8") + b"\n"
-
-    def render_HEAD(self, request: Request) -> bytes:
-        return self.render_GET(request)
+        return json_answer(request, 200, body)
 
 
-class _IndexBranch(Resource):
+class _IndexBranch(Branch):
     """``/<index>``: only ``/<index>/_bulk`` is served."""
 
     def __init__(self, beater: Beater, name: bytes):
@@ -249,9 +240,6 @@ class _IndexBranch(Resource):
             return BulkResource(self.beater, _index_name(self.name))
         return NotFound()
 
-    def render(self, request: Request) -> bytes:
-        return NotFound().render(request)
-
 
 class BulkResource(_Ingest):
     """``POST``/``PUT`` ``/_bulk`` and ``/<index>/_bulk``: the engine's ``_bulk``, its answer
@@ -259,7 +247,7 @@ class BulkResource(_Ingest):
     when no item could be taken for a reason a retry can mend (429, 503), the whole request
     gets that status, so that shippers that read only the status retry it."""
 
-    methods = b"POST, PUT"
+    allowedMethods = (b"POST", b"PUT")
 
     async def answer(self, request: LimitedRequest) -> None:
         started = time.monotonic()

@@ -9,7 +9,6 @@ flood of probes costs the engine and the router nothing more than one probe does
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -18,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from estrom.coalesce import Coalesce
-from estrom.http import answer_later, only, send_json
+from estrom.http import JsonResource, answer_later, json_answer, send_json
 
 CHECK_EVERY = 1.0
 HEALTH_PATHS = frozenset({b"/healthz", b"/readyz"})
@@ -27,18 +26,14 @@ HEALTH_PATHS = frozenset({b"/healthz", b"/readyz"})
 Check = Callable[[], Awaitable[str | None]]
 
 
-class Healthz(Resource):
+class Healthz(JsonResource):
     isLeaf = True
 
-    def render(self, request: Request) -> bytes:
-        refused = only(b"GET, HEAD", request)
-        if refused is not None:
-            return refused
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"status": "ok"}).encode("utf-8") + b"\n"
+    def render_GET(self, request: Request) -> bytes:
+        return json_answer(request, 200, {"status": "ok"})
 
 
-class Readyz(Resource):
+class Readyz(JsonResource):
     """``checks``: by name, the service's checks."""
 
     isLeaf = True
@@ -50,8 +45,8 @@ class Readyz(Resource):
         self._coalesce = Coalesce()
         self._last: tuple[float, dict[str, str]] | None = None
 
-    def render(self, request: Request) -> bytes | int:
-        return only(b"GET, HEAD", request) or answer_later(request, self._answer(request), "readiness")
+    def render_GET(self, request: Request) -> int:
+        return answer_later(request, self._answer(request), "readiness")
 
     async def _answer(self, request: Request) -> None:
         outcome = await self.outcome()

@@ -101,15 +101,32 @@ ANY_HOST = "*"
 LINGER_SECONDS = 2.0
 
 
-def send_json(request: Request, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-    """Answer ``request`` with ``body`` as JSON, unless the client has already gone."""
-    if answered_or_gone(request):
-        return
-    request.setResponseCode(code)
+# Statuses Twisted has no reason phrase for. 421 (RFC 9110, section 15.5.20) says "this server is
+# not the one for that name", which is what a foreign Host is; 403 would read as "no permission".
+_REASONS = {421: b"Misdirected Request"}
+
+
+def json_answer(request: Request, code: int, body: Any, headers: dict[str, str] | None = None) -> bytes:
+    """Set ``request``'s status and headers for ``body`` as JSON, and return its bytes: what a
+    ``render`` method returns. Every JSON answer of Beater's and Tailor's is made here."""
+    request.setResponseCode(code, _REASONS.get(code))
     request.setHeader(b"Content-Type", b"application/json")
     for name, value in (headers or {}).items():
         request.setHeader(name.encode(), value.encode())
-    request.write(json.dumps(body).encode("utf-8") + b"\n")
+    return json.dumps(body).encode("utf-8") + b"\n"
+
+
+def error_answer(request: Request, code: int, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """``json_answer`` of ``{"error": message}``."""
+    return json_answer(request, code, {"error": message}, headers)
+
+
+def send_json(request: Request, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    """Answer ``request`` later (after NOT_DONE_YET) with ``body`` as JSON, unless it was
+    answered already or the client has gone."""
+    if answered_or_gone(request):
+        return
+    request.write(json_answer(request, code, body, headers))
     request.finish()
 
 
@@ -120,22 +137,46 @@ def answered_or_gone(request: Request) -> bool:
 
 
 def send_error(request: Request, code: int, message: str, headers: dict[str, str] | None = None) -> None:
-    """Answer ``request`` with ``{"error": message}``."""
+    """Answer ``request`` later with ``{"error": message}``."""
     send_json(request, code, {"error": message}, headers)
 
 
-class NotFound(Resource):
-    """A JSON 404 for every path that is not the API's, instead of Twisted's HTML page."""
+class JsonResource(Resource):
+    """The base of Beater's and Tailor's resources: they answer in JSON, errors as
+    ``{"error": "..."}``, a method outside ``allowedMethods`` with a 405 (Twisted's own is an
+    HTML page). Subclasses define ``render_<METHOD>`` as Twisted's resources do (HEAD is GET)."""
+
+    allowedMethods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+    def render(self, request: Request) -> bytes | int:
+        if request.method not in self.allowedMethods:
+            use = " or ".join(method.decode("ascii") for method in self.allowedMethods)
+            allow = ", ".join(method.decode("ascii") for method in self.allowedMethods)
+            return error_answer(request, 405, f"method not allowed: use {use}", {"Allow": allow})
+        return super().render(request)
+
+
+class Refusal(JsonResource):
+    """The same JSON error for every method."""
 
     isLeaf = True
 
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__()
+        self.code, self.message, self.headers = code, message, headers
+
     def render(self, request: Request) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"Content-Type", b"application/json")
-        return b'{"error": "not found: the API is at /api/v0.1/docs"}\n'
+        return error_answer(request, self.code, self.message, self.headers)
 
 
-class Branch(Resource):
+class NotFound(Refusal):
+    """A JSON 404 for every path that is not the API's, instead of Twisted's HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "not found: the API is at /api/v0.1/docs")
+
+
+class Branch(JsonResource):
     """A path segment whose only answers are its children's: JSON 404 for anything else."""
 
     def getChild(self, name: bytes, request: Request) -> Resource:
@@ -143,16 +184,6 @@ class Branch(Resource):
 
     def render(self, request: Request) -> bytes:
         return NotFound().render(request)
-
-
-def only(methods: bytes, request: Request) -> bytes | None:
-    """A JSON 405 if ``request``'s method is not one of ``methods`` (``b"POST, PUT"``), else None."""
-    if request.method in methods.split(b", "):
-        return None
-    request.setResponseCode(405)
-    request.setHeader(b"Allow", methods)
-    request.setHeader(b"Content-Type", b"application/json")
-    return b'{"error": "method not allowed: use %s"}\n' % methods.replace(b", ", b" or ")
 
 
 def answer_later(request: Request, answering: Coroutine[Any, Any, None], what: str) -> int:
@@ -233,23 +264,6 @@ def _normalise(host: str) -> str:
         host = host[1:-1]
     # `localhost.` is `localhost`, fully qualified.
     return host[:-1] if host.endswith(".") and host != "." else host
-
-
-class _Misdirected(Resource):
-    """A JSON 421 for a request to a host this server does not answer for."""
-
-    isLeaf = True
-
-    def __init__(self, message: str):
-        super().__init__()
-        self.message = message
-
-    def render(self, request: Request) -> bytes:
-        # 421 (RFC 9110, section 15.5.20) says "this server is not the one for that name", which
-        # is what a foreign Host is; 403 would read as "no permission" on an existing resource.
-        request.setResponseCode(421, b"Misdirected Request")
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"error": self.message}).encode("utf-8") + b"\n"
 
 
 class GuardedSite(Site):
@@ -333,13 +347,13 @@ class GuardedSite(Site):
         _watch(request)
         host = request_host(request)
         if host is None:
-            return _Misdirected("the request must name the host it is for in one Host header")
+            return Refusal(421, "the request must name the host it is for in one Host header")
         if not self.limits.allows(host):
-            return _Misdirected(
-                f"this server does not answer for host {host[:200]!r} (see ESTROM_ALLOWED_HOSTS)"
+            return Refusal(
+                421, f"this server does not answer for host {host[:200]!r} (see ESTROM_ALLOWED_HOSTS)"
             )
         if self.authenticate(request) is None and request.path not in self.open_paths:
-            return _Unauthorized(request)
+            return _unauthorized(request)
         return super().getResourceFor(request)
 
     def authenticate(self, request: Request) -> Principal | None:
@@ -372,24 +386,14 @@ def principal_of(request: Request) -> Principal:
     return getattr(request, "principal", None) or NOBODY
 
 
-class _Unauthorized(Resource):
-    isLeaf = True
-
-    def __init__(self, request: Request):
-        super().__init__()
-        shown = request.getHeader(b"authorization") is not None
-        self.message = (
-            "the token is not valid"
-            if shown
-            else "this estrom needs a token: 'Authorization: Bearer <token>', or basic auth with "
-            "the token's name and the token"
-        )
-
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(401)
-        request.setHeader(b"WWW-Authenticate", b'Bearer realm="estrom", Basic realm="estrom"')
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"error": self.message}).encode("utf-8") + b"\n"
+def _unauthorized(request: Request) -> Refusal:
+    message = (
+        "the token is not valid"
+        if request.getHeader(b"authorization") is not None
+        else "this estrom needs a token: 'Authorization: Bearer <token>', or basic auth with "
+        "the token's name and the token"
+    )
+    return Refusal(401, message, {"WWW-Authenticate": 'Bearer realm="estrom", Basic realm="estrom"'})
 
 
 class _Connection(ProtocolWrapper):
@@ -493,7 +497,7 @@ class _Busy(Protocol):
 
 def _canned(status: str, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 response with ``{"error": message}``, for a connection about to close."""
-    body = json.dumps({"error": message}).encode("utf-8") + b"\n"
+    body = json.dumps({"error": message}).encode("utf-8") + b"\n"  # no request to answer: by hand
     head = [
         f"HTTP/1.1 {status}",
         "Content-Type: application/json",

@@ -8,7 +8,6 @@ sender that makes up index names cannot make the metrics grow without bound.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,11 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from estrom.coalesce import Coalesce
-from estrom.http import answer_later, answered_or_gone, only, principal_of
+from estrom.http import JsonResource, answer_later, answered_or_gone, error_answer, principal_of
 
 MAX_INDEX_LABELS = 100
 REFRESH_EVERY = 1.0  # seconds between two askings of the router's counts
@@ -140,7 +138,7 @@ class BeaterMetrics(_Metrics):
 
 
 class TailorMetrics(_Metrics):
-    """Tailor's: what ``tailor`` (a tailor.stream.Tailor) counts, read when scraped."""
+    """Tailor's: what ``tailor`` (a tailor.service.Tailor) counts, read when scraped."""
 
     def __init__(self, tailor: Any) -> None:
         super().__init__()
@@ -173,11 +171,12 @@ class _TailorCollector:
         )
 
 
-class MetricsResource(Resource):
+class MetricsResource(JsonResource):
     """``GET /metrics``: the registry in Prometheus's text format, for a token that may read
     every index (its counts name indexes), or anyone without a token file."""
 
     isLeaf = True
+    allowedMethods = (b"GET",)
 
     def __init__(
         self,
@@ -192,16 +191,11 @@ class MetricsResource(Resource):
         self._refreshing = Coalesce()
         self._refreshed = float("-inf")
 
-    def render(self, request: Request) -> bytes | int:
-        refused = only(b"GET", request)
-        if refused is not None:
-            return refused
+    def render_GET(self, request: Request) -> bytes | int:
         reader = principal_of(request)
         if not reader.reads_everything:
-            request.setResponseCode(403)
-            request.setHeader(b"Content-Type", b"application/json")
             message = f"the token {reader.name!r} may not read the metrics: they need one that reads '*'"
-            return json.dumps({"error": message}).encode("utf-8") + b"\n"
+            return error_answer(request, 403, message)
         return answer_later(request, self._answer(request), "metrics")
 
     async def _answer(self, request: Request) -> None:

@@ -15,8 +15,9 @@ from estrom.logs import start_logging
 from estrom.metrics import MetricsResource, TailorMetrics
 from estrom.settings import describe, load
 from estrom.wamp import component
+from tailor.request import DocsResource
+from tailor.service import Tailor
 from tailor.settings import TailorSettings
-from tailor.stream import DocsResource, Tailor
 
 log = Logger()
 

@@ -1,0 +1,270 @@
+"""Tailor's WAMP session, shared by every stream: a query registered or looked up through
+Beater, one subscription per topic, each event handed to the topic's streams (tailor.stream), and
+a backlog read from Beater's store before a stream goes live.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError, TransportLost
+from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from estrom import api
+from estrom.coalesce import Coalesce
+from estrom.http import principal_of, send_error
+from tailor.stream import Stream
+
+log = Logger()
+
+BACKLOG_CALL_SECONDS = 60.0  # two engine timeouts: a refresh and a search
+
+# WAMP errors Tailor passes on as HTTP statuses; anything else from the router is a 503.
+_STATUS = {
+    api.INVALID_QUERY: 400,
+    api.INVALID_INDEX: 400,
+    api.INVALID_ARGUMENT: 400,
+    api.NO_STORE: 400,
+    "wamp.error.invalid_argument": 400,
+    api.NOT_AUTHORIZED: 403,  # Tailor's own token may not read it
+    api.UNKNOWN_SUBSCRIPTION: 404,
+    api.TOO_MANY_QUERIES: 429,  # until unused queries are removed: no Retry-After
+    "wamp.error.runtime_error": 500,  # a bug in Beater: retrying will not help
+}
+
+
+class Tailor:
+    """The WAMP session shared by all streams, and the streams themselves.
+
+    Tailor holds one subscription per topic and hands each event to that topic's streams
+    itself: when one stream ends on its limit, the others on the topic still get the event.
+    """
+
+    def __init__(
+        self,
+        keepalive: float,
+        max_pending: int = 1000,
+        max_pending_bytes: int = 16 * 1024 * 1024,
+        max_behind: float = 2.0,
+    ):
+        self.keepalive = keepalive
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.max_behind = max_behind
+        self.session = None
+        self.topics: dict[str, set[Stream]] = {}
+        # What estrom.metrics reports: streams opened; hits sent by streams that ended; streams
+        # dropped because their client fell behind, and the hits they held.
+        self.opened = self.sent_by_ended = self.dropped = self.hits_dropped = 0
+        self._subscriptions: dict[str, Any] = {}
+        self._subscribing = Coalesce()  # by topic: never two subscriptions to one topic
+
+    @property
+    def streams(self) -> list[Stream]:
+        return [stream for streams in self.topics.values() for stream in streams]
+
+    async def readiness(self) -> str | None:
+        """Tailor's readiness check: None when it is joined to the router and a Beater answers
+        there (a lookup of an ID no query has), else why not."""
+        session = self.session
+        if session is None:
+            return "not joined to the router"
+        try:
+            await session.call(api.LOOKUP, "0" * 16).addTimeout(READY_CALL_SECONDS, reactor)
+        except ApplicationError as e:
+            if e.error == api.UNKNOWN_SUBSCRIPTION:
+                return None
+            if e.error == "wamp.error.no_such_procedure":
+                return "no Beater is joined to the router"
+            return f"Beater answered {e.error}"
+        except (TransportLost, defer.TimeoutError, defer.CancelledError):
+            return "the router or Beater did not answer"
+        return "Beater answered a lookup of an unknown ID"
+
+    def on_join(self, session, details) -> None:
+        self.session = session
+        log.info("Tailor joined realm {realm}", realm=details.realm)
+
+    def on_leave(self, session, details) -> None:
+        self.session = None
+        log.warn("Tailor left the router: {reason}", reason=details.reason)
+        # The router dropped our subscriptions with the session: a stream that went on would
+        # silently miss documents, so end each one, saying why.
+        self._subscriptions.clear()
+        for stream in self.streams:
+            stream.close(error="Tailor lost its connection to the router")
+
+    async def shutdown(self) -> None:
+        """End every stream with a valid JSON end, and let the bytes reach the clients."""
+        transports = [stream.request.channel.transport for stream in self.streams]
+        for stream in self.streams:
+            stream.close()
+        for transport in transports:
+            if transport is not None:
+                transport.loseConnection()
+        for _ in range(200):
+            if not any(t is not None and t.connected for t in transports):
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+
+    async def open(
+        self,
+        request: Request,
+        index: str | None,
+        query: Any,
+        sid: str | None,
+        limit: int | None,
+        backlog: dict[str, Any] | None = None,
+    ) -> None:
+        session = self.session
+        if session is None:
+            return send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
+        reader = principal_of(request)
+        if index is not None and not reader.may_read(index):
+            return send_error(request, 403, f"the token {reader.name!r} may not read the index {index!r}")
+        finished = request.notifyFinish().addErrback(lambda _: None)  # fired: the client is gone
+        try:
+            if sid is None:
+                sid = await session.call(api.REGISTER, index, query)
+            else:
+                found = await session.call(api.LOOKUP, sid)
+                if not reader.may_read(found["index"]):
+                    return send_error(
+                        request, 403, f"the token {reader.name!r} may not read the index of this subscription"
+                    )
+        except ApplicationError as e:
+            status = _STATUS.get(e.error, 503)
+            return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+        except TransportLost:
+            return send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+        if finished.called or self.session is not session:
+            return
+        topic = api.topic(sid)
+        stream = Stream(
+            request,
+            topic,
+            limit,
+            self.keepalive,
+            self.max_pending,
+            self._ended,
+            self.max_pending_bytes,
+            self.max_behind,
+        )
+        stream.reader = reader.name
+        if backlog:
+            stream.hold()
+        self.opened += 1
+        self.topics.setdefault(topic, set()).add(stream)
+        finished.addBoth(lambda _: stream.gone())
+        try:
+            if topic not in self._subscriptions:
+                await self._subscribing.run(
+                    topic, lambda: Deferred.fromCoroutine(self._subscribe(session, topic))
+                )
+        except (ApplicationError, TransportLost) as e:
+            stream.discard()
+            return send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
+        if stream.closed:  # the client may have gone, or the router, meanwhile
+            return
+        if not backlog:
+            return stream.start(sid)
+        await self._backlog(session, stream, sid, backlog)
+
+    async def _backlog(self, session, stream: Stream, sid: str, options: dict[str, Any]) -> None:
+        """Start ``stream`` with the stored hits ``options`` ask for, a page at a time as the
+        client takes them, then go on live. Subscribed before the first page is asked for: the
+        backlog and the live hits meet without a gap, and the live copies of backlog hits are
+        skipped. Without a store, resuming (``after``) says ``"gap": true``."""
+        request = stream.request
+        try:
+            answer = await _call(session, sid, options)
+        except ApplicationError as e:
+            if e.error == api.NO_STORE and set(options) == {"after"}:
+                answer = {"hits": [], "next": None, "gap": True}
+            else:
+                stream.discard()
+                status = _STATUS.get(e.error, 503)
+                return send_error(
+                    request, status, _message(e), {"Retry-After": "1"} if status == 503 else None
+                )
+        except (TransportLost, defer.TimeoutError, defer.CancelledError):
+            stream.discard()
+            return send_error(request, 503, "Beater did not give the backlog: retry", {"Retry-After": "1"})
+        if stream.closed:
+            return
+        stream.start(sid, gap=bool(answer.get("gap")))
+        while True:
+            stream.send_backlog(answer.get("hits") or [])
+            if not answer.get("next"):
+                break
+            await stream.drained()  # the client has read it: memory holds one page at a time
+            if stream.closed:
+                return
+            try:
+                answer = await _call(session, sid, {"page": answer["next"]})
+            except Exception as e:  # noqa: BLE001 - the head is sent: end the JSON, saying why
+                error = _message(e) if isinstance(e, ApplicationError) else type(e).__name__
+                return stream.close(
+                    error=f"the backlog could not be read whole: {error}; resume after the last hit"
+                )
+            if stream.closed:
+                return
+        stream.release()
+
+    async def _subscribe(self, session, topic: str) -> None:
+        subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic)
+        if topic in self.topics and self.session is session:
+            self._subscriptions[topic] = subscription
+        else:  # every stream on it ended while the router answered, or the session is gone
+            subscription.unsubscribe().addErrback(lambda _: None)
+
+    def _deliver(self, topic: str, hits: tuple) -> None:
+        streams = list(self.topics.get(topic, ()))
+        if streams:
+            encoded = [json.dumps(hit).encode("utf-8") for hit in hits]  # once, for every stream
+            cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]
+            for stream in streams:
+                stream.send(encoded, cursors)
+
+    def revoke(self, names: set[str]) -> None:
+        """End the streams of clients whose token was removed or changed (they may open them
+        again if their token is still valid)."""
+        for stream in self.streams:
+            if stream.reader in names:
+                stream.close(error="the token was removed or changed")
+
+    def _ended(self, stream: Stream) -> None:
+        self.sent_by_ended += stream.sent
+        if stream.dropped is not None:
+            self.dropped += 1
+            self.hits_dropped += stream.dropped
+        streams = self.topics.get(stream.topic, set())
+        streams.discard(stream)
+        if streams:
+            return
+        self.topics.pop(stream.topic, None)
+        subscription = self._subscriptions.pop(stream.topic, None)
+        if subscription is not None and subscription.active:
+            try:
+                subscription.unsubscribe().addErrback(lambda _: None)
+            except TransportLost:
+                pass  # the session is gone, and its subscriptions with it
+
+
+# How long a readiness probe waits for a Beater's answer.
+READY_CALL_SECONDS = 5.0
+
+
+def _call(session, sid: str, options: dict[str, Any]) -> Deferred:
+    """``estrom.backlog``, given up after BACKLOG_CALL_SECONDS (a Beater that never answers
+    must not leave a client waiting for its head while live hits pile up)."""
+    return session.call(api.BACKLOG, sid, options).addTimeout(BACKLOG_CALL_SECONDS, reactor)
+
+
+def _message(error: ApplicationError) -> str:
+    return error.args[0] if error.args else error.error
