@@ -5,6 +5,15 @@ ROUTER_VENV := .venv-router
 
 .PHONY: install up test test-unit lint bench fuzz soak exact several faults engine browser shippers clean
 
+# `make`, `make up` and `make test` first name whatever this machine lacks for them, and how to
+# install it (dev/prereqs), before anything is built: checked as the Makefile is read, so it
+# comes first whatever the order of targets (or -j).
+ifneq ($(filter install up test,$(or $(MAKECMDGOALS),install)),)
+ifneq ($(shell PYTHON='$(PYTHON)' dev/prereqs $(if $(filter test,$(MAKECMDGOALS)),test,up) || echo missing),)
+$(error the tools listed above are missing)
+endif
+endif
+
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -80,7 +89,7 @@ BEATERS ?= 1
 TAILORS ?= 1
 
 up: install
-	$(VENV)/bin/python -m estrom.stack --engine $(ENGINE) --beaters $(BEATERS) --tailors $(TAILORS)
+	$(VENV)/bin/python -m dev.stack --engine $(ENGINE) --beaters $(BEATERS) --tailors $(TAILORS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
         ),
         settings.batching(),
         Interest(settings.active_grace_seconds) if settings.percolate_only_active else None,
-        settings.percolate_one_by_one,
         limits=settings.query_limits(),
         index_patterns=settings.indexes(),
         document_limits=settings.document_limits(),

@@ -15,7 +15,7 @@ import xxhash
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import PublishOptions, RegisterOptions
 from twisted.internet import defer, reactor
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, FirstError, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
 
 from beater.cursor import CURSOR, Cursors, cursor_at, parse_since
@@ -61,7 +61,6 @@ class Beater:
         percolator: Percolator,
         batching: dict[str, Any] | None = None,
         interest: Interest | None = None,
-        one_by_one: bool = False,
         limits: Limits = DEFAULT_LIMITS,
         index_patterns: tuple[str, ...] = ("*",),
         document_limits: DocumentLimits = DEFAULT_DOCUMENT_LIMITS,
@@ -83,7 +82,6 @@ class Beater:
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
         self.metrics.watch_queue(lambda: self.pipeline.queued, lambda: self.pipeline.queued_bytes)
         self.interest = interest  # None: percolate every stored query
-        self.one_by_one = one_by_one
         self.limits = limits
         self.index_patterns = index_patterns
         self.document_limits = document_limits
@@ -314,23 +312,6 @@ class Beater:
         ``ids``: the documents' (None: made here)."""
         if ids is None:
             ids = [uuid.uuid4().hex for _ in documents]
-        if self.one_by_one and len(documents) > 1:
-            # The seed's design, kept for the benchmark: each document on its own.
-            merged: dict[str, list[int]] = {}
-            try:
-                results = await gatherResults(
-                    [
-                        Deferred.fromCoroutine(self.deliver(index, [document], None, [document_id]))
-                        for document, document_id in zip(documents, ids)
-                    ],
-                    consumeErrors=True,
-                )
-            except FirstError as e:
-                e.subFailure.raiseException()
-            for position, matches in enumerate(results):
-                for query_id in matches:
-                    merged.setdefault(query_id, []).append(position)
-            return merged
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         before, mine = self._turns.get(index), Deferred()

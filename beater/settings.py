@@ -116,11 +116,6 @@ class BeaterSettings:
         "subscribed or not; every Beater of a router needs the same value",
     )
 
-    percolate_one_by_one: bool = setting(
-        False,
-        "ESTROM_PERCOLATE_ONE_BY_ONE",
-        "one percolate request per document, as the original design did (the benchmark's baseline)",
-    )
     store: bool = setting(
         False,
         "ESTROM_STORE",

@@ -19,7 +19,7 @@ import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
-from estrom.stack import CHROMIUM, CHROMIUM_ARGS
+from dev.stack import CHROMIUM, CHROMIUM_ARGS
 
 # Frames drawn, and for each key pressed: from the input event's time stamp to the frame drawn
 # after its handler ran (what the person sees), measured inside the page.

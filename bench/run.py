@@ -47,13 +47,12 @@ from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, en
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from bench import page
+from dev.stack import ROOT, Ports, Stack
 from estrom import api
-from estrom.stack import ROOT, Ports, Stack
 
 PORTS = Ports(engine=29200, router=28080, beater=28070, tailor=28090)
-# The seed's design: every document percolated on its own, on arrival.
+# The seed's design (bench.naive): every document percolated on its own, on arrival.
 NAIVE = {
-    "ESTROM_PERCOLATE_ONE_BY_ONE": "true",
     "ESTROM_BATCH_MAX_DOCS": "1",
     "ESTROM_BATCH_MAX_WAIT_MS": "0",
     "ESTROM_PERCOLATIONS_IN_FLIGHT": "64",
@@ -103,7 +102,9 @@ def main() -> None:
         urls = {
             "estrom": stack.beater_url,  # the default configuration: batched, listened-to only
             "batched": stack.start_beater("beater-batched", port=PORTS.beater + 1, **ALL_QUERIES),
-            "naive": stack.start_beater("beater-naive", port=PORTS.beater + 2, **NAIVE, **ALL_QUERIES),
+            "naive": stack.start_beater(
+                "beater-naive", port=PORTS.beater + 2, module="bench.naive", **NAIVE, **ALL_QUERIES
+            ),
         }
         if {"beaters", "routers"} & set(args.phases.split(",")):
             urls["batched-2"] = stack.start_beater("beater-batched-2", port=PORTS.beater + 3, **ALL_QUERIES)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from estrom.stack import ENGINES, ROOT, Ports, Stack
+from dev.stack import ENGINES, ROOT, Ports, Stack
 
 TEST_PORTS = Ports(engine=19200, router=18080, beater=18070, tailor=18090)
 ARTIFACTS = ROOT / "test-artifacts"

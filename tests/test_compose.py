@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from beater.settings import BeaterSettings
-from estrom.stack import Stack
+from dev.stack import Stack
 from tailor.settings import TailorSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from beater.settings import BeaterSettings
+from dev.stack import ENGINE_NAMES, ENGINES
 from estrom.settings import load
-from estrom.stack import ENGINE_NAMES, ENGINES
 from tailor.settings import TailorSettings
 
 

@@ -9,7 +9,7 @@ import shutil
 import pytest_twisted
 from twisted.internet import reactor
 
-from estrom.stack import ROOT
+from dev.stack import ROOT
 from tests.clients import HttpStream, ProcessLines, eventually, post
 
 SCRIPT = ROOT / "tests" / "js" / "subscribe.mjs"

@@ -27,8 +27,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
+from dev.stack import ROOT, Stack
 from estrom import api, tokens
-from estrom.stack import ROOT, Stack
 from tests.clients import (
     HttpStream,
     ProcessLines,

@@ -20,8 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from dev.stack import ROOT
 from estrom import api
-from estrom.stack import ROOT
 from tests.clients import eventually, post, wamp_session
 
 # The router, the page and the command do not depend on the engine: run on one.

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from estrom.stack import CHROMIUM, CHROMIUM_ARGS
+from dev.stack import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import artifact
 
 # The router, the page and the command do not depend on the engine: run on one.

@@ -9,7 +9,7 @@ import json
 import subprocess
 from functools import cache
 
-from estrom.stack import ROOT
+from dev.stack import ROOT
 
 PROBE = """
 import json, pprint, sys

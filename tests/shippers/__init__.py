@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from estrom.stack import ROOT
+from dev.stack import ROOT
 from tests.clients import HttpStream, eventually, get, post
 
 UNPACKED = ROOT / ".shippers" / "root"

@@ -206,21 +206,26 @@ class Stack:
                         principals["watcher"] = {"ticket": self.watcher, "role": "watcher"}
         return config
 
-    def start_beater(self, name: str = "beater", port: int | None = None, **env: str) -> str:
-        """Start a Beater (another one, given another ``name`` and ``port``); its URL."""
+    def start_beater(
+        self, name: str = "beater", port: int | None = None, module: str = "beater", **env: str
+    ) -> str:
+        """Start a Beater (another one, given another ``name`` and ``port``; ``module``: the one
+        to run, such as the benchmark's bench.naive); its URL."""
         # Ready when it reaches the engine and has joined the router (/readyz).
-        return self._start_service(name, "beater", port or self.ports.beater, env, "/readyz", None, 200)
+        env = {"ESTROM_BEATER_PORT": str(port or self.ports.beater), **env}
+        return self._start_service(name, module, port or self.ports.beater, env, "/readyz", None, 200)
 
     def start_tailor(self, name: str = "tailor", port: int | None = None, **env: str) -> str:
         """Start a Tailor (another one, given another ``name`` and ``port``); its URL."""
         # Ready when it has joined the router and a Beater answers it there (/readyz).
+        env = {"ESTROM_TAILOR_PORT": str(port or self.ports.tailor), **env}
         return self._start_service(name, "tailor", port or self.ports.tailor, env, "/readyz", None, 200)
 
     def _start_service(
         self, name: str, module: str, port: int, env: dict, probe: str, body: bytes | None, ready: int
     ) -> str:
         url = f"http://127.0.0.1:{port}"
-        self._spawn(name, [self.python, "-m", module], {f"ESTROM_{module.upper()}_PORT": str(port), **env})
+        self._spawn(name, [self.python, "-m", module], env)
         self._probes[name] = (url, probe, body, ready)
         self._wait(name, partial(self._answers, name), timeout=60)
         return url

@@ -1,0 +1,47 @@
+"""``python -m bench.naive``: Beater as the seed designed it, the benchmark's baseline.
+
+Every document is percolated on its own, in a request of its own, on arrival: with
+``ESTROM_BATCH_MAX_DOCS=1`` no two requests share a batch, and here no two documents of one
+request share a percolation either. The rest (registration, publishing, limits) is Beater's.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+
+import beater.__main__
+from beater.service import Beater
+
+Sizes = list[tuple[int, int]]  # (documents, bytes) of each request that carried a batch
+
+
+class OneByOne(Beater):
+    async def deliver(
+        self, index: str, documents: list[dict], requests: Sizes | None = None, ids: list[str] | None = None
+    ) -> dict[str, list[int]]:
+        if len(documents) == 1:
+            return await super().deliver(index, documents, requests, ids)
+        ids = ids or [uuid.uuid4().hex for _ in documents]
+        alone = super().deliver  # each document in an engine request of its own, at once
+        try:
+            results = await gatherResults(
+                [
+                    Deferred.fromCoroutine(alone(index, [document], None, [document_id]))
+                    for document, document_id in zip(documents, ids, strict=True)
+                ],
+                consumeErrors=True,
+            )
+        except FirstError as e:
+            e.subFailure.raiseException()
+        merged: dict[str, list[int]] = {}
+        for position, matches in enumerate(results):
+            for query_id in matches:
+                merged.setdefault(query_id, []).append(position)
+        return merged
+
+
+if __name__ == "__main__":
+    beater.__main__.Beater = OneByOne  # the only change: which Beater main() builds
+    beater.__main__.main()
