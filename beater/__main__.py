@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from autobahn.twisted.component import run
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -18,32 +16,17 @@ from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
 from beater.store import Store
-from estrom.health import HEALTH_PATHS, add_health
-from estrom.http import SiteLimits, token_file
-from estrom.logs import start_logging
 from estrom.metrics import MetricsResource
-from estrom.settings import describe, load
+from estrom.service import serve, start
 from estrom.wamp import component
 
 log = Logger()
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = load(BeaterSettings, argv, prog="beater")
-    try:
-        start_logging(settings.log_format)
-    except ValueError as e:
-        sys.exit(f"beater: {e}")
-    log.info("Beater settings:\n{settings}", settings=describe(settings))
+    settings, limits, tokens = start(BeaterSettings, argv, "Beater")
     if not settings.secret:
         sys.exit("beater: ESTROM_BEATER_SECRET is not set; the router admits Beater only with it")
-    try:
-        limits = SiteLimits.parse(
-            settings.allowed_hosts, settings.request_deadline_seconds, settings.max_connections
-        )
-        tokens = token_file(settings.tokens, settings.host, "Beater")
-    except ValueError as e:
-        sys.exit(f"beater: {e}")
 
     engine = Engine(
         settings.elasticsearch_url,
@@ -85,25 +68,17 @@ def main(argv: list[str] | None = None) -> None:
     wamp.on("join", beater.on_join)
     wamp.on("leave", beater.on_leave)
 
-    root = IngestRoot(beater)
-    add_health(root, {"engine": partial(engine_answers, engine), "router": beater.router_joined})
-    # With the router's own counts (its meta API), asked when scraped.
-    root.putChild(b"metrics", MetricsResource(beater.metrics, beater.count_router))
-    site = IngestSite(root, settings.max_body_bytes)
-    # IngestSite is a GuardedSite (estrom.http): Host check, request deadline, connection cap.
-    site.limits = limits
-    site.access_log = settings.access_log
-    site.tokens = tokens
-    site.open_paths = HEALTH_PATHS
-    site.metrics = beater.metrics
-    reactor.listenTCP(settings.port, site, interface=settings.host)
-    log.info(
+    serve(
+        settings,
+        IngestSite(IngestRoot(beater), settings.max_body_bytes),
+        (limits, tokens),
+        {"engine": partial(engine_answers, engine), "router": beater.router_joined},
+        # With the router's own counts (its meta API), asked when scraped.
+        MetricsResource(beater.metrics, beater.count_router),
+        wamp,
         "Beater ingest: POST documents to http://{host}:{port}/api/v0.1/docs/<index>, "
         "or _bulk bodies to http://{host}:{port}/_bulk",
-        host=settings.host,
-        port=settings.port,
     )
-    run([wamp], log_level="info")
 
 
 if __name__ == "__main__":

@@ -86,13 +86,14 @@ def parse_documents(
                 raise TooManyDocuments(f"more than {limits.max_documents} documents in one request")
             wheres = [f"item {number}: " for number in range(1, len(value) + 1)]
             documents = [
-                check_document(item, where, limits, surrogates) for item, where in zip(value, wheres)
+                check_document(item, where, limits, surrogates)
+                for item, where in zip(value, wheres, strict=True)
             ]
         else:
             wheres, documents = [""], [check_document(value, "", limits, surrogates)]
     limit = limits.max_encoded_bytes
     if limit is not None and len(body) * CBOR_PER_JSON_BYTE > limit:  # else none can be too large
-        for document, where in zip(documents, wheres):
+        for document, where in zip(documents, wheres, strict=True):
             check_size(document, where, limit)
     return documents
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from beater import lucene
+from beater.validation import BOOL_CLAUSES
 
 # --- Default fields ---------------------------------------------------------------------------
 
 # Queries that search the index's default fields when they name none, and where they nest others.
 _DEFAULT_FIELD_QUERIES = frozenset({"query_string", "simple_query_string", "multi_match"})
 _NESTED = {
-    "bool": ("must", "filter", "should", "must_not"),
+    "bool": BOOL_CLAUSES,
     "dis_max": ("queries",),
     "constant_score": ("filter",),
     "boosting": ("positive", "negative"),

@@ -21,7 +21,14 @@ from typing import Any
 import xxhash
 
 from beater import lucene
-from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits, check_clause, check_query_string
+from beater.validation import (
+    BOOL_CLAUSES,
+    DEFAULT_LIMITS,
+    InvalidQuery,
+    Limits,
+    check_clause,
+    check_query_string,
+)
 
 Query = str | dict
 
@@ -37,8 +44,6 @@ _SHORT_FORM_KEY = {
     "regexp": "value",
     "fuzzy": "value",
 }
-
-_BOOL_CLAUSES = ("must", "filter", "should", "must_not")
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ def _sorted_clauses(clauses: list[dict], deduplicate: bool) -> list[dict]:
 def _bool(kind: str, body: dict, limits: Limits) -> dict:
     out = {}
     for key, value in body.items():
-        if key in _BOOL_CLAUSES:
+        if key in BOOL_CLAUSES:
             # `should` keeps duplicates: they count towards minimum_should_match.
             clauses = _sorted_clauses(_clause_list(value, limits), deduplicate=key != "should")
             if clauses:

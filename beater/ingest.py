@@ -129,34 +129,39 @@ class _Ingest(JsonResource):
 class IndexDocsResource(_Ingest):
     async def answer(self, request: LimitedRequest) -> None:
         if request.postpath:
-            return send_error(request, 404, "POST documents to /api/v0.1/docs/<index>")
+            send_error(request, 404, "POST documents to /api/v0.1/docs/<index>")
+            return
         if self.index is None:
-            return send_error(request, 400, "the index name is not UTF-8")
+            send_error(request, 400, "the index name is not UTF-8")
+            return
         try:
             index = check_index(self.index, self.beater.index_patterns)
         except InvalidIndex as e:
-            return send_error(request, 400, str(e))
+            send_error(request, 400, str(e))
+            return
         principal = principal_of(request)
         if not principal.may_send(index):
-            return send_error(
-                request, 403, f"the token {principal.name!r} may not send to the index {index!r}"
-            )
+            send_error(request, 403, f"the token {principal.name!r} may not send to the index {index!r}")
+            return
         read = self.read(request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits))
         if read is None:
-            return None
+            return
         body, documents = read
         try:
             counts = await self.beater.ingest(index, documents, len(body))
         except Rejected as e:
             self.beater.metrics.refused(index, len(documents), 422)
-            return send_error(request, 422, f"the search engine refused the documents: {e}")
+            send_error(request, 422, f"the search engine refused the documents: {e}")
+            return
         except Overloaded as e:
             self.beater.metrics.refused(index, len(documents), 429)
             # Logstash's http output retries on 429 (and 503): nothing is lost, memory stays flat.
-            return send_error(request, 429, f"{e}: retry later", RETRY_AFTER)
+            send_error(request, 429, f"{e}: retry later", RETRY_AFTER)
+            return
         except (EngineUnavailable, RouterUnavailable) as e:
             self.beater.metrics.refused(index, len(documents), 503)
-            return send_error(request, 503, str(e), RETRY_AFTER)
+            send_error(request, 503, str(e), RETRY_AFTER)
+            return
         self.beater.metrics.took(index, len(documents))
         send_json(request, 200, counts)
 
@@ -252,14 +257,15 @@ class BulkResource(_Ingest):
     async def answer(self, request: LimitedRequest) -> None:
         started = time.monotonic()
         if request.postpath and request.postpath != [b""]:
-            return send_error(request, 404, "POST _bulk bodies to /_bulk or /<index>/_bulk")
+            send_error(request, 404, "POST _bulk bodies to /_bulk or /<index>/_bulk")
+            return
         beater = self.beater
         read = self.read(
             request,
             lambda body, _: parse_bulk(body, self.index, beater.document_limits, beater.index_patterns),
         )
         if read is None:
-            return None
+            return
         _, items = read
         principal = principal_of(request)
         taken: dict[str, list[BulkItem]] = {}
@@ -289,7 +295,8 @@ class BulkResource(_Ingest):
         statuses = {item.status for item in items}
         if statuses <= {429, 503}:  # nothing taken, and a retry may take it all
             status = 503 if 503 in statuses else 429
-            return send_error(request, status, items[0].reason, RETRY_AFTER)
+            send_error(request, status, items[0].reason, RETRY_AFTER)
+            return
         send_json(
             request,
             200,

@@ -14,6 +14,7 @@ router's list of subscriptions.
 
 from __future__ import annotations
 
+from autobahn.wamp.protocol import ApplicationSession
 from twisted.internet import reactor as default_reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -49,7 +50,7 @@ class Interest:
         """The IDs of the queries whose topic has a subscriber now."""
         return set(self._topics.values())
 
-    async def follow(self, session) -> None:
+    async def follow(self, session: ApplicationSession) -> None:
         """Subscribe to the meta-events, then take in the subscriptions that exist already."""
         await session.subscribe(self._created, "wamp.subscription.on_create")
         await session.subscribe(self._deleted, "wamp.subscription.on_delete")
@@ -67,14 +68,14 @@ class Interest:
             patterns=" (and a pattern subscription: all queries are percolated)" if self._patterns else "",
         )
 
-    def _created(self, session_id, details: dict) -> None:
+    def _created(self, session_id: int | None, details: dict) -> None:
         uri, match = details.get("uri", ""), details.get("match", "exact")
         if match == "exact" and uri.startswith(api.TOPIC_PREFIX):
             self._topics[details["id"]] = uri[len(api.TOPIC_PREFIX) :]
         elif match != "exact" and _may_cover_topics(uri, match):
             self._patterns.add(details["id"])
 
-    def _deleted(self, session_id, subscription_id: int) -> None:
+    def _deleted(self, session_id: int, subscription_id: int) -> None:
         self._topics.pop(subscription_id, None)
         self._patterns.discard(subscription_id)
 

@@ -22,6 +22,7 @@ key only when the engine reads them alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -495,7 +496,7 @@ def _escaped_field(name: str) -> str:
     return "".join("\\" + char if char in _NOT_TERM_START and char != "*" else char for char in name)
 
 
-def leaves(node: Node):
+def leaves(node: Node) -> Iterator[Leaf]:
     """Every leaf of ``node``."""
     if isinstance(node, Leaf):
         yield node

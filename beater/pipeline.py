@@ -124,7 +124,7 @@ class Pipeline:
             self._running += 1
             Deferred.fromCoroutine(self._run(index, batch)).addBoth(self._finished)
 
-    def _finished(self, _) -> None:
+    def _finished(self, _: object) -> None:
         self._running -= 1
         # The fullest index first: that is where documents have waited to be a batch.
         for index in sorted(self._indexes, key=lambda name: -self._indexes[name].documents):

@@ -13,7 +13,8 @@ from typing import Any
 import cbor2
 import xxhash
 from autobahn.wamp.exception import ApplicationError, TransportLost
-from autobahn.wamp.types import PublishOptions, RegisterOptions
+from autobahn.wamp.protocol import ApplicationSession
+from autobahn.wamp.types import CloseDetails, PublishOptions, RegisterOptions, SessionDetails
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
@@ -98,7 +99,7 @@ class Beater:
         # percolate side by side but publish in the order they were formed.
         self._turns: dict[str, Deferred] = {}
 
-    async def on_join(self, session, details) -> None:
+    async def on_join(self, session: ApplicationSession, details: SessionDetails) -> None:
         # Several Beaters may serve one router: calls are shared out among them.
         options = RegisterOptions(invoke="roundrobin", details_arg="details")
         await session.register(self.register, api.REGISTER, options=options)
@@ -131,7 +132,7 @@ class Beater:
         self.metrics.router_sessions.set(sessions)
         self.metrics.router_subscriptions.set(sum(len(ids) for ids in subscriptions.values()))
 
-    def on_leave(self, session, details) -> None:
+    def on_leave(self, session: ApplicationSession, details: CloseDetails) -> None:
         self.session = None
         self.metrics.router_joined.set(0)
         log.warn("Beater left the router: {reason}", reason=details.reason)
@@ -338,7 +339,7 @@ class Beater:
                 raise RouterUnavailable("Beater is not connected to the router")
             hits = [
                 {"_index": index, "_id": document_id, "_cursor": cursor, "_source": document}
-                for document, document_id, cursor in zip(documents, ids, cursors)
+                for document, document_id, cursor in zip(documents, ids, cursors, strict=True)
             ]
             events = _events(hits, matches, requests)
             # One session's messages reach the router, and each subscriber, in the order they
@@ -402,7 +403,7 @@ class Beater:
             log.warn("Beater: storing a batch in {index} got no answer; copies may stay", index=index)
         await self.store.remove(index, written or [])
         failure = storing if percolated else matches  # the percolation's says most
-        failure.raiseException()
+        raise failure.value
 
     async def _store_then_percolate(
         self,

@@ -1,25 +1,22 @@
+"""Beater's settings: its HTTP server, the engine, query and document limits, batching, the store."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from beater.documents import DocumentLimits
 from beater.validation import Limits
-from estrom.http import access_log_setting, allowed_hosts_setting, request_deadline_setting, tokens_setting
-from estrom.logs import log_format_setting
-from estrom.settings import setting
-from estrom.wamp import max_message_bytes, router_heartbeat_setting, router_url_setting
+from estrom.settings import ServiceSettings, setting
+from estrom.wamp import max_message_bytes
 
 
 @dataclass(frozen=True)
-class BeaterSettings:
+class BeaterSettings(ServiceSettings):
     """Beater: takes documents in over HTTP, percolates them, publishes the hits over WAMP."""
 
     elasticsearch_url: str = setting(
         "http://127.0.0.1:9200", "ESTROM_ELASTICSEARCH_URL", "search engine (Elasticsearch/OpenSearch) URL"
     )
-    router_url: str = router_url_setting()
-    router_heartbeat_seconds: float = router_heartbeat_setting()
-    realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
     secret: str = setting(
         "", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True
     )
@@ -131,11 +128,6 @@ class BeaterSettings:
         "ESTROM_ENGINE_TIMEOUT_SECONDS",
         "seconds an engine request may take, connecting to the last byte of the answer; then 503",
     )
-    tokens: str = tokens_setting()
-    log_format: str = log_format_setting()
-    allowed_hosts: str = allowed_hosts_setting()
-    request_deadline_seconds: float = request_deadline_setting()
-    access_log: bool = access_log_setting()
     max_connections: int = setting(
         1024, "ESTROM_MAX_CONNECTIONS", "connections open at once; past it new ones get 503"
     )

@@ -120,7 +120,7 @@ class Store:
         try:
             await self.ensure(index)
             lines = []
-            for document, document_id, cursor in zip(documents, ids, cursors):
+            for document, document_id, cursor in zip(documents, ids, cursors, strict=True):
                 lines.append({"index": {"_index": index, "_id": document_id}})
                 lines.append({**document, FIELD: cursor})
             answer = await self.engine.bulk(lines)

@@ -119,8 +119,8 @@ def check_pattern(pattern: str, limits: Limits, where: str) -> None:
 
 
 def check_query_string(text: str, limits: Limits, options: dict | None = None) -> lucene.Node | None:
-    """Check a Lucene query string (``options``: those of its ``query_string`` clause) and fire
-    with the structure the engine reads from it; None with ``escape``, where it is no query."""
+    """Check a Lucene query string (``options``: those of its ``query_string`` clause) and return
+    the structure the engine reads from it; None with ``escape``, where it is no query."""
     options = options or {}
     if not text.strip():
         raise InvalidQuery("the query is empty")
@@ -397,6 +397,9 @@ _STRING_QUERY = {
     "minimum_should_match": _string_or_integer,
 }
 
+# The keys of a bool query that hold clauses.
+BOOL_CLAUSES = ("must", "filter", "should", "must_not")
+
 # Query types that read only the document being percolated. Left out on purpose: `script`,
 # `script_score`, `function_score` and `terms_set` run scripts; `terms` with a lookup,
 # `geo_shape` with an indexed shape, `more_like_this`, `percolate`, `has_child`, `has_parent`
@@ -405,10 +408,7 @@ _STRING_QUERY = {
 QUERY_TYPES: dict[str, Check] = {
     "bool": _keys(
         {
-            "must": _clauses,
-            "filter": _clauses,
-            "should": _clauses,
-            "must_not": _clauses,
+            **dict.fromkeys(BOOL_CLAUSES, _clauses),
             "minimum_should_match": _string_or_integer,
             "adjust_pure_negative": _boolean,
         }

@@ -18,6 +18,8 @@ Sizes = list[tuple[int, int]]  # (documents, bytes) of each request that carried
 
 
 class OneByOne(Beater):
+    """A Beater that percolates each document of a batch in an engine request of its own."""
+
     async def deliver(
         self, index: str, documents: list[dict], requests: Sizes | None = None, ids: list[str] | None = None
     ) -> dict[str, list[int]]:

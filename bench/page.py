@@ -11,15 +11,14 @@ Playwright's sync API runs in the calling thread (the bench calls it from a work
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
-import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
 from dev.stack import CHROMIUM, CHROMIUM_ARGS
+from estrom.testing import post_blocking
 
 # Frames drawn, and for each key pressed: from the input event's time stamp to the frame drawn
 # after its handler ran (what the person sees), measured inside the page.
@@ -100,12 +99,7 @@ class _Load(threading.Thread):
                 if due <= 0:
                     time.sleep(0.002)
                     continue
-                body = json.dumps([{"user": "page", "n": self.sent + n} for n in range(due)]).encode()
-                request = urllib.request.Request(
-                    self.url, data=body, headers={"Content-Type": "application/json"}
-                )
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer = json.loads(response.read())
+                answer = post_blocking(self.url, [{"user": "page", "n": self.sent + n} for n in range(due)])
                 if answer["published"] != due:
                     raise RuntimeError(f"{due} documents sent, {answer['published']} published")
                 self.sent += due

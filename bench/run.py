@@ -23,6 +23,7 @@ Writes the figures as JSON (bench/results/<time>.json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -30,16 +31,13 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import time
-import urllib.parse
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
-import treq
-from autobahn.twisted.component import Component
 from autobahn.wamp.types import SubscribeOptions
 from treq.client import HTTPClient
 from twisted.internet import reactor, task, threads
@@ -49,6 +47,15 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from bench import page
 from dev.stack import ROOT, Ports, Stack
 from estrom import api
+from estrom.testing import (
+    HttpStream,
+    eventually,
+    http_client,
+    never_reading_stream,
+    percolations,
+    rss,
+    wamp_session,
+)
 
 PORTS = Ports(engine=29200, router=28080, beater=28070, tailor=28090)
 # The seed's design (bench.naive): every document percolated on its own, on arrival.
@@ -118,16 +125,14 @@ class Bench:
         self.stack = stack
         self.urls = urls
         self.args = args
-        pool = HTTPConnectionPool(reactor)
-        pool.maxPersistentPerHost = 256
-        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.http = http_client(persistent=True, per_host=256)
         self.results: dict = {"machine": {"cores": 2}, "throughput": {}, "settings": vars(args)}
         self.received = 0
         self.ids: dict[str, list[str]] = {}  # the registered queries' IDs, by index
         self.failures: dict[str, int] = {}  # requests that got no answer, by error
 
     async def run(self) -> None:
-        self.session = await _wamp(
+        self.session = await wamp_session(
             self.stack.router_url, {"ticket": {"authid": "watcher", "ticket": self.stack.watcher}}
         )
         # One subscriber for every topic (a trusted principal's: anonymous clients may only
@@ -161,7 +166,7 @@ class Bench:
             await self._soak(f"bench-{min(counts)}")
         self._report()
 
-    def _count(self, *hits) -> None:
+    def _count(self, *hits: object) -> None:
         self.received += len(hits)
 
     # --- 1 and 2: throughput ------------------------------------------------------------------
@@ -196,13 +201,15 @@ class Bench:
         cpu = {design: {} for design in runs}
         for _ in range(self.args.repeats):
             for design in ("naive", "batched"):
-                before, cpu_before = await self._percolations(index), self._cpu()
+                before, cpu_before = await percolations(self.stack.engine_url, index, self.http), self._cpu()
                 docs_per_s, sent, received = await self._load(self.urls[design], index, count)
                 cpu[design] = _added(cpu[design], _spent(cpu_before, self._cpu()))
                 runs[design].append(docs_per_s)
                 documents[design] += received
                 if design == "batched":
-                    batches.append(sent / max(await self._percolations(index) - before, 1))
+                    batches.append(
+                        sent / max(await percolations(self.stack.engine_url, index, self.http) - before, 1)
+                    )
             cpu_before = self._cpu()
             docs_per_s, percolated = await self._engine_direct(index, count, max(1, round(batches[-1])))
             cpu["engine"] = _added(cpu["engine"], _spent(cpu_before, self._cpu()))
@@ -273,12 +280,6 @@ class Bench:
         await _until(lambda: self.received - received_before >= published * copies, 60)
         received = (self.received - received_before) // copies
         return received / (time.monotonic() - started), sent, received
-
-    async def _percolations(self, index: str) -> int:
-        response = await self.http.get(
-            f"{self.stack.engine_url}/estrom-queries-{index}/_stats/search", timeout=60
-        )
-        return (await response.json())["_all"]["primaries"]["search"]["query_total"]
 
     async def _engine_direct(self, index: str, count: int, batch: int) -> tuple[float, int]:
         """Percolate requests straight to the engine (2 at a time, like Beater): documents/s,
@@ -396,7 +397,7 @@ class Bench:
         figures = {}
         for workers, (node, urls, routers) in topologies.items():
             watchers = [
-                await _wamp(url, {"ticket": {"authid": "watcher", "ticket": self.stack.watcher}})
+                await wamp_session(url, {"ticket": {"authid": "watcher", "ticket": self.stack.watcher}})
                 for url in routers
             ]
             for watcher in watchers:
@@ -433,7 +434,7 @@ class Bench:
         index = f"bench-{count}"
         # The prefix subscription would switch the filter off: leave it for this run.
         self.session.leave()
-        self.session = await _wamp(self.stack.router_url)
+        self.session = await wamp_session(self.stack.router_url)
         listened = 100
         for i in range(listened):
             sid = await self.session.call(api.REGISTER, index, f"user:u{i}")
@@ -464,7 +465,7 @@ class Bench:
         elapsed = await self._for_a_while(4, send)
         return accepted / elapsed
 
-    async def _for_a_while(self, workers: int, step) -> float:
+    async def _for_a_while(self, workers: int, step: Callable[[], Awaitable[None]]) -> float:
         """Run ``step()`` over and over in ``workers`` loops for --seconds; the seconds it took."""
         started = time.monotonic()
         deadline = started + self.args.seconds
@@ -482,8 +483,8 @@ class Bench:
         """One client, one document per request, each sent when the last was answered, on one
         keep-alive connection; a stream listening. Against the same client sending sequential
         one-document percolate requests to the engine, on the same percolator index."""
-        stream = await _Stream.open(self.stack.tailor_url, index, "user:u1", [])
-        pool = HTTPConnectionPool(reactor)
+        stream = await _stream(self.stack.tailor_url, index, "user:u1", [])
+        pool = HTTPConnectionPool(reactor)  # one kept-alive connection, closed at the end
         pool.maxPersistentPerHost = 1
         http = HTTPClient(Agent(reactor, pool=pool))
         document = {"user": "u1", "msg": "GET /api 200"}
@@ -504,7 +505,9 @@ class Bench:
         for side, (url, body) in sides.items():
             times: list[float] = []
 
-            async def one(url=url, body=body, times=times, side=side):
+            async def one(
+                url: str = url, body: bytes = body, times: list[float] = times, side: str = side
+            ) -> None:
                 started = time.perf_counter()
                 response = await http.post(url, data=body, headers={"Content-Type": "application/json"})
                 await response.content()
@@ -534,14 +537,14 @@ class Bench:
         documents/s, each matching one query (so --streams / --stream-queries streams)."""
         index, streams, queries = "bench-streams", self.args.streams, self.args.stream_queries
         latencies: list[float] = []
-        memory_before = _rss_mib(self.stack.processes["tailor"].pid)
+        memory_before = _mib(rss(self.stack.processes["tailor"].pid))
         started = time.monotonic()
-        opened: list[_Stream] = []
+        opened: list[HttpStream] = []
         for start in range(0, streams, 100):  # 100 at a time, each batch once the last is open
             opened += await gatherResults(
                 [
                     Deferred.fromCoroutine(
-                        _Stream.open(self.stack.tailor_url, index, f"user:u{n % queries}", latencies)
+                        _stream(self.stack.tailor_url, index, f"user:u{n % queries}", latencies)
                     )
                     for n in range(start, min(streams, start + 100))
                 ]
@@ -551,7 +554,7 @@ class Bench:
         # second, which every hit in flight would count as latency. Exempt them from collection.
         gc.collect()
         gc.freeze()
-        memory_open = _rss_mib(self.stack.processes["tailor"].pid)
+        memory_open = _mib(rss(self.stack.processes["tailor"].pid))
         print(f"bench: {streams} streams open in {open_seconds:.1f} s", flush=True)
         url = f"{self.urls['estrom']}/api/v0.1/docs/{index}"
         expected = [0] * queries
@@ -579,7 +582,7 @@ class Bench:
         loop = task.LoopingCall(lambda: ensureDeferred(tick()))
         loop.start(0.01)
         await task.deferLater(reactor, self.args.stream_seconds / 2, lambda: None)
-        memory_load = _rss_mib(self.stack.processes["tailor"].pid)
+        memory_load = _mib(rss(self.stack.processes["tailor"].pid))
         await task.deferLater(reactor, self.args.stream_seconds / 2, lambda: None)
         loop.stop()
         wanted = sent * streams // queries
@@ -627,7 +630,10 @@ class Bench:
 
     async def _soak(self, index: str) -> None:
         """Sustained overload (more than Beater takes) with slow stream clients."""
-        slow = [_slow_client(self.stack.ports.tailor, index, f"user:u{i}") for i in range(self.args.clients)]
+        slow = [
+            never_reading_stream(self.stack.ports.tailor, index, f"user:u{i}")
+            for i in range(self.args.clients)
+        ]
         url = f"{self.urls['estrom']}/api/v0.1/docs/{index}"
         marks = sorted(float(s) for s in self.args.soak.split(","))
         stopping = False
@@ -689,7 +695,7 @@ class Bench:
 
     def _memory(self) -> dict[str, float]:
         """Resident memory (MiB) of Beater and Tailor."""
-        return {name: _rss_mib(self.stack.processes[name].pid) for name in ("beater", "tailor")}
+        return {name: _mib(rss(self.stack.processes[name].pid)) for name in ("beater", "tailor")}
 
     def _report(self) -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -814,64 +820,6 @@ class Bench:
             goal("page: a key typed, answered (p90)", p["input_ms"]["p90"], 200, False, " ms")
             goal("page: documents counted 5 s after the load / sent", p["counted_share"], 0.95, True)
         return goals
-
-
-class _Stream:
-    """An HTTP stream client that records each hit's latency from its "sent_at"."""
-
-    def __init__(self, latencies: list[float]):
-        import ijson
-
-        self.latencies = latencies
-        self.parser = ijson.items_coro(self, "hits.item")
-        self.transport = None
-        self.received = 0
-
-    def send(self, hit: dict) -> None:  # ijson's target
-        self.received += 1
-        if "sent_at" in hit["_source"]:
-            self.latencies.append(time.time() - float(hit["_source"]["sent_at"]))  # ijson gives Decimal
-
-    @classmethod
-    async def open(cls, tailor_url: str, index: str, query: str, latencies: list[float]) -> _Stream:
-        stream = cls(latencies)
-        params = urllib.parse.urlencode({"i": index, "q": query})
-        response = await treq.get(f"{tailor_url}/api/v0.1/docs?{params}", unbuffered=True)
-        head: Deferred = Deferred()
-        stream.head = head
-        response.deliverBody(_Feed(stream))
-        await head
-        return stream
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-
-class _Feed:
-    def __init__(self, stream: _Stream):
-        self.stream = stream
-
-    def makeConnection(self, transport) -> None:
-        self.stream.transport = transport
-
-    def dataReceived(self, data: bytes) -> None:
-        self.stream.parser.send(data)
-        if not self.stream.head.called:
-            self.stream.head.callback(None)
-
-    def connectionLost(self, reason) -> None:
-        pass
-
-
-def _slow_client(port: int, index: str, query: str) -> socket.socket:
-    """A client that asks for a stream and never reads it."""
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.connect(("127.0.0.1", port))
-    params = urllib.parse.urlencode({"i": index, "q": query})
-    client.sendall(f"GET /api/v0.1/docs?{params} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    return client
 
 
 def _start_linked_routers(stack: Stack, name: str, clients: tuple[int, int], links: tuple[int, int]) -> None:
@@ -1020,29 +968,26 @@ def _added(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
     return {name: round(total.get(name, 0.0) + seconds, 2) for name, seconds in more.items()}
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+async def _stream(tailor_url: str, index: str, query: str, latencies: list[float]) -> HttpStream:
+    """A stream that keeps no hit, and records each one's latency from its "sent_at"."""
+
+    def arrived(hit: dict) -> None:
+        if "sent_at" in hit["_source"]:
+            latencies.append(time.time() - float(hit["_source"]["sent_at"]))  # ijson gives Decimal
+
+    stream = await HttpStream.open(tailor_url, keep=False, on_hit=arrived, i=index, q=query)
+    await stream.wait_for_head()
+    return stream
 
 
-async def _wamp(url: str, authentication: dict | None = None):
-    component = Component(
-        transports=[{"type": "websocket", "url": url, "max_retries": 0}],
-        realm="estrom",
-        authentication=authentication or {},
-    )
-    joined: Deferred = Deferred()
-    component.on("join", lambda session, details: joined.callback(session))
-    component.start(reactor)
-    return await joined
+def _mib(size: int) -> float:
+    return round(size / 2**20, 1)
 
 
-async def _until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        await task.deferLater(reactor, 0.05, lambda: None)
+async def _until(condition: Callable[[], bool], seconds: float) -> None:
+    """Wait for ``condition`` at most ``seconds``; the figures say what was reached."""
+    with contextlib.suppress(AssertionError):
+        await eventually(condition, seconds)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -266,7 +267,7 @@ class Stack:
                 start_new_session=True,  # signals go to the whole group (crossbar has workers)
             )
 
-    def _wait(self, name: str, ready, timeout: float) -> None:
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         process = self.processes[name]
         while time.monotonic() < deadline:
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
         secret=os.environ.get("ESTROM_BEATER_SECRET") or secrets.token_urlsafe(24),
     )
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> None:
         # One signal is enough (make passes on the one the group got): the rest must not
         # interrupt the shutdown.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

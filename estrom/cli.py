@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import ijson
+from twisted.web.iweb import IResponse
 
 from estrom import tokens
 
@@ -233,7 +234,7 @@ class _Available:
     """A response whose ``read`` returns what has arrived, not a full buffer: ijson asks for
     64 kB at a time, and a live stream must not wait for that much."""
 
-    def __init__(self, response):
+    def __init__(self, response: IResponse) -> None:
         self._response = response
 
     def read(self, size: int = -1) -> bytes:

@@ -24,49 +24,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import directlyProvides, providedBy
 
-from estrom.settings import setting
 from estrom.tokens import ANONYMOUS, Principal, TokenFile, TokenFileError, from_authorization
 
 log = Logger()
 
 LOOPBACK_HOSTS = "127.0.0.1,localhost,::1"
-
-
-def allowed_hosts_setting() -> Any:
-    """The ``ESTROM_ALLOWED_HOSTS`` field of a service's settings."""
-    return setting(
-        LOOPBACK_HOSTS,
-        "ESTROM_ALLOWED_HOSTS",
-        "comma-separated host names a request's Host header may name (* for any); others get 421",
-    )
-
-
-def access_log_setting() -> Any:
-    """The ``ESTROM_ACCESS_LOG`` field of a service's settings."""
-    return setting(
-        False,
-        "ESTROM_ACCESS_LOG",
-        "log a line per HTTP request (it costs about 7 % of Beater's time per one-document request)",
-    )
-
-
-def request_deadline_setting() -> Any:
-    """The ``ESTROM_REQUEST_DEADLINE_SECONDS`` field of a service's settings."""
-    return setting(
-        30.0,
-        "ESTROM_REQUEST_DEADLINE_SECONDS",
-        "seconds a client has to send a whole request, head and body; past it 408 and closed",
-    )
-
-
-def tokens_setting() -> Any:
-    """The ``ESTROM_TOKENS`` field of a service's settings."""
-    return setting(
-        "",
-        "ESTROM_TOKENS",
-        "the token file (see README, 'Running it for a team'); unset: anyone may send and read, "
-        "and the service listens only on loopback",
-    )
 
 
 def token_file(path: str, host: str, service: str) -> TokenFile | None:
@@ -101,9 +63,10 @@ ANY_HOST = "*"
 LINGER_SECONDS = 2.0
 
 
-# Statuses Twisted has no reason phrase for. 421 (RFC 9110, section 15.5.20) says "this server is
-# not the one for that name", which is what a foreign Host is; 403 would read as "no permission".
-_REASONS = {421: b"Misdirected Request"}
+# Statuses Twisted has no reason phrase for (its status line would say "Unknown Status"). 421
+# (RFC 9110, section 15.5.20) says "this server is not the one for that name", which is what a
+# foreign Host is; 403 would read as "no permission".
+_REASONS = {421: b"Misdirected Request", 422: b"Unprocessable Content", 429: b"Too Many Requests"}
 
 
 def json_answer(request: Request, code: int, body: Any, headers: dict[str, str] | None = None) -> bytes:

@@ -13,14 +13,7 @@ import txaio
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
-from estrom.settings import setting
-
 FORMATS = ("text", "json")
-
-
-def log_format_setting() -> Any:
-    """The ``ESTROM_LOG_FORMAT`` field of a service's settings."""
-    return setting("text", "ESTROM_LOG_FORMAT", "log lines as 'text', or 'json' (one object per line)")
 
 
 def start_logging(log_format: str, out: TextIO = sys.stdout) -> None:

@@ -54,10 +54,7 @@ class _Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.index = IndexLabels()
         self.responses = Counter(
-            "estrom_http_responses",
-            "HTTP responses, by status",
-            ["status"],
-            registry=self.registry,
+            "estrom_http_responses", "HTTP responses, by status", ["status"], registry=self.registry
         )
 
     def answered(self, status: int) -> None:

@@ -1,7 +1,8 @@
 """Typed settings for each service, from command-line flags and ``ESTROM_*`` variables.
 
 A service declares a dataclass whose fields carry ``setting(env=..., help=...)``; ``load`` fills
-it (flag over environment over default) and ``describe`` prints it with secrets masked.
+it (flag over environment over default) and ``describe`` prints it with secrets masked. What
+every service has is ServiceSettings's; each adds its ``host``, ``port`` and ``max_connections``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from estrom.http import LOOPBACK_HOSTS
 
 T = TypeVar("T")
 
@@ -82,3 +86,44 @@ def describe(settings: Any) -> str:
             value = "***" if value else "(not set)"
         lines.append(f"  {field.metadata['env']:<28} {value}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The settings of every service: how it reaches the router, who may use it, its logs."""
+
+    router_url: str = setting(
+        "rs://127.0.0.1:8080",
+        "ESTROM_ROUTER_URL",
+        "WAMP router URL: rs://host:port (RawSocket, the router's cheapest) or ws://host:port/ws",
+    )
+    router_heartbeat_seconds: float = setting(
+        10.0,
+        "ESTROM_ROUTER_HEARTBEAT_SECONDS",
+        "how often Beater and Tailor check that the router answers (silent twice that: reconnect)",
+    )
+    realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
+    tokens: str = setting(
+        "",
+        "ESTROM_TOKENS",
+        "the token file (see README, 'Running it for a team'); unset: anyone may send and read, "
+        "and the service listens only on loopback",
+    )
+    allowed_hosts: str = setting(
+        LOOPBACK_HOSTS,
+        "ESTROM_ALLOWED_HOSTS",
+        "comma-separated host names a request's Host header may name (* for any); others get 421",
+    )
+    request_deadline_seconds: float = setting(
+        30.0,
+        "ESTROM_REQUEST_DEADLINE_SECONDS",
+        "seconds a client has to send a whole request, head and body; past it 408 and closed",
+    )
+    access_log: bool = setting(
+        False,
+        "ESTROM_ACCESS_LOG",
+        "log a line per HTTP request (it costs about 7 % of Beater's time per one-document request)",
+    )
+    log_format: str = setting(
+        "text", "ESTROM_LOG_FORMAT", "log lines as 'text', or 'json' (one object per line)"
+    )

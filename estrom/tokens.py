@@ -250,7 +250,7 @@ class TokenFile:
             log.error("{error}: no token is valid until it can be read", error=str(e))
             self.tokens, self._signature = Tokens(), None
         self.on_change: list[Callable[[set[str]], Any]] = []
-        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self._check()))
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.reread()))
         self._loop.clock = clock
         self.interval = interval
 
@@ -265,7 +265,8 @@ class TokenFile:
     def principal(self, name: str) -> Principal | None:
         return self.tokens.principals.get(name)
 
-    async def _check(self) -> None:
+    async def reread(self) -> None:
+        """Read the file again if it changed since it was read (watch() does, every interval)."""
         now = await threads.deferToThread(signature, self.path)
         if now == self._signature:
             return

@@ -8,12 +8,12 @@ import cbor2
 from autobahn.twisted.component import Component
 from autobahn.twisted.wamp import Session
 from autobahn.wamp import protocol, serializer
+from autobahn.wamp.protocol import ApplicationSession
+from autobahn.wamp.types import CloseDetails, SessionDetails
 from twisted.internet import reactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-
-from estrom.settings import setting
 
 # The deepest a WAMP message can be when the router relays it: the router decodes msgpack up to
 # 1,024 levels (msgpack's own limit), JSON to about 480 (its recursion limit, which
@@ -51,15 +51,6 @@ def max_message_bytes(router_url: str) -> int:
     return RAWSOCKET_MAX_MESSAGE_BYTES if is_rawsocket(router_url) else WEBSOCKET_MAX_MESSAGE_BYTES
 
 
-def router_url_setting() -> Any:
-    """ESTROM_ROUTER_URL, of Beater and Tailor."""
-    return setting(
-        "rs://127.0.0.1:8080",
-        "ESTROM_ROUTER_URL",
-        "WAMP router URL: rs://host:port (RawSocket, the router's cheapest) or ws://host:port/ws",
-    )
-
-
 def is_rawsocket(router_url: str) -> bool:
     return router_url.startswith(("rs://", "rss://"))
 
@@ -74,15 +65,6 @@ log = Logger()
 HEARTBEAT_PROCEDURE = "estrom.heartbeat"
 
 
-def router_heartbeat_setting() -> Any:
-    """ESTROM_ROUTER_HEARTBEAT_SECONDS, of Beater and Tailor."""
-    return setting(
-        10.0,
-        "ESTROM_ROUTER_HEARTBEAT_SECONDS",
-        "how often Beater and Tailor check that the router answers (silent twice that: reconnect)",
-    )
-
-
 class Heartbeat:
     """Checks that the router of a joined session answers (see HEARTBEAT_PROCEDURE)."""
 
@@ -90,18 +72,18 @@ class Heartbeat:
         self.interval, self.timeout, self.clock = interval, timeout, clock
         self._loop: LoopingCall | None = None
 
-    def on_join(self, session, details) -> None:
+    def on_join(self, session: ApplicationSession, details: SessionDetails) -> None:
         self.on_leave(session, details)
         self._loop = LoopingCall(self._beat, session)
         self._loop.clock = self.clock
         self._loop.start(self.interval, now=False)
 
-    def on_leave(self, session, details) -> None:
+    def on_leave(self, session: ApplicationSession, details: CloseDetails) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
 
-    def _beat(self, session) -> None:
+    def _beat(self, session: ApplicationSession) -> None:
         if not session.is_attached():
             return
         answer = session.call(HEARTBEAT_PROCEDURE)
@@ -109,12 +91,12 @@ class Heartbeat:
         silence = self.clock.callLater(self.timeout, self._silent, session)
         answer.addBoth(lambda _: silence.cancel() if silence.active() else None)
 
-    def _silent(self, session) -> None:
+    def _silent(self, session: ApplicationSession) -> None:
         if session.is_attached():
             log.warn(
                 "the router did not answer for {timeout} s: dropping the connection", timeout=self.timeout
             )
-            session._transport.abort()  # the component reconnects; pending requests fail
+            session.transport.abort()  # the component reconnects; pending requests fail
 
 
 class _Session(Session):
@@ -125,7 +107,7 @@ class _Session(Session):
     that only disconnect: when the connection drops, they would wait for ever, and so would the
     sender or the stream that waits for them."""
 
-    def on_leave(self, details):
+    def on_leave(self, details: CloseDetails) -> None:
         return protocol.ApplicationSession.onLeave(self, details)  # errbacks, then disconnects
 
     def on_disconnect(self):

@@ -193,8 +193,7 @@ class Authorizer(ApplicationSession):
         known = self._indexes.get(query_id)
         if known is not None and (known[0] is not None or time.monotonic() - known[1] < UNKNOWN_SECONDS):
             return known[0]
-        index = await self._looking_up.run(query_id, lambda: Deferred.fromCoroutine(self._lookup(query_id)))
-        return index
+        return await self._looking_up.run(query_id, lambda: Deferred.fromCoroutine(self._lookup(query_id)))
 
     async def _lookup(self, query_id: str) -> str | None:
         try:

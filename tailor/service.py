@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
+from autobahn.wamp.protocol import ApplicationSession
+from autobahn.wamp.types import CloseDetails, SessionDetails
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -18,7 +20,7 @@ from twisted.web.server import Request
 from estrom import api
 from estrom.coalesce import Coalesce
 from estrom.http import principal_of, send_error
-from tailor.stream import Stream
+from tailor.stream import DEFAULT_BOUNDS, Bounds, Stream
 
 log = Logger()
 
@@ -45,17 +47,9 @@ class Tailor:
     itself: when one stream ends on its limit, the others on the topic still get the event.
     """
 
-    def __init__(
-        self,
-        keepalive: float,
-        max_pending: int = 1000,
-        max_pending_bytes: int = 16 * 1024 * 1024,
-        max_behind: float = 2.0,
-    ):
+    def __init__(self, keepalive: float, bounds: Bounds = DEFAULT_BOUNDS):
         self.keepalive = keepalive
-        self.max_pending = max_pending
-        self.max_pending_bytes = max_pending_bytes
-        self.max_behind = max_behind
+        self.bounds = bounds  # of each stream
         self.session = None
         self.topics: dict[str, set[Stream]] = {}
         # What estrom.metrics reports: streams opened; hits sent by streams that ended; streams
@@ -86,11 +80,11 @@ class Tailor:
             return "the router or Beater did not answer"
         return "Beater answered a lookup of an unknown ID"
 
-    def on_join(self, session, details) -> None:
+    def on_join(self, session: ApplicationSession, details: SessionDetails) -> None:
         self.session = session
         log.info("Tailor joined realm {realm}", realm=details.realm)
 
-    def on_leave(self, session, details) -> None:
+    def on_leave(self, session: ApplicationSession, details: CloseDetails) -> None:
         self.session = None
         log.warn("Tailor left the router: {reason}", reason=details.reason)
         # The router dropped our subscriptions with the session: a stream that went on would
@@ -123,10 +117,12 @@ class Tailor:
     ) -> None:
         session = self.session
         if session is None:
-            return send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
+            send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
+            return
         reader = principal_of(request)
         if index is not None and not reader.may_read(index):
-            return send_error(request, 403, f"the token {reader.name!r} may not read the index {index!r}")
+            send_error(request, 403, f"the token {reader.name!r} may not read the index {index!r}")
+            return
         finished = request.notifyFinish().addErrback(lambda _: None)  # fired: the client is gone
         try:
             if sid is None:
@@ -134,27 +130,21 @@ class Tailor:
             else:
                 found = await session.call(api.LOOKUP, sid)
                 if not reader.may_read(found["index"]):
-                    return send_error(
+                    send_error(
                         request, 403, f"the token {reader.name!r} may not read the index of this subscription"
                     )
+                    return
         except ApplicationError as e:
             status = _STATUS.get(e.error, 503)
-            return send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+            send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+            return
         except TransportLost:
-            return send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+            send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+            return
         if finished.called or self.session is not session:
             return
         topic = api.topic(sid)
-        stream = Stream(
-            request,
-            topic,
-            limit,
-            self.keepalive,
-            self.max_pending,
-            self._ended,
-            self.max_pending_bytes,
-            self.max_behind,
-        )
+        stream = Stream(request, topic, limit, self.keepalive, self._ended, self.bounds)
         stream.reader = reader.name
         if backlog:
             stream.hold()
@@ -168,14 +158,18 @@ class Tailor:
                 )
         except (ApplicationError, TransportLost) as e:
             stream.discard()
-            return send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
+            send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
+            return
         if stream.closed:  # the client may have gone, or the router, meanwhile
             return
         if not backlog:
-            return stream.start(sid)
+            stream.start(sid)
+            return
         await self._backlog(session, stream, sid, backlog)
 
-    async def _backlog(self, session, stream: Stream, sid: str, options: dict[str, Any]) -> None:
+    async def _backlog(
+        self, session: ApplicationSession, stream: Stream, sid: str, options: dict[str, Any]
+    ) -> None:
         """Start ``stream`` with the stored hits ``options`` ask for, a page at a time as the
         client takes them, then go on live. Subscribed before the first page is asked for: the
         backlog and the live hits meet without a gap, and the live copies of backlog hits are
@@ -189,12 +183,12 @@ class Tailor:
             else:
                 stream.discard()
                 status = _STATUS.get(e.error, 503)
-                return send_error(
-                    request, status, _message(e), {"Retry-After": "1"} if status == 503 else None
-                )
+                send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+                return
         except (TransportLost, defer.TimeoutError, defer.CancelledError):
             stream.discard()
-            return send_error(request, 503, "Beater did not give the backlog: retry", {"Retry-After": "1"})
+            send_error(request, 503, "Beater did not give the backlog: retry", {"Retry-After": "1"})
+            return
         if stream.closed:
             return
         stream.start(sid, gap=bool(answer.get("gap")))
@@ -209,14 +203,13 @@ class Tailor:
                 answer = await _call(session, sid, {"page": answer["next"]})
             except Exception as e:  # noqa: BLE001 - the head is sent: end the JSON, saying why
                 error = _message(e) if isinstance(e, ApplicationError) else type(e).__name__
-                return stream.close(
-                    error=f"the backlog could not be read whole: {error}; resume after the last hit"
-                )
+                stream.close(error=f"the backlog could not be read whole: {error}; resume after the last hit")
+                return
             if stream.closed:
                 return
         stream.release()
 
-    async def _subscribe(self, session, topic: str) -> None:
+    async def _subscribe(self, session: ApplicationSession, topic: str) -> None:
         subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic)
         if topic in self.topics and self.session is session:
             self._subscriptions[topic] = subscription
@@ -260,7 +253,7 @@ class Tailor:
 READY_CALL_SECONDS = 5.0
 
 
-def _call(session, sid: str, options: dict[str, Any]) -> Deferred:
+def _call(session: ApplicationSession, sid: str, options: dict[str, Any]) -> Deferred:
     """``estrom.backlog``, given up after BACKLOG_CALL_SECONDS (a Beater that never answers
     must not leave a client waiting for its head while live hits pile up)."""
     return session.call(api.BACKLOG, sid, options).addTimeout(BACKLOG_CALL_SECONDS, reactor)

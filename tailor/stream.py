@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.server import Request
@@ -25,13 +27,25 @@ from estrom.http import send_error
 log = Logger()
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """How far behind its hits a client may fall (see Stream)."""
+
+    hits: int = 1000
+    bytes: int = 16 * 1024 * 1024
+    seconds: float = 2.0  # past those, before the stream ends
+
+
+DEFAULT_BOUNDS = Bounds()
+
+
 @implementer(IPushProducer)
 class Stream:
     """One client's endless response.
 
     A push producer: when the client reads slower than hits arrive, the transport pauses it and
-    hits wait here. A client that stays further behind than ``max_pending`` hits or
-    ``max_pending_bytes`` bytes for ``max_behind`` seconds is closed with a valid end that says
+    hits wait here. A client that stays further behind than ``bounds.hits`` hits or
+    ``bounds.bytes`` bytes for ``bounds.seconds`` is closed with a valid end that says
     how many hits it missed (``], "dropped": N}``). The seconds are for bursts: events that arrive
     back to back reach a client that keeps up before the transport could write a byte of them.
     Past twice the bytes the stream ends at once: memory stays bounded, whatever the documents.
@@ -43,11 +57,9 @@ class Stream:
         topic: str,
         limit: int | None,
         keepalive: float,
-        max_pending: int,
-        on_end,
-        max_pending_bytes: int = 16 * 1024 * 1024,
-        max_behind: float = 2.0,
-        clock=reactor,
+        on_end: Callable[[Stream], None],
+        bounds: Bounds = DEFAULT_BOUNDS,
+        clock: IReactorTime = reactor,
     ):
         self.request = request
         self.topic = topic
@@ -58,9 +70,7 @@ class Stream:
         self.paused = False
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
-        self._max_pending = max_pending
-        self._max_pending_bytes = max_pending_bytes
-        self._max_behind = max_behind
+        self._bounds = bounds
         self._clock = clock
         self._behind = None  # the call that ends the stream, while it is past the bounds
         self._holding: list[tuple[str | None, bytes]] | None = None  # live hits, during a backlog
@@ -127,15 +137,15 @@ class Stream:
         if self.closed:
             return
         if self._holding is not None:
-            self._holding.extend(zip(cursors or [None] * len(hits), hits))
+            self._holding.extend(zip(cursors or [None] * len(hits), hits, strict=True))
             self._held_bytes += sum(len(hit) for hit in hits)
-            if self._held_bytes > 2 * self._max_pending_bytes:  # memory stays bounded
+            if self._held_bytes > 2 * self._bounds.bytes:  # memory stays bounded
                 self._pending.extend(hit for _, hit in self._holding)
                 self._holding = None
                 self._drop()
             return
         if self._seen and cursors is not None:
-            hits = [hit for hit, cursor in zip(hits, cursors) if not self._in_backlog(cursor)]
+            hits = [hit for hit, cursor in zip(hits, cursors, strict=True) if not self._in_backlog(cursor)]
         self._send(hits)
 
     def _in_backlog(self, cursor: str | None) -> bool:
@@ -165,13 +175,14 @@ class Stream:
             self._flush()
         if self.closed or not self._past_bounds():
             return
-        if self._pending_bytes > 2 * self._max_pending_bytes:
-            return self._drop()
+        if self._pending_bytes > 2 * self._bounds.bytes:
+            self._drop()
+            return
         if self._behind is None:
-            self._behind = self._clock.callLater(self._max_behind, self._drop)
+            self._behind = self._clock.callLater(self._bounds.seconds, self._drop)
 
     def _past_bounds(self) -> bool:
-        return len(self._pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes
+        return len(self._pending) > self._bounds.hits or self._pending_bytes > self._bounds.bytes
 
     dropped: int | None = None  # hits dropped with the stream, if the client fell behind
     reader: str | None = None  # the name of the token the client showed
@@ -192,7 +203,8 @@ class Stream:
             return
         if not self.started:  # nothing sent yet: an ordinary error answer
             self._end()
-            return send_error(self.request, 503, error or "Tailor is shutting down", {"Retry-After": "1"})
+            send_error(self.request, 503, error or "Tailor is shutting down", {"Retry-After": "1"})
+            return
         self._pending.clear()
         extra = {key: value for key, value in (("error", error), ("dropped", dropped)) if value}
         self._write(

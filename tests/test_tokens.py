@@ -97,21 +97,21 @@ async def test_changes_to_the_file_are_read_and_a_bad_one_keeps_the_tokens_befor
     held = TokenFile(path, clock=Clock())
     assert held.check(first).name == "a"
     path.write_text(entry("a", first, read=["*"]) + entry("b", second, send=["x"]))
-    await held._check()
+    await held.reread()
     assert held.check(second) == Principal("b", send=("x",), digest=tokens.digest(second))
     path.write_text("[tokens.a\n")  # a typo: the tokens before stay
-    await held._check()
+    await held.reread()
     assert held.check(second) is not None
     revoked: list[set[str]] = []
     held.on_change.append(revoked.append)
     path.write_text(entry("a", tokens.new_token(), read=["*"]) + entry("b", second, send=["x"]))
-    await held._check()
+    await held.reread()
     assert revoked == [{"a"}]  # another token under the name: its holders are cut off
     path.write_text(entry("b", second, send=["x", "y"]))
-    await held._check()
+    await held.reread()
     assert revoked[-1] == {"a", "b"}  # removed, and other patterns
     os.remove(path)  # gone: no token is valid
-    await held._check()
+    await held.reread()
     assert held.check(second) is None and held.principal("b") is None
     assert revoked[-1] == {"b"}
 

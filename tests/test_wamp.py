@@ -14,7 +14,7 @@ class _Session:
     def __init__(self):
         self.calls: list[Deferred] = []
         self.aborted = False
-        self._transport = self
+        self.transport = self
 
     def call(self, procedure: str) -> Deferred:
         assert procedure == HEARTBEAT_PROCEDURE

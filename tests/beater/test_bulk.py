@@ -7,7 +7,7 @@ import json
 
 import pytest_twisted
 
-from tests.clients import HttpStream, http, post
+from estrom.testing import HttpStream, http, post
 
 
 def ndjson(*lines) -> bytes:

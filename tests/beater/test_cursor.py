@@ -86,10 +86,11 @@ def test_a_backlog_leaves_out_only_this_beaters_batches_not_yet_published():
     clock.advance(1_700_000_000)
     beater = Beater(percolator=None, cursors=Cursors(clock, node=0xBEEF))
     first, middle, last = beater.cursors.take(3)
-    beater._in_flight["events"] = {(first, last)}  # as deliver marks a batch on its way
-    unpublished = beater._unpublished("events")
+    # Beater's own bookkeeping, set as deliver sets it for a batch on its way.
+    beater._in_flight["events"] = {(first, last)}  # noqa: SLF001
+    unpublished = beater._unpublished("events")  # noqa: SLF001
     assert unpublished(first) and unpublished(middle) and unpublished(last)
     (later,) = beater.cursors.take(1)
     assert not unpublished(later)
     assert not unpublished(middle[:16] + "cafe")  # another Beater's: it knows its own
-    assert not beater._unpublished("other")(middle)
+    assert not beater._unpublished("other")(middle)  # noqa: SLF001

@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
 from estrom import api
-from tests.clients import HttpStream, eventually, http, post, wamp_session
+from estrom.testing import HttpStream, Received, docs_url, http, percolations, post, wamp_session
 
 
 async def tail(stack, index, query="service:api") -> HttpStream:
@@ -20,10 +20,6 @@ async def tail(stack, index, query="service:api") -> HttpStream:
 
 def compact(documents) -> bytes:
     return json.dumps(documents, separators=(",", ":")).encode()
-
-
-def url(stack, index):
-    return f"{stack.beater_url}/api/v0.1/docs/{index}"
 
 
 @pytest.mark.parametrize(
@@ -45,7 +41,7 @@ def url(stack, index):
 @pytest_twisted.ensureDeferred
 async def test_each_shape_is_accepted_and_delivered(stack, index, content_type, body, count):
     stream = await tail(stack, index)
-    status, answer = await post(url(stack, index), body, content_type)
+    status, answer = await post(docs_url(stack.beater_url, index), body, content_type)
     assert status == 200, answer
     assert answer == {"accepted": count, "matched": count, "published": count}
     hits = await stream.wait_for_hits(count)
@@ -55,7 +51,7 @@ async def test_each_shape_is_accepted_and_delivered(stack, index, content_type, 
 
 @pytest_twisted.ensureDeferred
 async def test_documents_nobody_asked_for_are_accepted(stack, index):
-    status, answer = await post(url(stack, index + "-unwatched"), [{"service": "api"}])
+    status, answer = await post(docs_url(stack.beater_url, index + "-unwatched"), [{"service": "api"}])
     assert (status, answer) == (200, {"accepted": 1, "matched": 0, "published": 0})
 
 
@@ -64,7 +60,7 @@ async def test_a_query_on_a_field_not_seen_before_matches_when_it_arrives(stack,
     # The percolator index maps unknown fields as text: nothing has to be declared in advance.
     stream = await tail(stack, index, "kubernetes.pod:web-7 AND NOT level:debug")
     await post(
-        url(stack, index),
+        docs_url(stack.beater_url, index),
         [
             {"kubernetes": {"pod": "web-7"}, "level": "debug"},
             {"kubernetes": {"pod": "web-7"}, "level": "warn"},
@@ -79,7 +75,8 @@ async def test_a_query_on_a_field_not_seen_before_matches_when_it_arrives(stack,
 async def test_query_without_a_field_searches_every_field(stack, index):
     stream = await tail(stack, index, "timeout AND checkout")
     await post(
-        url(stack, index), [{"msg": "timeout", "service": "checkout"}, {"msg": "timeout", "service": "cart"}]
+        docs_url(stack.beater_url, index),
+        [{"msg": "timeout", "service": "checkout"}, {"msg": "timeout", "service": "cart"}],
     )
     hits = await stream.wait_for_hits(1)
     assert hits[0]["_source"]["service"] == "checkout"
@@ -108,11 +105,11 @@ async def test_bad_input_is_refused_with_a_json_error_and_nothing_is_published(
     stack, index, content_type, body, status, message
 ):
     stream = await tail(stack, index, "*")
-    got, answer = await post(url(stack, index), body, content_type)
+    got, answer = await post(docs_url(stack.beater_url, index), body, content_type)
     assert got == status
     assert message in answer["error"]
     # Nothing of the refused request was published: the next hit is the next request's.
-    assert (await post(url(stack, index), {"marker": True}))[0] == 200
+    assert (await post(docs_url(stack.beater_url, index), {"marker": True}))[0] == 200
     hits = await stream.wait_for_hits(1)
     assert [hit["_source"] for hit in hits] == [{"marker": True}]
     stream.close()
@@ -121,59 +118,69 @@ async def test_bad_input_is_refused_with_a_json_error_and_nothing_is_published(
 @pytest_twisted.ensureDeferred
 async def test_a_body_over_the_size_limit_is_refused_with_413(stack, index):
     big = json.dumps([{"blob": "x" * 1000}] * 11_000).encode()  # > 10 MiB default
-    status, answer = await post(url(stack, index), big)
+    status, answer = await post(docs_url(stack.beater_url, index), big)
     assert status == 413
     assert "larger than" in answer["error"]
 
 
 @pytest.mark.parametrize("stack", ["opensearch"], indirect=True)  # router limits: one engine is enough
 @pytest_twisted.ensureDeferred
-async def test_documents_as_large_as_ingest_takes_reach_streams_whole(stack, index, sole_beater):
+async def test_documents_as_large_as_ingest_takes_reach_streams_whole(stack, index):
     # Beater and Tailor speak RawSocket to the router, which carries at most 16 MiB a message.
-    sole_beater(ESTROM_BATCH_MAX_WAIT_MS="1000")  # requests within a second share a batch
     stream = await tail(stack, index, "kind:big")
     session = await wamp_session(stack.router_url)
     try:
-        events = []
+        # A Beater whose batches leave with 18 documents: the two requests below share one.
+        held = stack.start_beater(
+            "beater-held",
+            port=stack.ports.beater + 3,
+            ESTROM_BATCH_MAX_DOCS="18",
+            ESTROM_BATCH_MAX_WAIT_MS="600000",
+        )
+        received = Received()
         sid = await session.call(api.REGISTER, index, "kind:many")
-        await session.subscribe(lambda *hits: events.append(hits), api.topic(sid))
+        await session.subscribe(received, api.topic(sid))
         # One 9 MiB document (under the 10 MiB body limit), to the stream.
-        status, _ = await post(url(stack, index), {"kind": "big", "blob": "x" * (9 << 20)})
+        status, _ = await post(docs_url(stack.beater_url, index), {"kind": "big", "blob": "x" * (9 << 20)})
         assert status == 200
         (hit,) = await stream.wait_for_hits(1)
         assert len(hit["_source"]["blob"]) == 9 << 20
         # Two requests of nine 1 MiB documents in one batch, all matching one query: 18 MiB of
         # hits, more than one message holds.
-        before = await percolations(stack, index)
+        before = await percolations(stack.engine_url, index)
         answers = await gatherResults(
             [
                 Deferred.fromCoroutine(
-                    post(url(stack, index), [{"kind": "many", "n": n, "blob": "y" * (1 << 20)} for n in ns])
+                    post(
+                        docs_url(held, index), [{"kind": "many", "n": n, "blob": "y" * (1 << 20)} for n in ns]
+                    )
                 )
                 for ns in (range(9), range(9, 18))
             ]
         )
         assert [status for status, _ in answers] == [200, 200]
-        assert await percolations(stack, index) == before + 1
-        await eventually(lambda: sum(map(len, events)) == 18, what="the 18 hits")
-        received = [hit["_source"]["n"] for event in events for hit in event]
+        assert await percolations(stack.engine_url, index) == before + 1
+        hits = await received.wait_for(18)
+        assert len(received.events) > 1  # more than one message
+        ns = [hit["_source"]["n"] for hit in hits]
         # Each request's documents in their order (which request came first is not known).
-        assert [n for n in received if n < 9] == list(range(9))
-        assert [n for n in received if n >= 9] == list(range(9, 18))
-        assert all(len(hit["_source"]["blob"]) == 1 << 20 for event in events for hit in event)
+        assert [n for n in ns if n < 9] == list(range(9))
+        assert [n for n in ns if n >= 9] == list(range(9, 18))
+        assert all(len(hit["_source"]["blob"]) == 1 << 20 for hit in hits)
     finally:
         session.leave()
         stream.close()
+        stack.stop("beater-held")
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_document_larger_than_the_router_carries_is_refused_with_422(stack, index):
     stream = await tail(stack, index, "*")
     floats = {"f": [0.5] * 2_200_000}  # 8.8 MB of JSON, 19.8 MB of CBOR (over 16 MiB)
-    status, answer = await post(url(stack, index), compact([{"ok": 1}, floats]))
+    status, answer = await post(docs_url(stack.beater_url, index), compact([{"ok": 1}, floats]))
     assert status == 422  # it will never pass: a status shippers drop instead of resending
     assert "item 2: the document is 19800008 bytes as published" in answer["error"]
-    assert (await post(url(stack, index), {"marker": True}))[0] == 200  # and Beater goes on
+    assert (await post(docs_url(stack.beater_url, index), {"marker": True}))[0] == 200  # and Beater goes on
     hits = await stream.wait_for_hits(1)
     assert [hit["_source"] for hit in hits] == [{"marker": True}]
     stream.close()
@@ -208,7 +215,7 @@ async def test_documents_that_contradict_the_source_mapping_are_refused(stack, i
     assert created.code == 200, await created.text()
     stream = await tail(stack, index, "status:[500 TO 599] AND level:ERROR")
     status, answer = await post(
-        url(stack, index),
+        docs_url(stack.beater_url, index),
         [
             {"status": 503, "level": "ERROR"},
             {"status": 404, "level": "ERROR"},
@@ -219,26 +226,21 @@ async def test_documents_that_contradict_the_source_mapping_are_refused(stack, i
     hits = await stream.wait_for_hits(1)
     # A numeric range, and a keyword compared as-is (not analysed to lowercase).
     assert [hit["_source"] for hit in hits] == [{"status": 503, "level": "ERROR"}]
-    status, answer = await post(url(stack, index), {"status": "not a number"})
+    status, answer = await post(docs_url(stack.beater_url, index), {"status": "not a number"})
     assert status == 422
     assert "search engine refused the documents" in answer["error"]
     stream.close()
 
 
-async def percolations(stack, index) -> int:
-    """How many searches the engine has run on the percolator index of ``index``."""
-    response = await http.get(f"{stack.engine_url}/estrom-queries-{index}/_stats/search")
-    stats = await response.json()
-    return stats["_all"]["primaries"]["search"]["query_total"]
-
-
 @pytest_twisted.ensureDeferred
 async def test_all_documents_of_a_request_are_percolated_in_one_engine_request(stack, index):
     stream = await tail(stack, index, "service:api")
-    before = await percolations(stack, index)
-    status, answer = await post(url(stack, index), [{"service": "api", "n": n} for n in range(50)])
+    before = await percolations(stack.engine_url, index)
+    status, answer = await post(
+        docs_url(stack.beater_url, index), [{"service": "api", "n": n} for n in range(50)]
+    )
     assert (status, answer["published"]) == (200, 50)
-    assert await percolations(stack, index) == before + 1
+    assert await percolations(stack.engine_url, index) == before + 1
     assert len(await stream.wait_for_hits(50)) == 50
     stream.close()
 
@@ -259,7 +261,7 @@ async def test_every_matching_query_gets_its_hits_however_many_match(stack, inde
         ]
         streams = [await tail(stack, index, query) for query in queries]
         status, answer = await post(
-            url(stack, index).replace(stack.beater_url, beater),
+            docs_url(stack.beater_url, index).replace(stack.beater_url, beater),
             {"service": "api", "level": "error", "msg": "disk full"},
         )
         assert (status, answer) == (200, {"accepted": 1, "matched": 1, "published": 7})
@@ -278,7 +280,7 @@ async def test_a_numeric_range_in_a_query_string_compares_numbers(stack, index):
         {"status": 503, "service": "api"},
         {"status": 503, "service": "db"},
     ]
-    await post(url(stack, index), docs)
+    await post(docs_url(stack.beater_url, index), docs)
     hits = await stream.wait_for_hits(1)
     assert [hit["_source"] for hit in hits] == [docs[1]]  # "60" sorts between "500" and "599" as text
     stream.close()

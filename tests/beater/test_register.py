@@ -8,7 +8,7 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import DeferredSemaphore, gatherResults
 
 from estrom import api
-from tests.clients import ACKNOWLEDGE, wamp_session
+from estrom.testing import ACKNOWLEDGE, wamp_session
 
 
 @pytest_twisted.async_yield_fixture

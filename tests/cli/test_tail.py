@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from tests.clients import ProcessLines, eventually, post, until_subscribed
+from estrom.testing import ProcessLines, docs_url, eventually, post, until_subscribed
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
@@ -25,18 +25,14 @@ def run(*args: str) -> tuple[ProcessLines, object]:
     return lines, process
 
 
-def docs_url(stack, index):
-    return f"{stack.beater_url}/api/v0.1/docs/{index}"
-
-
 @pytest_twisted.ensureDeferred
 async def test_prints_each_matching_document_as_a_compact_json_line(stack, index):
     query = "level:error AND service:api"
     out, _ = run("--url", stack.tailor_url, "-i", index, query, "--limit", "2")
     await until_subscribed(stack, index, query)
-    await post(docs_url(stack, index), {"level": "error", "service": "api", "n": 1})
+    await post(docs_url(stack.beater_url, index), {"level": "error", "service": "api", "n": 1})
     await post(
-        docs_url(stack, index),
+        docs_url(stack.beater_url, index),
         [{"level": "info", "service": "api"}, {"level": "error", "service": "api", "n": 2}],
     )
     await eventually(lambda: out.ended, what="estrom tail to stop after --limit 2")
@@ -54,7 +50,7 @@ async def _deliver_until_printed(stack, index, out: ProcessLines, document: dict
             raise AssertionError(f"estrom tail ended: {out.status} {out.stderr!r}")
         if any(f'"n":{document["n"]}' in line for line in out.lines):
             return True
-        await post(docs_url(stack, index), document)
+        await post(docs_url(stack.beater_url, index), document)
         return False
 
     await eventually(printed, what="estrom tail to print a document")
@@ -77,7 +73,7 @@ async def test_format_template_and_json_output(stack, index):
 
     async def both_printed():
         if not (formatted.ended and raw.ended):
-            await post(docs_url(stack, index), document)
+            await post(docs_url(stack.beater_url, index), document)
         return formatted.ended and raw.ended
 
     await eventually(both_printed, what="both commands to print the document")
@@ -91,8 +87,8 @@ async def test_format_template_and_json_output(stack, index):
 async def test_colour_by_level(stack, index):
     out, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "--color", "always", "--limit", "2")
     await until_subscribed(stack, index, "service:api")
-    await post(docs_url(stack, index), {"service": "api", "level": "error", "n": 1})
-    await post(docs_url(stack, index), {"service": "api", "level": "info", "n": 2})
+    await post(docs_url(stack.beater_url, index), {"service": "api", "level": "error", "n": 1})
+    await post(docs_url(stack.beater_url, index), {"service": "api", "level": "info", "n": 2})
     await eventually(lambda: out.ended, what="two lines")
     assert out.lines[0].startswith("\033[31m") and out.lines[0].endswith("\033[0m")
     assert out.lines[-1] == '{"service":"api","level":"info","n":2}'  # no colour for info

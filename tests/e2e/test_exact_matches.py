@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from estrom import api
-from tests.clients import http, post, wamp_session
+from estrom.testing import http, post, wamp_session
 from tests.fuzz.test_stack import sample
 
 QUERIES = int(os.environ.get("ESTROM_EXACT_QUERIES", "500"))

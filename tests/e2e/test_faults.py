@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from tests.clients import HttpStream, eventually, post
+from estrom.testing import HttpStream, eventually, post
 from tests.conftest import STORE
 
 RATE = int(os.environ.get("ESTROM_FAULTS_RATE", "200"))  # documents per second
@@ -46,6 +46,10 @@ class Sender:
         self.taken: set[int] = set()  # numbers of the documents answered 2xx
         self.sent = 0
         self.answers: Counter = Counter()
+
+    def refused(self) -> int:
+        """Requests answered otherwise than 200 (or not answered) so far."""
+        return sum(count for status, count in self.answers.items() if status != 200)
 
     async def run(self) -> None:
         size = max(1, RATE // REQUESTS_PER_SECOND)
@@ -90,25 +94,34 @@ class Reader:
             if self.cursor is not None:
                 params["after"] = self.cursor
             try:
-                stream = self.stream = await HttpStream.open(self.tailor_url, **params)
+                stream = self.stream = await HttpStream.open(self.tailor_url, on_hit=self._hit, **params)
             except Exception:  # noqa: BLE001 - Tailor is away
                 await pause(0.2)
                 continue
+            if not self.running:  # stopped while it opened
+                stream.close()
+                break
             if stream.status != 200:
-                await eventually(lambda s=stream: s.ended, what="the error answer")
+                await stream.wait_for(lambda s=stream: s.ended, "the error answer")
                 await pause(0.2)
                 continue
             self.connections += 1
-            seen = 0
-            while self.running and not (stream.ended and seen == len(stream.hits)):
-                for hit in stream.hits[seen:]:
-                    self.numbers.append(hit["_source"]["n"])
-                    self.cursor = hit["_cursor"]
-                seen = len(stream.hits)
-                await pause(0.05)
+            await stream.wait_for(lambda s=stream: s.ended, "the stream to end", timeout=3600)
             if b'"gap": true' in stream.raw.split(b'"hits"')[0]:
                 self.gaps += 1
-            stream.close()
+
+    def _hit(self, hit: dict) -> None:
+        self.numbers.append(hit["_source"]["n"])
+        self.cursor = hit["_cursor"]
+
+    def lost(self) -> bool:
+        """Whether the stream it had is gone (Tailor went away)."""
+        return self.stream is None or self.stream.ended
+
+    def stop(self) -> None:
+        self.running = False
+        if self.stream is not None:
+            self.stream.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -127,8 +140,14 @@ async def test_every_document_taken_arrives_once_at_every_stream_across_restarts
                 timeout=90,
                 what=f"documents taken before {part}",
             )
+            refused = sender.refused()
             await deferToThread(stack.stop, part)
-            await pause(1)  # the sender meets the fault
+            if part == "tailor":
+                await eventually(lambda: all(r.lost() for r in readers), what="the streams to lose Tailor")
+            else:
+                await eventually(
+                    lambda r=refused: sender.refused() > r, what=f"the sender to meet the {part} fault"
+                )
             if part == "engine":
                 await deferToThread(stack.start_engine)
             elif part == "router":
@@ -152,7 +171,7 @@ async def test_every_document_taken_arrives_once_at_every_stream_across_restarts
         )
     finally:
         for reader in readers:
-            reader.running = False
+            reader.stop()
         await gatherResults(reading)
         figures = {
             "sent (with resends)": sender.sent,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from estrom import api
-from tests.clients import HttpStream, eventually, post, wamp_session
+from estrom.testing import HttpStream, Received, docs_url, post, wamp_session
 
 
 @pytest_twisted.ensureDeferred
@@ -37,18 +37,13 @@ async def test_wamp_client_subscribes_to_the_topic_directly(stack, index):
     session = await wamp_session(stack.router_url)
     try:
         sid = await session.call(api.REGISTER, index, "service:api")
-        events = []
-        await session.subscribe(lambda *hits: events.append(hits), api.topic(sid))
-        await post(
-            f"{stack.beater_url}/api/v0.1/docs/{index}",
-            [{"service": "api", "n": 1}, {"service": "api", "n": 2}],
-        )
-        await eventually(lambda: events, what="an event")
+        received = Received()
+        await session.subscribe(received, api.topic(sid))
+        url = docs_url(stack.beater_url, index)
+        await post(url, [{"service": "api", "n": 1}, {"service": "api", "n": 2}])
+        await post(url, {"service": "api", "n": 3})  # after it, in an event of its own
+        await received.wait_for(3)
         # One percolation, one event, all its hits as positional arguments.
-        assert len(events) == 1
-        assert [hit["_source"] for hit in events[0]] == [
-            {"service": "api", "n": 1},
-            {"service": "api", "n": 2},
-        ]
+        assert [[hit["_source"]["n"] for hit in event] for event in received.events] == [[1, 2], [3]]
     finally:
         session.leave()

@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 
 from estrom import api
-from tests.clients import HttpStream, eventually, get, http, post, wamp_session
+from estrom.testing import HttpStream, eventually, get, http, post, wamp_session
 
 CANARY_INDEX = "t-canary"
 

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from dev.stack import ROOT
-from tests.clients import HttpStream, ProcessLines, eventually, post
+from estrom.testing import HttpStream, ProcessLines, eventually, post
 
 SCRIPT = ROOT / "tests" / "js" / "subscribe.mjs"
 

@@ -9,11 +9,7 @@ import signal
 import pytest
 import pytest_twisted
 
-from tests.clients import HttpStream, eventually, get, http, post
-
-
-def docs_url(stack, index):
-    return f"{stack.beater_url}/api/v0.1/docs/{index}"
+from estrom.testing import HttpStream, docs_url, eventually, get, http, post
 
 
 async def answers_with(url: str, status: int, body=None) -> bool:
@@ -37,8 +33,10 @@ async def test_router_restart(stack, index):
         body = await stream.wait_for_end()
         assert body["hits"] == [] and "router" in body["error"]
 
-        await eventually(lambda: answers_with(docs_url(stack, index), 503), what="Beater to notice")
-        await assert_retry_later(await http.post(docs_url(stack, index), json={"level": "error"}))
+        await eventually(
+            lambda: answers_with(docs_url(stack.beater_url, index), 503), what="Beater to notice"
+        )
+        await assert_retry_later(await http.post(docs_url(stack.beater_url, index), json={"level": "error"}))
         bulk = b'{"index": {}}\n{"level": "error"}\n'
         await assert_retry_later(  # every item would be 503: the whole request is
             await http.post(
@@ -62,11 +60,11 @@ async def test_router_restart(stack, index):
         stack.start_router()  # it waits until both are ready again (/readyz)
 
     # Beater and Tailor reconnect by themselves.
-    await eventually(lambda: answers_with(docs_url(stack, index), 200), what="Beater to reconnect")
+    await eventually(lambda: answers_with(docs_url(stack.beater_url, index), 200), what="Beater to reconnect")
     await eventually(lambda: _status_is(stack.tailor_url, {"s": "0"}, 404), what="Tailor to reconnect")
     again = await HttpStream.open(stack.tailor_url, s=sid)
     await again.wait_for_head()
-    await post(docs_url(stack, index), {"level": "error"})
+    await post(docs_url(stack.beater_url, index), {"level": "error"})
     assert len(await again.wait_for_hits(1)) == 1
     again.close()
 
@@ -81,11 +79,12 @@ async def test_a_router_that_stops_answering_is_dropped_and_found_again(stack, i
     os.killpg(stack.processes["router"].pid, signal.SIGSTOP)
     try:
         await eventually(lambda: "the router did not answer" in stack.tail("beater"), what="the heartbeat")
-        await assert_retry_later(await http.post(docs_url(stack, index), json={"level": "error"}))
+        await assert_retry_later(await http.post(docs_url(stack.beater_url, index), json={"level": "error"}))
     finally:
         os.killpg(stack.processes["router"].pid, signal.SIGCONT)
     await eventually(
-        lambda: answers_with(docs_url(stack, index), 200, {"level": "error"}), what="Beater to reconnect"
+        lambda: answers_with(docs_url(stack.beater_url, index), 200, {"level": "error"}),
+        what="Beater to reconnect",
     )
     assert (await stream.wait_for_hits(1))[-1]["_source"] == {"level": "error"}
     stream.close()
@@ -110,7 +109,7 @@ async def test_requests_in_flight_when_the_router_stops_answering_are_answered(
         await stream.wait_for_head()  # a subscriber: the document's hit is published
         os.killpg(stack.processes["router"].pid, signal.SIGSTOP)
         try:
-            sent = http.post(docs_url(stack, index), json={"level": "error"}, timeout=10)
+            sent = http.post(docs_url(stack.beater_url, index), json={"level": "error"}, timeout=10)
             opened = http.get(tailor + "/api/v0.1/docs", params={"i": index, "q": "level:warn"}, timeout=10)
             await assert_retry_later(await sent)
             await assert_retry_later(await opened)
@@ -141,7 +140,7 @@ async def test_beater_restart_keeps_registered_queries(stack, index):
         stack.start_beater()
     stream = await HttpStream.open(stack.tailor_url, s=sid)
     await stream.wait_for_head()
-    await post(docs_url(stack, index), {"service": "api"})
+    await post(docs_url(stack.beater_url, index), {"service": "api"})
     assert len(await stream.wait_for_hits(1)) == 1
     stream.close()
 
@@ -153,7 +152,7 @@ async def test_engine_outage_is_503_and_queries_survive_an_engine_restart(stack,
     stream.close()
     stack.stop("engine")
     try:
-        await assert_retry_later(await http.post(docs_url(stack, index), json={"service": "api"}))
+        await assert_retry_later(await http.post(docs_url(stack.beater_url, index), json={"service": "api"}))
         await assert_retry_later(
             await http.get(stack.tailor_url + "/api/v0.1/docs", params={"i": index, "q": "other"})
         )
@@ -161,6 +160,6 @@ async def test_engine_outage_is_503_and_queries_survive_an_engine_restart(stack,
         stack.start_engine()
     stream = await HttpStream.open(stack.tailor_url, s=sid)
     await stream.wait_for_head()
-    await post(docs_url(stack, index), [{"service": "db"}, {"service": "api"}])
+    await post(docs_url(stack.beater_url, index), [{"service": "db"}, {"service": "api"}])
     assert [hit["_source"] for hit in await stream.wait_for_hits(1)] == [{"service": "api"}]
     stream.close()

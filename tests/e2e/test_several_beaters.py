@@ -20,11 +20,11 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from estrom import api
-from tests.clients import HttpStream, eventually, post, wamp_session
+from estrom.testing import HttpStream, eventually, post, wamp_session
 
 RUNS = int(os.environ.get("ESTROM_SEVERAL_RUNS", "1"))
 LATENCY = "0.3"
@@ -68,6 +68,24 @@ def several(stack):
         stack.start_beater()
 
 
+async def _out_of_the_window(beaters: list[str], index: str) -> bool:
+    """Whether no Beater percolates the queries registered a moment ago any more (nobody
+    subscribed to them): a document of each bucket, to each Beater, publishes nothing. These
+    documents are posted before any stream opens: no stream expects them."""
+    for beater in beaters:
+        for bucket in range(BUCKETS):
+            status, answer = await post(f"{beater}/api/v0.1/docs/{index}", {"bucket": bucket, "probe": True})
+            assert status == 200, answer
+            if answer["published"]:
+                return False
+    return True
+
+
+def _failed(senders: list[Deferred]) -> bool:
+    """Whether a sender stopped (only a failure stops one while sending is on)."""
+    return any(sender.called for sender in senders)
+
+
 class Opened:
     """One stream: its bucket, when its first bytes came (monotonic), and what it received."""
 
@@ -89,9 +107,10 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
     # Queries opened by ID later: registered now, so that by then their registration is older
     # than the window and only the lookup records them.
     by_id = [await client.call(api.REGISTER, index, f"bucket:{n % BUCKETS} -nonce:s{n}") for n in range(6)]
-    await deferLater(reactor, float(WINDOW) + 1.5, lambda: None)
+    await eventually(lambda: _out_of_the_window(beaters, index), what="the registrations to leave the window")
 
     posted: list[tuple[int, float]] = []  # document number, when its POST started
+    answered: list[tuple[int, float]] = []  # the same, once Beater answered
     streams: list[Opened] = []
     closers = []
     sending = True
@@ -100,11 +119,13 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
         # One sender per Beater, each one document at a time: the far Beater answers later.
         n = beater
         while sending:
-            posted.append((n, time.monotonic()))
+            started = time.monotonic()
+            posted.append((n, started))
             status, answer = await post(
                 f"{beaters[beater]}/api/v0.1/docs/{index}", {"n": n, "bucket": n % BUCKETS}
             )
             assert status == 200, answer
+            answered.append((n, started))
             n += len(beaters)
             await deferLater(reactor, 0.004, lambda: None)
 
@@ -147,11 +168,23 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
         else:
             opening = open_wamp(number, known % BUCKETS, by_id[known])
         openings.append(Deferred.fromCoroutine(opening))
-        await deferLater(reactor, 0.03, lambda: None)
+        # Documents between one opening and the next, however fast this machine is.
+        documents = len(answered)
+        await eventually(
+            lambda documents=documents: len(answered) > documents or _failed(senders),
+            what="a document answered",
+        )
     await DeferredList(openings, fireOnOneErrback=True)
-    await deferLater(reactor, 0.5, lambda: None)  # documents keep coming after the last opening
+    last = max(opened.since for opened in streams)
+    await eventually(
+        lambda: (
+            {n % BUCKETS for n, started in answered if started > last} == set(range(BUCKETS))
+            or _failed(senders)
+        ),
+        what="documents of every bucket posted after the last stream opened",
+    )
     sending = False
-    await DeferredList(senders, fireOnOneErrback=True)
+    await gatherResults(senders)  # a sender's failure, if one failed
 
     # Each stream: every document of its bucket posted after its first bytes, once.
     for opened in streams:
@@ -162,6 +195,7 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
                 opened.received = [hit["_source"]["n"] for hit in opened.stream.hits]
             return expected <= set(opened.received)
 
+        assert expected, f"{opened.how}: no document of its bucket came after it opened"
         await eventually(complete, what=f"{opened.how}: every document of bucket {opened.bucket}")
         assert len(opened.received) == len(set(opened.received)), f"{opened.how}: a document came twice"
         assert all(n % BUCKETS == opened.bucket for n in opened.received)

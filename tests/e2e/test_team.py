@@ -22,20 +22,20 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions
 from playwright.sync_api import expect
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from dev.stack import ROOT, Stack
 from estrom import api, tokens
-from tests.clients import (
+from estrom.testing import (
     HttpStream,
     ProcessLines,
     eventually,
     get,
     http,
     post,
+    scrape,
     subscribers,
     wamp_attempt,
     wamp_refusal,
@@ -262,7 +262,7 @@ async def test_the_router_admits_readers_by_token_only(team, router_url):
         reason, _ = await wamp_refusal(router_url, authentication)
         assert reason == api.NOT_AUTHENTICATED, authentication
     session = await wamp_session(router_url, team.ticket("alice"))
-    assert (session._authid, session._authrole) == ("alice", "client")
+    assert (session.authid, session.authrole) == ("alice", "client")
     session.leave()
 
 
@@ -457,19 +457,6 @@ def test_tailor_with_tokens_needs_a_token_of_its_own(team):
 # --- metrics and logs ---------------------------------------------------------------------------
 
 
-async def _metrics(url: str, headers: dict) -> dict[tuple[str, tuple], float]:
-    """``/metrics`` as {(sample name, sorted labels): value}."""
-    response = await http.get(f"{url}/metrics", headers=headers)
-    text = (await response.content()).decode()
-    assert response.code == 200, text
-    assert response.headers.getRawHeaders(b"Content-Type")[0].startswith(b"text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 @pytest_twisted.ensureDeferred
 async def test_metrics_need_a_token_and_count_documents_hits_answers_and_streams(team):
     beater, tailor = team.stack.beater_url, team.stack.tailor_url
@@ -481,7 +468,7 @@ async def test_metrics_need_a_token_and_count_documents_hits_answers_and_streams
     index = team.mine + "-metrics"
     stream = await HttpStream.open(tailor, team.bearer("alice"), i=index, q="level:error")
     await stream.wait_for_head()
-    before = await _metrics(beater, team.bearer("prometheus"))
+    before = await scrape(beater, team.bearer("prometheus"))
     for _ in range(3):
         await post(f"{beater}/api/v0.1/docs/{index}", [{"level": "error"}, {"level": "info"}], headers={})
     status, _ = await post(
@@ -491,7 +478,7 @@ async def test_metrics_need_a_token_and_count_documents_hits_answers_and_streams
     )
     assert status == 200
     await stream.wait_for_hits(1)
-    after = await _metrics(beater, team.bearer("prometheus"))
+    after = await scrape(beater, team.bearer("prometheus"))
 
     def grew(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -507,7 +494,7 @@ async def test_metrics_need_a_token_and_count_documents_hits_answers_and_streams
     # The router's own counts, asked of it when scraped: Beater and Tailor, Tailor's subscription.
     assert after[("estrom_router_sessions", ())] >= 2
     assert after[("estrom_router_subscriptions", ())] >= 1
-    streams = await _metrics(tailor, team.bearer("prometheus"))
+    streams = await scrape(tailor, team.bearer("prometheus"))
     assert streams[("estrom_streams_open", ())] >= 1
     assert streams[("estrom_hits_sent_total", ())] >= 1
     assert streams[("estrom_streams_total", ())] >= streams[("estrom_streams_open", ())]
@@ -594,7 +581,7 @@ async def test_rsyslog_ships_with_its_basic_auth_credentials_and_a_wrong_passwor
             team.stack.tailor_url, team.bearer("alice"), i=index, q=f"program:{PROGRAM}"
         )
         await streams[index].wait_for_head()
-    before = await _metrics(team.stack.beater_url, team.bearer("prometheus"))
+    before = await scrape(team.stack.beater_url, team.bearer("prometheus"))
     shippers = [
         _rsyslog(team, tmp_path / "right", right, team.secrets["shipper"]),
         _rsyslog(team, tmp_path / "wrong", wrong, tokens.new_token()),
@@ -609,7 +596,7 @@ async def test_rsyslog_ships_with_its_basic_auth_credentials_and_a_wrong_passwor
         )
 
         async def refused_again() -> bool:
-            after = await _metrics(team.stack.beater_url, team.bearer("prometheus"))
+            after = await scrape(team.stack.beater_url, team.bearer("prometheus"))
             key = ("estrom_http_responses_total", (("status", "401"),))
             return after.get(key, 0) - before.get(key, 0) >= 2  # rsyslog asks, and keeps asking
 

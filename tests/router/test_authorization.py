@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 
 from dev.stack import ROOT
 from estrom import api
-from tests.clients import eventually, post, wamp_session
+from estrom.testing import eventually, post, wamp_session
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from dev.stack import CHROMIUM, CHROMIUM_ARGS
+from estrom.testing import docs_url, post_blocking
 from tests.conftest import artifact
 
 # The router, the page and the command do not depend on the engine: run on one.
@@ -38,13 +38,7 @@ def page(browser, request):
 
 
 def post(stack, index: str, documents) -> dict:
-    request = urllib.request.Request(
-        f"{stack.beater_url}/api/v0.1/docs/{index}",
-        data=json.dumps(documents).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return post_blocking(docs_url(stack.beater_url, index), documents)
 
 
 def page_url(stack, query: str = "") -> str:

@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet.task import LoopingCall
 
 from estrom import api
-from tests.clients import eventually, post, wamp_session
+from estrom.testing import eventually, post, rss, wamp_session
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
@@ -39,13 +39,6 @@ def router_workers(controller: int) -> list[int]:
     return children
 
 
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 @pytest.mark.parametrize("transport", ["websocket", "rawsocket"])
 @pytest_twisted.ensureDeferred
 async def test_subscribers_that_stop_reading_are_closed_and_the_router_stays_bounded(stack, index, transport):
@@ -61,7 +54,7 @@ async def test_subscribers_that_stop_reading_are_closed_and_the_router_stays_bou
         session.on("leave", lambda *args, session=session: lost.append(session))
         stalled.append(session)
     for session in stalled:
-        session._transport.transport.pauseProducing()  # reads nothing more off its socket
+        session.transport.transport.pauseProducing()  # reads nothing more off its socket
     workers = router_workers(stack.processes["router"].pid)
     before = sum(rss(pid) for pid in workers)
     peak = [before]
@@ -83,7 +76,7 @@ async def test_subscribers_that_stop_reading_are_closed_and_the_router_stays_bou
     assert max(peak) - before < GROWTH_BOUND, f"router grew by {(max(peak) - before) >> 20} MiB"
     assert [hit["_source"]["n"] for hit in received] == list(range(REQUESTS * DOCUMENTS))
     for session in stalled:  # read again: each finds its connection closed by the router
-        session._transport.transport.resumeProducing()
+        session.transport.transport.resumeProducing()
     await eventually(lambda: len(lost) == STALLED, what="the stalled sessions to be closed")
     assert "unsent bytes" in stack.tail("router", lines=400)
     reader.leave()

@@ -14,17 +14,13 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import Deferred, gatherResults
 
 from estrom import api
+from estrom.testing import HttpStream, docs_url, eventually, get, post, wamp_session
 from tests.cli.test_tail import run
-from tests.clients import HttpStream, eventually, get, post, wamp_session
-
-
-def docs_url(stack, index):
-    return f"{stack.beater_url}/api/v0.1/docs/{index}"
 
 
 async def send(stack, index, numbers, **fields):
     status, answer = await post(
-        docs_url(stack, index), [{"service": "api", "n": n, **fields} for n in numbers]
+        docs_url(stack.beater_url, index), [{"service": "api", "n": n, **fields} for n in numbers]
     )
     assert status == 200, answer
 
@@ -73,7 +69,7 @@ async def test_a_2xx_means_stored_in_the_engine_and_every_hit_has_a_cursor_in_or
 async def test_backlog_gives_the_last_n_matches_then_live_ones(stored, index):
     for batch in range(4):
         await send(stored, index, range(batch * 10, batch * 10 + 10))
-        await post(docs_url(stored, index), [{"service": "web", "n": 100 + batch}])
+        await post(docs_url(stored.beater_url, index), [{"service": "web", "n": 100 + batch}])
     stream = await HttpStream.open(stored.tailor_url, i=index, q="service:api", backlog="15")
     await stream.wait_for_head()
     assert numbers(await stream.wait_for_hits(15)) == list(range(25, 40))
@@ -249,14 +245,14 @@ async def test_an_engine_that_refuses_to_store_is_a_503_not_the_senders_fault(st
     status, _ = await post(f"{stored.engine_url}/{index}/_close", b"")
     assert status == 200
     try:
-        status, answer = await post(docs_url(stored, index), [{"service": "api", "n": 1}])
+        status, answer = await post(docs_url(stored.beater_url, index), [{"service": "api", "n": 1}])
         assert status == 503 and "could not store" in answer["error"], answer
     finally:
         status, _ = await post(f"{stored.engine_url}/{index}/_open", b"")
         assert status == 200
     await eventually(
         lambda: Deferred.fromCoroutine(
-            post(docs_url(stored, index), [{"service": "api", "n": 2}])
+            post(docs_url(stored.beater_url, index), [{"service": "api", "n": 2}])
         ).addCallback(lambda answer: answer[0] == 200),
         what="the index open again",
     )

@@ -22,7 +22,7 @@ def test_page_shows_the_last_n_then_live_and_resumes_after_a_lost_connection(sto
     section = page.locator(".tail[data-subscribed]").last
     rows = section.locator(".docs li:not(.note)")
     expect(rows).to_have_count(3)
-    for row, n in zip(rows.all(), [2, 3, 4]):
+    for row, n in zip(rows.all(), [2, 3, 4], strict=True):
         expect(row.locator("summary")).to_contain_text(f'"n":{n}')
     post(stored, index, {"service": "api", "n": 5})
     expect(rows).to_have_count(4)
@@ -34,7 +34,7 @@ def test_page_shows_the_last_n_then_live_and_resumes_after_a_lost_connection(sto
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
     post(stored, index, {"service": "api", "n": 8})
     expect(rows).to_have_count(7)
-    for row, n in zip(rows.all(), range(2, 9)):
+    for row, n in zip(rows.all(), range(2, 9), strict=True):
         expect(row.locator("summary")).to_contain_text(f'"n":{n}')
     expect(section.locator(".docs li.note")).to_contain_text("connection lost at")
     expect(section.locator(".docs li.note", has_text="missing")).to_have_count(0)

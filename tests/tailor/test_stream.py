@@ -12,14 +12,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
-from tests.clients import HttpStream, eventually, get, http, post, subscribers, wamp_session
+from estrom.testing import HttpStream, docs_url, eventually, get, http, post, subscribers, wamp_session
 
 # Tailor does not talk to the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
-
-
-def docs_url(stack, index):
-    return f"{stack.beater_url}/api/v0.1/docs/{index}"
 
 
 @pytest_twisted.ensureDeferred
@@ -29,9 +25,9 @@ async def test_head_is_sent_at_once_and_hits_are_yielded_one_by_one(stack, index
     assert stream.raw.startswith(b'{"subscription_id": "%s", "hits": [' % sid.encode())
     assert stream.hits == []
 
-    await post(docs_url(stack, index), {"level": "error", "n": 1})
+    await post(docs_url(stack.beater_url, index), {"level": "error", "n": 1})
     assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(1)] == [1]
-    await post(docs_url(stack, index), {"level": "error", "n": 2})
+    await post(docs_url(stack.beater_url, index), {"level": "error", "n": 2})
     assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(2)] == [1, 2]
     assert not stream.ended
     stream.close()
@@ -41,7 +37,7 @@ async def test_head_is_sent_at_once_and_hits_are_yielded_one_by_one(stack, index
 async def test_limit_closes_the_stream_as_valid_json_after_n_hits(stack, index):
     stream = await HttpStream.open(stack.tailor_url, i=index, q="level:error", limit="2")
     sid = await stream.wait_for_head()
-    await post(docs_url(stack, index), [{"level": "error", "n": n} for n in range(3)])
+    await post(docs_url(stack.beater_url, index), [{"level": "error", "n": n} for n in range(3)])
     body = await stream.wait_for_end()
     assert body["subscription_id"] == sid
     assert [hit["_source"]["n"] for hit in body["hits"]] == [0, 1]
@@ -64,7 +60,7 @@ async def test_query_dsl_as_json_in_q(stack, index):
         {"service": "api", "level": "warn", "latency_ms": 60},  # "60" > "500" as text, not as a number
         {"service": "api", "level": "warn", "latency_ms": 900},
     ]
-    await post(docs_url(stack, index), docs)
+    await post(docs_url(stack.beater_url, index), docs)
     body = await stream.wait_for_end()
     assert [hit["_source"] for hit in body["hits"]] == [docs[2]]
 
@@ -77,7 +73,7 @@ async def test_a_subscription_id_reopens_the_same_query(stack, index):
     assert await again.wait_for_head() == sid
     same = await HttpStream.open(stack.tailor_url, i=index, q="level:error AND service:api")
     assert await same.wait_for_head() == sid
-    await post(docs_url(stack, index), {"service": "api", "level": "error"})
+    await post(docs_url(stack.beater_url, index), {"service": "api", "level": "error"})
     for stream in (first, again, same):
         assert len(await stream.wait_for_hits(1)) == 1
         stream.close()
@@ -132,7 +128,7 @@ async def test_a_client_that_disconnects_is_unsubscribed(stack, index, meta):
     assert await subscribers(meta, sid) == 1  # Tailor holds one subscription for both
 
     one.close()
-    await post(docs_url(stack, index), {"level": "error"})
+    await post(docs_url(stack.beater_url, index), {"level": "error"})
     assert len(await two.wait_for_hits(1)) == 1  # the other client is not disturbed
     assert await subscribers(meta, sid) == 1
 
@@ -150,7 +146,7 @@ async def test_keepalive_and_shutdown_mid_stream_end_in_valid_json(stack, index)
     try:
         stream = await HttpStream.open(url, i=index, q="level:error")
         await stream.wait_for_head()
-        await post(docs_url(stack, index), {"level": "error", "n": 1})
+        await post(docs_url(stack.beater_url, index), {"level": "error", "n": 1})
         await stream.wait_for_hits(1)
         # A quiet stream gets whitespace, which keeps proxies from timing it out.
         await eventually(lambda: stream.raw.endswith(b"\n\n"), what="keep-alive whitespace")
@@ -221,7 +217,7 @@ async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(
         blob = "x" * 8000
         for batch in range(10):
             status, _ = await post(
-                docs_url(stack, index),
+                docs_url(stack.beater_url, index),
                 [{"service": "api", "n": batch * 100 + n, "blob": blob} for n in range(100)],
             )
             assert status == 200
@@ -252,7 +248,7 @@ async def test_a_client_that_keeps_up_gets_every_hit_of_a_burst(stack, index):
             [
                 Deferred.fromCoroutine(
                     post(
-                        docs_url(stack, index),
+                        docs_url(stack.beater_url, index),
                         [{"service": "api", "n": (burst * 8 + r) * 500 + n} for n in range(500)],
                     )
                 )
@@ -269,14 +265,14 @@ async def test_a_client_that_keeps_up_gets_every_hit_of_a_burst(stack, index):
 @pytest_twisted.ensureDeferred
 async def test_without_a_store_resume_says_gap_and_backlog_is_refused(stack, index):
     stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api", limit="1")
-    await post(docs_url(stack, index), {"service": "api", "n": 0})
+    await post(docs_url(stack.beater_url, index), {"service": "api", "n": 0})
     cursor = (await stream.wait_for_end())["hits"][0]["_cursor"]
     stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api", after=cursor)
     await stream.wait_for_head()
     assert stream.raw.startswith(
         b'{"subscription_id": "%s", "gap": true, "hits": [' % stream.subscription_id.encode()
     )
-    await post(docs_url(stack, index), {"service": "api", "n": 1})
+    await post(docs_url(stack.beater_url, index), {"service": "api", "n": 1})
     assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(1)] == [1]
     stream.close()
     status, answer = await get(f"{stack.tailor_url}/api/v0.1/docs", {"i": index, "q": "x", "backlog": "5"})

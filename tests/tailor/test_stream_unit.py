@@ -7,7 +7,7 @@ import json
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
-from tailor.stream import Stream
+from tailor.stream import Bounds, Stream
 
 
 class _Request(DummyRequest):
@@ -24,7 +24,13 @@ def _stream(max_pending=10, max_pending_bytes=10_000, max_behind=2.0, limit=None
     clock, ended = Clock(), []
     request = _Request([b""])
     stream = Stream(
-        request, "docs-for-x", limit, 15.0, max_pending, ended.append, max_pending_bytes, max_behind, clock
+        request,
+        "docs-for-x",
+        limit,
+        15.0,
+        ended.append,
+        Bounds(max_pending, max_pending_bytes, max_behind),
+        clock,
     )
     stream.start("x")
     return stream, request, clock, ended
