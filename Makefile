@@ -70,13 +70,16 @@ shippers: .shippers/.installed .shippers/bin/benthos
 
 engine: engine/target/.built engine/elasticsearch7/target/.built
 
+# What both nodes' launchers share: a source directory their poms add.
+LAUNCHER := engine/launcher/src/main/java/estrom/engine/Launcher.java
+
 # Local search engine nodes for `make up` and the tests (OpenSearch 2.19, and Elasticsearch 7.17,
 # the last major on Maven Central); the jars are cached in ~/.m2.
-engine/target/.built: engine/pom.xml $(wildcard engine/src/main/java/estrom/engine/*.java)
+engine/target/.built: engine/pom.xml $(wildcard engine/src/main/java/estrom/engine/*.java) $(LAUNCHER)
 	cd engine && mvn -q -B package
 	touch $@
 
-engine/elasticsearch7/target/.built: engine/elasticsearch7/pom.xml \
+engine/elasticsearch7/target/.built: engine/elasticsearch7/pom.xml $(LAUNCHER) \
 		$(wildcard engine/elasticsearch7/src/main/java/estrom/engine/es7/*.java)
 	cd engine/elasticsearch7 && mvn -q -B package
 	touch $@
