@@ -130,6 +130,37 @@ def post_blocking(url: str, body: Any, timeout: float = 30) -> Any:
         return json.loads(response.read())
 
 
+class Waits:
+    """Conditions waited for, checked again whenever what they read may have changed (``check``):
+    the waits of a client that is told of events, instead of asking again and again."""
+
+    def __init__(self, state: Callable[[], str]):
+        self._state = state  # what a timeout says it had
+        self._waiting: list[tuple[Callable[[], bool], Deferred]] = []
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> Deferred[None]:
+        """Fires once ``condition()`` holds; fails with AssertionError after ``timeout`` s."""
+        if condition():
+            return succeed(None)
+        entry: tuple[Callable[[], bool], Deferred] = (condition, Deferred())
+        self._waiting.append(entry)
+
+        def timed_out(failure: Any) -> None:
+            failure.trap(defer.TimeoutError)
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} ({self._state()})")
+
+        return entry[1].addTimeout(timeout, reactor).addErrback(timed_out)
+
+    def check(self) -> None:
+        """Fire the waits whose condition holds now."""
+        due = [entry for entry in self._waiting if entry[0]()]
+        for entry in due:
+            self._waiting.remove(entry)
+            entry[1].callback(None)
+
+
 # --- Tailor's stream ------------------------------------------------------------------------
 
 
@@ -151,7 +182,7 @@ class HttpStream(Protocol):
         self._keep = keep
         self._on_hit = on_hit
         self._parser = ijson.items_coro(self, "hits.item")
-        self._waiters: list[tuple[Callable[[], bool], Deferred]] = []
+        self._waits = Waits(lambda: f"have {self.received} hits, ended: {self.ended}: {self.raw[-300:]!r}")
 
     @classmethod
     async def open(
@@ -210,20 +241,7 @@ class HttpStream(Protocol):
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> Deferred[None]:
         """Fires once ``condition()`` holds, as checked whenever bytes, a hit or the end arrive;
         fails with AssertionError after ``timeout`` s."""
-        if condition():
-            return succeed(None)
-        waiting: Deferred[None] = Deferred()
-        self._waiters.append((condition, waiting))
-
-        def timed_out(failure: Any) -> None:
-            failure.trap(defer.TimeoutError)
-            self._waiters = [(c, d) for c, d in self._waiters if d is not waiting]
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {what} (have {self.received} hits, "
-                f"ended: {self.ended}): {self.raw[-300:]!r}"
-            )
-
-        return waiting.addTimeout(timeout, reactor).addErrback(timed_out)
+        return self._waits.wait_for(condition, what, timeout)
 
     def close(self) -> None:
         """Go away, as a client does on Ctrl-C."""
@@ -241,18 +259,11 @@ class HttpStream(Protocol):
         if self._keep or not self.headed:
             self.raw += data
         self._parser.send(data)
-        self._check()
+        self._waits.check()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.ended = True
-        self._check()
-
-    def _check(self) -> None:
-        fired = [(condition, waiting) for condition, waiting in self._waiters if condition()]
-        if fired:
-            self._waiters = [pair for pair in self._waiters if pair not in fired]
-            for _, waiting in fired:
-                waiting.callback(None)
+        self._waits.check()
 
 
 def never_reading_stream(port: int, index: str, query: str) -> socket.socket:
@@ -330,30 +341,17 @@ class Received:
     def __init__(self) -> None:
         self.events: list[tuple] = []
         self.hits: list[Any] = []
-        self._waiters: list[tuple[int, Deferred]] = []
+        self._waits = Waits(lambda: f"have {len(self.hits)} hits")
 
     def __call__(self, *hits: Any) -> None:
         self.events.append(hits)
         self.hits.extend(hits)
-        due = [(count, waiting) for count, waiting in self._waiters if len(self.hits) >= count]
-        for pair in due:
-            self._waiters.remove(pair)
-            pair[1].callback(self.hits)
+        self._waits.check()
 
-    def wait_for(self, count: int, timeout: float = TIMEOUT) -> Deferred[list]:
+    async def wait_for(self, count: int, timeout: float = TIMEOUT) -> list:
         """Fires with the hits once there are ``count``; AssertionError after ``timeout`` s."""
-        if len(self.hits) >= count:
-            return succeed(self.hits)
-        waiting: Deferred[list] = Deferred()
-        self._waiters.append((count, waiting))
-
-        def timed_out(failure: Any) -> None:
-            failure.trap(defer.TimeoutError)
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {count} hits (have {len(self.hits)})"
-            )
-
-        return waiting.addTimeout(timeout, reactor).addErrback(timed_out)
+        await self._waits.wait_for(lambda: len(self.hits) >= count, f"{count} hits", timeout)
+        return self.hits
 
 
 async def subscribers(meta: Any, sid: str) -> int:
@@ -444,14 +442,25 @@ class ProcessLines(ProcessProtocol):
         self.status: int | None = None
         self.ended = False
         self._partial = b""
+        self._waits = Waits(
+            lambda: f"lines {self.lines[-5:]}, stderr {self.stderr[-300:]!r}, ended: {self.ended}"
+        )
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> Deferred[None]:
+        """Fires once ``condition()`` holds, as checked whenever output comes or the process
+        ends; fails with AssertionError after ``timeout`` s."""
+        return self._waits.wait_for(condition, what, timeout)
 
     def outReceived(self, data: bytes) -> None:
         *complete, self._partial = (self._partial + data).split(b"\n")
         self.lines += [line.decode() for line in complete]
+        self._waits.check()
 
     def errReceived(self, data: bytes) -> None:
         self.stderr += data
+        self._waits.check()
 
     def processEnded(self, reason: Any) -> None:
         self.status = reason.value.exitCode
         self.ended = True
+        self._waits.check()

@@ -35,7 +35,7 @@ async def test_prints_each_matching_document_as_a_compact_json_line(stack, index
         docs_url(stack.beater_url, index),
         [{"level": "info", "service": "api"}, {"level": "error", "service": "api", "n": 2}],
     )
-    await eventually(lambda: out.ended, what="estrom tail to stop after --limit 2")
+    await out.wait_for(lambda: out.ended, what="estrom tail to stop after --limit 2")
     assert out.status == 0, out.stderr
     assert out.lines == ['{"level":"error","service":"api","n":1}', '{"level":"error","service":"api","n":2}']
     assert all(json.loads(line)["level"] == "error" for line in out.lines)
@@ -89,7 +89,7 @@ async def test_colour_by_level(stack, index):
     await until_subscribed(stack, index, "service:api")
     await post(docs_url(stack.beater_url, index), {"service": "api", "level": "error", "n": 1})
     await post(docs_url(stack.beater_url, index), {"service": "api", "level": "info", "n": 2})
-    await eventually(lambda: out.ended, what="two lines")
+    await out.wait_for(lambda: out.ended, what="two lines")
     assert out.lines[0].startswith("\033[31m") and out.lines[0].endswith("\033[0m")
     assert out.lines[-1] == '{"service":"api","level":"info","n":2}'  # no colour for info
 
@@ -99,7 +99,7 @@ async def test_ctrl_c_exits_cleanly(stack, index):
     out, process = run("--url", stack.tailor_url, "-i", index, "service:api")
     await _deliver_until_printed(stack, index, out, {"service": "api", "n": 1})
     process.signalProcess(signal.SIGINT)
-    await eventually(lambda: out.ended, what="estrom tail to exit")
+    await out.wait_for(lambda: out.ended, what="estrom tail to exit")
     assert out.status == 0
     assert b"Traceback" not in out.stderr
 
@@ -107,7 +107,7 @@ async def test_ctrl_c_exits_cleanly(stack, index):
 @pytest_twisted.ensureDeferred
 async def test_a_refused_query_is_an_error_not_a_retry(stack, index):
     out, _ = run("--url", stack.tailor_url, "-i", index, "level:(error OR")
-    await eventually(lambda: out.ended, what="estrom tail to give up")
+    await out.wait_for(lambda: out.ended, what="estrom tail to give up")
     assert out.status == 2
     assert b"cannot parse the query string" in out.stderr
 
@@ -120,7 +120,7 @@ async def test_reconnects_to_the_same_subscription_and_says_so(stack, index):
     try:
         await _deliver_until_printed(stack, index, out, {"service": "api", "n": 1})
         stack.stop("tailor-cli")
-        await eventually(lambda: b"reconnecting" in out.stderr, what="a word on stderr")
+        await out.wait_for(lambda: b"reconnecting" in out.stderr, what="a word on stderr")
         stack.start_tailor("tailor-cli", port=port)
         await _deliver_until_printed(stack, index, out, {"service": "api", "n": 2})
         assert not out.ended
@@ -130,12 +130,12 @@ async def test_reconnects_to_the_same_subscription_and_says_so(stack, index):
     finally:
         process.signalProcess(signal.SIGINT)
         stack.stop("tailor-cli")
-    await eventually(lambda: out.ended, what="estrom tail to exit")
+    await out.wait_for(lambda: out.ended, what="estrom tail to exit")
     assert out.status == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_estrom_tail_without_a_store_refuses_n(stack, index):
     out, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "-n", "3")
-    await eventually(lambda: out.ended, what="estrom tail to give up")
+    await out.wait_for(lambda: out.ended, what="estrom tail to give up")
     assert out.status == 2 and b"ESTROM_STORE" in out.stderr

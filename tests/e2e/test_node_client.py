@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from dev.stack import ROOT
-from estrom.testing import HttpStream, ProcessLines, eventually, post
+from estrom.testing import HttpStream, ProcessLines, post
 
 SCRIPT = ROOT / "tests" / "js" / "subscribe.mjs"
 
@@ -22,12 +22,12 @@ async def test_autobahn_js_in_node_receives_the_same_hits_as_the_http_stream(sta
     node = ProcessLines()
     argv = [shutil.which("node"), "--experimental-websocket", str(SCRIPT), stack.router_url, sid, "2"]
     reactor.spawnProcess(node, argv[0], argv, env=None, path=str(SCRIPT.parent))
-    await eventually(lambda: "subscribed" in node.lines or node.ended, what="node to subscribe")
+    await node.wait_for(lambda: "subscribed" in node.lines or node.ended, what="node to subscribe")
     assert not node.ended, node.stderr.decode()
 
     await post(f"{stack.beater_url}/api/v0.1/docs/{index}", [{"level": "error", "n": 1}, {"level": "info"}])
     await post(f"{stack.beater_url}/api/v0.1/docs/{index}", {"level": "error", "n": 2})
-    await eventually(lambda: node.ended, what="node to receive 2 hits")
+    await node.wait_for(lambda: node.ended, what="node to receive 2 hits")
     assert node.status == 0, node.stderr.decode()
 
     from_node = [json.loads(line) for line in node.lines if line != "subscribed"]

@@ -10,7 +10,7 @@ import os
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from estrom.testing import HttpStream, eventually, post
@@ -30,7 +30,9 @@ async def test_streams_opened_at_a_steady_pace_all_open_and_receive(stack, index
     results = await DeferredList(opens)
     streams = [stream for ok, stream in results if ok]
     assert len(streams) == STREAMS, [failure for ok, failure in results if not ok][:3]
-    await eventually(lambda: all(b'"hits": [' in s.raw or s.ended for s in streams), timeout=60, what="heads")
+    await gatherResults(
+        [s.wait_for(lambda s=s: s.headed or s.ended, "its head", timeout=60) for s in streams]
+    )
     assert [s.raw for s in streams if s.status != 200][:3] == []
     url = f"{stack.beater_url}/api/v0.1/docs/{index}"
     for start in range(0, queries, 500):

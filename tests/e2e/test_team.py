@@ -412,7 +412,7 @@ async def test_estrom_tail_reads_with_a_token_and_says_when_it_has_none(team):
             f"{team.stack.beater_url}/api/v0.1/docs/{team.mine}", [{"n": 7}], headers=team.bearer("shipper")
         )
         assert status == 200
-        await eventually(lambda: tail.ended, what="estrom tail ending after its one hit")
+        await tail.wait_for(lambda: tail.ended, what="estrom tail ending after its one hit")
         assert tail.status == 0, tail.stderr
         assert json.loads(tail.lines[0])["_source"] == {"n": 7}
     finally:

@@ -210,21 +210,21 @@ async def test_estrom_tail_shows_the_last_n_then_resumes_after_a_reconnect(store
     url = stored.start_tailor("tailor-cli", port=port)
     out, process = run("--url", url, "-i", index, "service:api", "-n", "3", "--format", "{n}")
     try:
-        await eventually(lambda: out.lines == ["2", "3", "4"], what=f"the backlog ({out.lines})")
+        await out.wait_for(lambda: out.lines == ["2", "3", "4"], what=f"the backlog ({out.lines})")
         stored.stop("tailor-cli")
-        await eventually(lambda: b"reconnecting" in out.stderr, what="a word on stderr")
+        await out.wait_for(lambda: b"reconnecting" in out.stderr, what="a word on stderr")
         await send(stored, index, range(5, 8))  # while it is away
         stored.start_tailor("tailor-cli", port=port)
-        await eventually(lambda: len(out.lines) >= 6, what=f"what was missed ({out.lines})")
+        await out.wait_for(lambda: len(out.lines) >= 6, what=f"what was missed ({out.lines})")
         await send(stored, index, [8])
-        await eventually(lambda: len(out.lines) >= 7, what="a live one")
+        await out.wait_for(lambda: len(out.lines) >= 7, what="a live one")
         assert out.lines == [str(n) for n in range(2, 9)]
         assert b"resuming after the last document shown" in out.stderr
         assert b"missing" not in out.stderr
     finally:
         process.signalProcess(signal.SIGINT)
         stored.stop("tailor-cli")
-    await eventually(lambda: out.ended, what="estrom tail to exit")
+    await out.wait_for(lambda: out.ended, what="estrom tail to exit")
 
 
 @pytest_twisted.ensureDeferred
@@ -283,7 +283,7 @@ async def test_estrom_tail_since_prints_the_documents_since_then(stored, index):
         "--url", stored.tailor_url, "-i", index, "service:api", "--since", "10m", "--format", "{n}"
     )
     try:
-        await eventually(lambda: out.lines == ["0", "1", "2"], what=f"the documents since ({out.lines})")
+        await out.wait_for(lambda: out.lines == ["0", "1", "2"], what=f"the documents since ({out.lines})")
     finally:
         process.signalProcess(signal.SIGINT)
-    await eventually(lambda: out.ended, what="estrom tail to exit")
+    await out.wait_for(lambda: out.ended, what="estrom tail to exit")
