@@ -6,7 +6,6 @@ import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from estrom.http import GuardedSite, api_root
 from estrom.metrics import MetricsResource, TailorMetrics
@@ -16,8 +15,6 @@ from tailor.request import DocsResource
 from tailor.service import Tailor
 from tailor.settings import TailorSettings
 from tailor.stream import Bounds
-
-log = Logger()
 
 
 def main(argv: list[str] | None = None) -> None:
