@@ -5,10 +5,6 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
-
 from beater.engine import Engine, engine_answers
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
@@ -16,11 +12,10 @@ from beater.percolator import Percolator
 from beater.service import Beater
 from beater.settings import BeaterSettings
 from beater.store import Store
+from estrom.loops import Repeating
 from estrom.metrics import MetricsResource
 from estrom.service import serve, start
-from estrom.wamp import component
-
-log = Logger()
+from estrom.wamp import component, whole_join
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,11 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         {"ticket": {"authid": "beater", "ticket": settings.secret}},
         settings.router_heartbeat_seconds,
     )
-    sweep = LoopingCall(lambda: Deferred.fromCoroutine(beater.sweep(settings.query_retention_days * 86400)))
-    sweep.start(settings.query_sweep_seconds, now=False).addErrback(
-        lambda failure: log.failure("the sweep of stored queries stopped", failure)
+    sweep = Repeating(
+        "sweep", lambda: beater.sweep(settings.query_retention_days * 86400), settings.query_sweep_seconds
     )
-    wamp.on("join", beater.on_join)
+    sweep.on_failure.append(beater.metrics.failed)
+    sweep.start()
+    wamp.on("join", whole_join(beater.on_join, beater.metrics.failed))
     wamp.on("leave", beater.on_leave)
 
     serve(

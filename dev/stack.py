@@ -208,13 +208,20 @@ class Stack:
         return config
 
     def start_beater(
-        self, name: str = "beater", port: int | None = None, module: str = "beater", **env: str
+        self,
+        name: str = "beater",
+        port: int | None = None,
+        module: str = "beater",
+        joined: bool = True,
+        **env: str,
     ) -> str:
         """Start a Beater (another one, given another ``name`` and ``port``; ``module``: the one
-        to run, such as the benchmark's bench.naive); its URL."""
+        to run, such as the benchmark's bench.naive); its URL. Back once it is ready, or with
+        ``joined=False`` once it answers HTTP (joined to the router or not)."""
         # Ready when it reaches the engine and has joined the router (/readyz).
         env = {"ESTROM_BEATER_PORT": str(port or self.ports.beater), **env}
-        return self._start_service(name, module, port or self.ports.beater, env, "/readyz", None, 200)
+        probe = "/readyz" if joined else "/healthz"
+        return self._start_service(name, module, port or self.ports.beater, env, probe, None, 200)
 
     def start_tailor(self, name: str = "tailor", port: int | None = None, **env: str) -> str:
         """Start a Tailor (another one, given another ``name`` and ``port``); its URL."""
@@ -352,6 +359,14 @@ _WATCHER_ROLE = {
             }
             for procedure in ("estrom.register", "estrom.lookup")
         ),
+        # A wildcard subscription to "" receives every topic of one component, docs-for-* too.
+        {
+            "uri": "",
+            "match": "exact",
+            "allow": {"call": False, "register": False, "publish": False, "subscribe": True},
+            "disclose": {"caller": False, "publisher": False},
+            "cache": True,
+        },
     ],
 }
 

@@ -56,9 +56,20 @@ class _Metrics:
         self.responses = Counter(
             "estrom_http_responses", "HTTP responses, by status", ["status"], registry=self.registry
         )
+        self.failures = Counter(
+            "estrom_failures",
+            "Failures that were logged and survived, by what failed: a loop's round (sweep, "
+            "token_file), a join to the router (join: the session left and joins again), an item "
+            "of estrom's own _bulk requests the engine refused (bulk_item)",
+            ["what"],
+            registry=self.registry,
+        )
 
     def answered(self, status: int) -> None:
         self.responses.labels(str(status)).inc()
+
+    def failed(self, what: str, count: int = 1) -> None:
+        self.failures.labels(what).inc(count)
 
 
 class BeaterMetrics(_Metrics):

@@ -62,6 +62,8 @@ def serve(
     add_health(site.resource, checks)
     site.resource.putChild(b"metrics", metrics)
     site.limits, site.tokens = guards
+    if site.tokens is not None:
+        site.tokens.watcher.on_failure.append(metrics.metrics.failed)
     site.access_log = settings.access_log
     site.open_paths = HEALTH_PATHS
     site.metrics = metrics.metrics

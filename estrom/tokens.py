@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor, threads
-from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from estrom.loops import Repeating
 
 log = Logger()
 
@@ -250,14 +250,13 @@ class TokenFile:
             log.error("{error}: no token is valid until it can be read", error=str(e))
             self.tokens, self._signature = Tokens(), None
         self.on_change: list[Callable[[set[str]], Any]] = []
-        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.reread()))
-        self._loop.clock = clock
+        # A round that fails (a thread pool gone, a bug) is logged and counted, and the file is
+        # still read again at the next: a watcher that stopped would leave removed tokens valid.
+        self.watcher = Repeating("token_file", self.reread, interval, clock)
         self.interval = interval
 
     def watch(self) -> None:
-        self._loop.start(self.interval, now=False).addErrback(
-            lambda failure: log.failure("watching the token file stopped", failure)
-        )
+        self.watcher.start()
 
     def check(self, token: str, name: str | None = None) -> Principal | None:
         return self.tokens.check(token, name)

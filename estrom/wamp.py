@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import cbor2
@@ -11,6 +12,7 @@ from autobahn.wamp import protocol, serializer
 from autobahn.wamp.protocol import ApplicationSession
 from autobahn.wamp.types import CloseDetails, SessionDetails
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -96,7 +98,41 @@ class Heartbeat:
             log.warn(
                 "the router did not answer for {timeout} s: dropping the connection", timeout=self.timeout
             )
-            session.transport.abort()  # the component reconnects; pending requests fail
+            drop(session)
+
+
+def drop(session: ApplicationSession) -> None:
+    """Drop ``session``'s connection: the component reconnects (backing off) and joins again,
+    and what waits for the router fails (see _Session). Not ``leave()``: a clean goodbye ends
+    the component for good."""
+    if session.transport is not None:
+        session.transport.abort()
+
+
+def whole_join(
+    join: Callable[[ApplicationSession, SessionDetails], Awaitable[None] | None],
+    failed: Callable[[str], Any] | None = None,
+) -> Callable[[ApplicationSession, SessionDetails], Deferred[None]]:
+    """A join listener that runs ``join`` whole or leaves the router: if any step of it fails,
+    the failure is logged, counted (``failed("join")``) and the connection dropped, so the
+    component joins again and ``join`` runs again from its first step.
+
+    autobahn logs an exception raised in a join listener ("While notifying 'join'") and goes on:
+    the session would stay joined with only what ``join`` did before it failed (Beater's
+    procedures registered, but ingest refused for ever)."""
+
+    async def listener(session: ApplicationSession, details: SessionDetails) -> None:
+        try:
+            done = join(session, details)
+            if done is not None:
+                await done
+        except Exception:  # noqa: BLE001 - whatever failed, the session must not stay half-joined
+            log.failure("joining the router failed: leaving, to join again")
+            if failed is not None:
+                failed("join")
+            drop(session)
+
+    return lambda session, details: Deferred.fromCoroutine(listener(session, details))
 
 
 class _Session(Session):

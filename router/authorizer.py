@@ -35,10 +35,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from autobahn.twisted.wamp import ApplicationSession
-from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import SessionDetails
+from embedded import Embedded
 from quietlog import quiet_debug_arguments
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 
 from estrom import api
@@ -52,6 +53,9 @@ AUTHENTICATOR = "router.authenticate"
 # its index never changes), and how long it believes that no query has an ID.
 KNOWN_TOPICS = 10_000
 UNKNOWN_SECONDS = 5.0
+# How long a subscription waits for Beater to say which index its topic's query is on; then it is
+# refused (and asked again at the next subscription).
+LOOKUP_SECONDS = 10.0
 
 CALLABLE = frozenset({"estrom.register", "estrom.lookup", "estrom.backlog"})
 TOPIC = re.compile(r"docs-for-[0-9a-f]{16}")
@@ -116,7 +120,7 @@ def restore_recursion_limit() -> int:
     return previous
 
 
-class Authorizer(ApplicationSession):
+class Authorizer(Embedded):
     """Registers ``router.authenticate`` and ``router.authorize``; crossbar starts the router's
     transports only once this ``onJoin`` is done, so no client gets in before they are there.
 
@@ -126,7 +130,7 @@ class Authorizer(ApplicationSession):
     tokens: TokenFile | None = None  # with ESTROM_TOKENS, its tokens
     with_tokens = False  # whether ESTROM_TOKENS is set
 
-    async def onJoin(self, details: SessionDetails) -> None:
+    async def start(self, details: SessionDetails) -> None:
         previous = restore_recursion_limit()
         self.log.info("recursion limit {previous} -> {limit}", previous=previous, limit=RECURSION_LIMIT)
         if quiet_debug_arguments():
@@ -197,7 +201,14 @@ class Authorizer(ApplicationSession):
 
     async def _lookup(self, query_id: str) -> str | None:
         try:
-            found = await self.call(api.LOOKUP, query_id)
+            found = await self.call(api.LOOKUP, query_id).addTimeout(LOOKUP_SECONDS, reactor)
+        except (defer.TimeoutError, defer.CancelledError, TransportLost):
+            self.log.warn(
+                "no answer from Beater within {seconds} s about the index of {query_id}: refused",
+                seconds=LOOKUP_SECONDS,
+                query_id=query_id,
+            )
+            return None
         except ApplicationError as e:
             if e.error != api.UNKNOWN_SUBSCRIPTION:
                 return None  # no Beater, or busy: refused now, asked again next time

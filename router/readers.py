@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp import message
 from autobahn.wamp.types import SessionDetails
 from crossbar.router.router import Router
+from embedded import Embedded
 
 DEFAULT_MAX_PENDING_BYTES = 2 * 1024 * 1024
 BOUNDED_ROLES = frozenset({"client"})
@@ -65,10 +65,10 @@ def bound(max_pending_bytes: int, log: Any) -> None:
     Router.send = bounded_send
 
 
-class SlowReaders(ApplicationSession):
+class SlowReaders(Embedded):
     """Installs :func:`bound` when the router worker starts (``extra.max_pending_bytes``)."""
 
-    async def onJoin(self, details: SessionDetails) -> None:
+    async def start(self, details: SessionDetails) -> None:
         limit = int((self.config.extra or {}).get("max_pending_bytes", DEFAULT_MAX_PENDING_BYTES))
         bound(limit, self.log)
         self.log.info("estrom: anonymous sessions are closed past {limit} unsent bytes", limit=limit)

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from estrom.http import GuardedSite, api_root
 from estrom.metrics import MetricsResource, TailorMetrics
 from estrom.service import serve, start
-from estrom.wamp import component
+from estrom.wamp import component, whole_join
 from tailor.request import DocsResource
 from tailor.service import Tailor
 from tailor.settings import TailorSettings
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     tailor = Tailor(
         settings.keepalive_seconds,
         Bounds(settings.max_pending_hits, settings.max_pending_bytes, settings.max_behind_seconds),
+        settings.call_timeout_seconds,
     )
     # With tokens, Tailor is a reader of its own at the router, and checks its clients' tokens itself.
     authentication = {"ticket": {"authid": me.name, "ticket": settings.token}} if me else None
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if tokens is not None:
         tokens.on_change.append(tailor.revoke)
-    wamp.on("join", tailor.on_join)
+    metrics = TailorMetrics(tailor)
+    wamp.on("join", whole_join(tailor.on_join, metrics.failed))
     wamp.on("leave", tailor.on_leave)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(tailor.shutdown()))
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         GuardedSite(api_root(DocsResource(tailor))),
         (limits, tokens),
         {"router": tailor.readiness},
-        MetricsResource(TailorMetrics(tailor)),
+        MetricsResource(metrics),
         wamp,
         "Tailor: curl -N 'http://{host}:{port}/api/v0.1/docs?i=<index>&q=<query>'",
     )

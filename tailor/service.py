@@ -24,7 +24,9 @@ from tailor.stream import DEFAULT_BOUNDS, Bounds, Stream
 
 log = Logger()
 
-BACKLOG_CALL_SECONDS = 60.0  # two engine timeouts: a refresh and a search
+# Two engine timeouts: a registration ensures a mapping and stores a query with a refresh; a
+# backlog page is a refresh and a search.
+CALL_SECONDS = 60.0
 
 # WAMP errors Tailor passes on as HTTP statuses; anything else from the router is a 503.
 _STATUS = {
@@ -33,9 +35,14 @@ _STATUS = {
     api.INVALID_ARGUMENT: 400,
     api.NO_STORE: 400,
     "wamp.error.invalid_argument": 400,
-    api.NOT_AUTHORIZED: 403,  # Tailor's own token may not read it
+    # The router refused the call or subscription: a client's token, or a client of Tailor's
+    # that it may not serve.
+    "wamp.error.not_authorized": 403,
     api.UNKNOWN_SUBSCRIPTION: 404,
     api.TOO_MANY_QUERIES: 429,  # until unused queries are removed: no Retry-After
+    # Tailor checks its client's token first: when Beater refuses, Tailor's own token
+    # (ESTROM_TAILOR_TOKEN) may not read what its clients may, a misconfiguration (logged).
+    api.NOT_AUTHORIZED: 500,
     "wamp.error.runtime_error": 500,  # a bug in Beater: retrying will not help
 }
 
@@ -47,9 +54,12 @@ class Tailor:
     itself: when one stream ends on its limit, the others on the topic still get the event.
     """
 
-    def __init__(self, keepalive: float, bounds: Bounds = DEFAULT_BOUNDS):
+    def __init__(self, keepalive: float, bounds: Bounds = DEFAULT_BOUNDS, call_seconds: float = CALL_SECONDS):
         self.keepalive = keepalive
         self.bounds = bounds  # of each stream
+        # How long a call to Beater (through the router) or to the router may take: a peer that
+        # never answers must not leave a client waiting for its head.
+        self.call_seconds = call_seconds
         self.session = None
         self.topics: dict[str, set[Stream]] = {}
         # What estrom.metrics reports: streams opened; hits sent by streams that ended; streams
@@ -126,20 +136,23 @@ class Tailor:
         finished = request.notifyFinish().addErrback(lambda _: None)  # fired: the client is gone
         try:
             if sid is None:
-                sid = await session.call(api.REGISTER, index, query)
+                sid = await self._call(session, api.REGISTER, index, query)
             else:
-                found = await session.call(api.LOOKUP, sid)
+                found = await self._call(session, api.LOOKUP, sid)
                 if not reader.may_read(found["index"]):
                     send_error(
                         request, 403, f"the token {reader.name!r} may not read the index of this subscription"
                     )
                     return
         except ApplicationError as e:
-            status = _STATUS.get(e.error, 503)
-            send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+            _refused(request, e)
             return
         except TransportLost:
             send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
+            return
+        except (defer.TimeoutError, defer.CancelledError):
+            message = f"Beater did not answer within {self.call_seconds:g} s: retry"
+            send_error(request, 503, message, {"Retry-After": "1"})
             return
         if finished.called or self.session is not session:
             return
@@ -156,9 +169,17 @@ class Tailor:
                 await self._subscribing.run(
                     topic, lambda: Deferred.fromCoroutine(self._subscribe(session, topic))
                 )
-        except (ApplicationError, TransportLost) as e:
+        except ApplicationError as e:
             stream.discard()
-            send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
+            if e.error == "wamp.error.not_authorized":
+                send_error(request, 403, f"the router refused the subscription: {_message(e)}")
+            else:
+                send_error(request, 503, f"cannot subscribe: {e}", {"Retry-After": "1"})
+            return
+        except (TransportLost, defer.TimeoutError, defer.CancelledError) as e:
+            stream.discard()
+            reason = str(e) or f"the router did not answer within {self.call_seconds:g} s"
+            send_error(request, 503, f"cannot subscribe: {reason}", {"Retry-After": "1"})
             return
         if stream.closed:  # the client may have gone, or the router, meanwhile
             return
@@ -176,14 +197,13 @@ class Tailor:
         skipped. Without a store, resuming (``after``) says ``"gap": true``."""
         request = stream.request
         try:
-            answer = await _call(session, sid, options)
+            answer = await self._call(session, api.BACKLOG, sid, options)
         except ApplicationError as e:
             if e.error == api.NO_STORE and set(options) == {"after"}:
                 answer = {"hits": [], "next": None, "gap": True}
             else:
                 stream.discard()
-                status = _STATUS.get(e.error, 503)
-                send_error(request, status, _message(e), {"Retry-After": "1"} if status == 503 else None)
+                _refused(request, e)
                 return
         except (TransportLost, defer.TimeoutError, defer.CancelledError):
             stream.discard()
@@ -200,7 +220,7 @@ class Tailor:
             if stream.closed:
                 return
             try:
-                answer = await _call(session, sid, {"page": answer["next"]})
+                answer = await self._call(session, api.BACKLOG, sid, {"page": answer["next"]})
             except Exception as e:  # noqa: BLE001 - the head is sent: end the JSON, saying why
                 error = _message(e) if isinstance(e, ApplicationError) else type(e).__name__
                 stream.close(error=f"the backlog could not be read whole: {error}; resume after the last hit")
@@ -209,8 +229,15 @@ class Tailor:
                 return
         stream.release()
 
+    def _call(self, session: ApplicationSession, procedure: str, *args: Any) -> Deferred:
+        """``procedure(*args)`` through the router, given up (TimeoutError) after
+        ``call_seconds``."""
+        return session.call(procedure, *args).addTimeout(self.call_seconds, reactor)
+
     async def _subscribe(self, session: ApplicationSession, topic: str) -> None:
-        subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic)
+        subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic).addTimeout(
+            self.call_seconds, reactor
+        )
         if topic in self.topics and self.session is session:
             self._subscriptions[topic] = subscription
         else:  # every stream on it ended while the router answered, or the session is gone
@@ -253,10 +280,19 @@ class Tailor:
 READY_CALL_SECONDS = 5.0
 
 
-def _call(session: ApplicationSession, sid: str, options: dict[str, Any]) -> Deferred:
-    """``estrom.backlog``, given up after BACKLOG_CALL_SECONDS (a Beater that never answers
-    must not leave a client waiting for its head while live hits pile up)."""
-    return session.call(api.BACKLOG, sid, options).addTimeout(BACKLOG_CALL_SECONDS, reactor)
+def _refused(request: Request, error: ApplicationError) -> None:
+    """Answer a stream's request that Beater or the router refused with ``error``."""
+    status = _STATUS.get(error.error, 503)
+    if error.error == api.NOT_AUTHORIZED:
+        log.error(
+            "Beater refused Tailor's own token: ESTROM_TAILOR_TOKEN must read every index its "
+            "clients may ({error})",
+            error=_message(error),
+        )
+        message = f"Tailor is not allowed to serve this: {_message(error)} (a misconfiguration, logged)"
+    else:
+        message = _message(error)
+    send_error(request, status, message, {"Retry-After": "1"} if status == 503 else None)
 
 
 def _message(error: ApplicationError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from estrom.settings import ServiceSettings, setting
+from tailor.service import CALL_SECONDS
 from tailor.stream import DEFAULT_BOUNDS
 
 
@@ -32,6 +33,12 @@ class TailorSettings(ServiceSettings):
         DEFAULT_BOUNDS.seconds,
         "ESTROM_MAX_BEHIND_SECONDS",
         "seconds a client may stay past those bounds (a burst) before its stream ends",
+    )
+    call_timeout_seconds: float = setting(
+        CALL_SECONDS,
+        "ESTROM_CALL_TIMEOUT_SECONDS",
+        "seconds a stream waits for Beater's answer (a registration, a lookup, a backlog page) or "
+        "the router's; then 503",
     )
     token: str = setting(
         "",

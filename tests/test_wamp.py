@@ -7,7 +7,7 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from estrom.wamp import HEARTBEAT_PROCEDURE, Heartbeat
+from estrom.wamp import HEARTBEAT_PROCEDURE, Heartbeat, whole_join
 
 
 class _Session:
@@ -61,3 +61,32 @@ def test_no_beat_after_the_session_left():
     heartbeat.on_leave(session, None)
     clock.advance(100)
     assert session.calls == []
+
+
+def test_a_join_that_fails_at_any_step_drops_the_connection_and_counts_it():
+    session, failed = _Session(), []
+    steps: list[str] = []
+
+    async def join(session, details):
+        steps.append("registered")
+        raise ApplicationError("wamp.error.procedure_exists_with_different_invocation_policy")
+
+    done = whole_join(join, failed.append)(session, None)
+    assert done.called and steps == ["registered"]
+    assert session.aborted  # the component reconnects and joins again, from the first step
+    assert failed == ["join"]
+
+
+def test_a_whole_join_keeps_its_connection():
+    session, failed = _Session(), []
+    pending: Deferred = Deferred()
+
+    async def join(session, details):
+        await pending
+
+    done = whole_join(join, failed.append)(session, None)
+    assert not done.called and not session.aborted
+    pending.callback(None)
+    assert done.called and not session.aborted and failed == []
+    # A join that is not a coroutine (Tailor's) is taken too.
+    assert whole_join(lambda session, details: None)(session, None).called

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from beater.interest import Interest
+from beater.interest import GETS_IN_FLIGHT, META_CALL_SECONDS, Interest
 from estrom import api
 
 
@@ -81,3 +82,43 @@ def test_a_rejoin_forgets_subscriptions_the_router_no_longer_has():
     assert interest.subscribed() == {"d" * 16}
     follow(interest, _Router({}))
     assert interest.subscribed() == set()
+
+
+class _SlowRouter(_Router):
+    """A router whose ``wamp.subscription.get`` answers only when told to."""
+
+    def __init__(self, subscriptions: dict[int, dict]):
+        super().__init__(subscriptions)
+        self.asked: list[tuple[int, Deferred]] = []
+
+    def call(self, procedure, *args):
+        if procedure != "wamp.subscription.get":
+            return super().call(procedure, *args)
+        self.asked.append((args[0], Deferred()))
+        return self.asked[-1][1]
+
+
+def test_subscription_details_are_asked_side_by_side_at_most_16_at_once():
+    clock = Clock()
+    router = _SlowRouter({n: {"id": n, "uri": api.topic(f"{n:016x}"), "match": "exact"} for n in range(40)})
+    interest = Interest(clock=clock)
+    done = Deferred.fromCoroutine(interest.follow(router))
+    assert len(router.asked) == GETS_IN_FLIGHT  # not one after another, and not 40 at once
+    while not done.called:
+        waiting = [asked for asked in router.asked if not asked[1].called]
+        assert 0 < len(waiting) <= GETS_IN_FLIGHT
+        subscription_id, answer = waiting[0]
+        answer.callback(router.subscriptions[subscription_id])
+    assert len(interest.subscribed()) == 40
+
+
+def test_a_router_that_does_not_answer_a_meta_call_fails_the_join_after_its_deadline():
+    clock = Clock()
+    router = _SlowRouter({1: {"id": 1, "uri": api.topic("a" * 16), "match": "exact"}})
+    done = Deferred.fromCoroutine(Interest(clock=clock).follow(router))
+    failures: list = []
+    done.addErrback(failures.append)
+    clock.advance(META_CALL_SECONDS - 0.1)
+    assert not done.called
+    clock.advance(0.1)
+    assert failures and failures[0].check(defer.TimeoutError)  # whole_join leaves and joins again

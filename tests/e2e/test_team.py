@@ -234,6 +234,23 @@ async def test_a_reader_needs_a_token_and_reads_only_its_index_patterns(team):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_tailor_whose_own_token_reads_less_than_its_client_answers_500_and_logs_why(team):
+    # Tailor checks its client's token, then registers with its own: when Beater refuses that,
+    # the server is misconfigured (a 403 would blame the client, who may read the index).
+    stack = team.stack
+    url = stack.start_tailor(
+        "tailor-narrow", port=stack.ports.tailor + 8, ESTROM_TAILOR_TOKEN=team.secrets["alice"]
+    )
+    try:
+        status, answer = await get(f"{url}/api/v0.1/docs", {"i": team.theirs, "q": ALL}, team.bearer("bob"))
+        assert status == 500
+        assert "misconfiguration" in answer["error"] and "'alice' may not read" in answer["error"]
+        assert "ESTROM_TAILOR_TOKEN must read every index" in stack.log_path("tailor-narrow").read_text()
+    finally:
+        stack.stop("tailor-narrow")
+
+
+@pytest_twisted.ensureDeferred
 async def test_health_answers_without_a_token(team):
     for url in (team.stack.beater_url, team.stack.tailor_url):
         assert (await get(f"{url}/healthz"))[0] == 200

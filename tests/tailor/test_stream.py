@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
+from estrom import api
 from estrom.testing import HttpStream, docs_url, eventually, get, http, post, subscribers, wamp_session
 
 # Tailor does not talk to the engine: run on one.
@@ -277,3 +278,28 @@ async def test_without_a_store_resume_says_gap_and_backlog_is_refused(stack, ind
     stream.close()
     status, answer = await get(f"{stack.tailor_url}/api/v0.1/docs", {"i": index, "q": "x", "backlog": "5"})
     assert status == 400 and "ESTROM_STORE" in answer["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_beater_that_never_answers_is_a_503_once_the_call_deadline_passes(stack, index):
+    url = stack.start_tailor("tailor-deadline", port=stack.ports.tailor + 7, ESTROM_CALL_TIMEOUT_SECONDS="1")
+    # In Beater's place, a session of its role that takes registrations and never answers them.
+    stack.stop("beater")
+    never = await wamp_session(stack.router_url, {"ticket": {"authid": "beater", "ticket": stack.secret}})
+    waiting: list[Deferred] = []
+
+    def register(*args):
+        waiting.append(Deferred())
+        return waiting[-1]
+
+    try:
+        await never.register(register, api.REGISTER)
+        started = time.monotonic()
+        status, answer = await get(f"{url}/api/v0.1/docs", {"i": index, "q": "a:1"})
+        assert (status, answer) == (503, {"error": "Beater did not answer within 1 s: retry"})
+        assert time.monotonic() - started < 10
+        assert len(waiting) == 1  # it was asked, and never answered
+    finally:
+        await never.leave()  # gone before Beater joins again (it registers with another policy)
+        stack.stop("tailor-deadline")
+        stack.start_beater()
