@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from functools import partial
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
 from beater.engine import Engine, engine_answers
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
@@ -56,11 +59,19 @@ def main(argv: list[str] | None = None) -> None:
         {"ticket": {"authid": "beater", "ticket": settings.secret}},
         settings.router_heartbeat_seconds,
     )
+    # The sweep's lease outlasts three sweeps (at least 10 s): a Beater that dies without giving
+    # it back is succeeded by another within that.
+    lease = max(3 * settings.query_sweep_seconds, settings.query_sweep_seconds + 10)
     sweep = Repeating(
-        "sweep", lambda: beater.sweep(settings.query_retention_days * 86400), settings.query_sweep_seconds
+        "sweep",
+        lambda: beater.sweep(settings.query_retention_days * 86400, lease),
+        settings.query_sweep_seconds,
     )
     sweep.on_failure.append(beater.metrics.failed)
     sweep.start()
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromCoroutine(beater.stop_sweeping())
+    )
     wamp.on("join", whole_join(beater.on_join, beater.metrics.failed))
     wamp.on("leave", beater.on_leave)
 

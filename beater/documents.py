@@ -11,6 +11,7 @@ carries more documents than a request may.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -112,9 +113,17 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    # json.loads("1e999") is inf, and parse_constant sees only the spellings NaN and Infinity.
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]} is too large for a number (a double)")
+    return number
+
+
 def loads(text: str, where: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_constant)
+        return json.loads(text, parse_constant=_constant, parse_float=_finite)
     except RecursionError:
         raise BadDocuments(f"{where}nested too deeply") from None
     except ValueError as e:

@@ -8,6 +8,7 @@ same on Elasticsearch 7/8/9 and OpenSearch 1/2/3.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -149,6 +150,22 @@ class Engine:
             "POST", "/_bulk", b"".join(json.dumps(a).encode("utf-8") + b"\n" for a in actions)
         )
 
+    async def bulk_items(self, items: list[list[dict]]) -> list[Refused]:
+        """Send ``items`` (each its action line, and its source line if it has one) in one bulk
+        request; fire with those the engine refused, in order. An item refused for a reason a
+        moment can mend (429, 5xx) is sent once more, with the others like it."""
+        refused = refused_items(await self.bulk([line for item in items for line in item]), len(items))
+        passing = [r for r in refused if r.status == 429 or r.status >= 500]
+        if not passing:
+            return refused
+        answer = await self.bulk([line for r in passing for line in items[r.position]])
+        still = {
+            passing[r.position].position: replace(r, position=passing[r.position].position)
+            for r in refused_items(answer, len(passing))
+        }
+        kept = [r for r in refused if r not in passing]
+        return sorted([*kept, *still.values()], key=lambda r: r.position)
+
     async def _exchange(
         self, method: str, url: str, data: bytes | None, params: dict | None, content_type: str
     ) -> tuple[int, bytes]:
@@ -165,6 +182,40 @@ class Engine:
 
     def _timed_out(self, result: Any, timeout: float) -> Failure:
         return Failure(EngineUnavailable(f"search engine at {self.url} did not answer within {timeout:g} s"))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An item of a bulk request that the engine did not carry out."""
+
+    position: int  # among the request's items
+    status: int
+    type: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.type}: {self.reason}"
+
+
+def refused_items(answer: Any, count: int) -> list[Refused]:
+    """The items of a bulk ``answer`` to ``count`` items that failed: each with a status of 300
+    or more, and any the answer does not account for (as 500)."""
+    items = answer.get("items") if isinstance(answer, dict) else None
+    items = items if isinstance(items, list) else []
+    refused = []
+    for position in range(count):
+        item = items[position] if position < len(items) else None
+        result = next(iter(item.values()), None) if isinstance(item, dict) and item else None
+        if not isinstance(result, dict):
+            refused.append(Refused(position, 500, "no_answer", "the engine's answer has no such item"))
+            continue
+        status = result.get("status")
+        status = status if isinstance(status, int) else 500
+        if status >= 300:
+            error = result.get("error")
+            kind, reason = _reason({"error": error}) if isinstance(error, dict) else ("error", str(error))
+            refused.append(Refused(position, status, kind, reason))
+    return refused
 
 
 class _Body(Protocol):

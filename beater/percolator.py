@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import reactor as default_reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from beater.engine import Engine, EngineError, EngineUnavailable, path
+from beater.engine import Engine, EngineError, EngineUnavailable, Refused, path
 from beater.fields import searched_fields, with_default_fields
 from beater.identity import Identified
 from beater.validation import InvalidQuery
@@ -43,6 +44,9 @@ META_FIELD = "estrom_meta"
 ALL_FIELD = "estrom_all"
 SEEN_FIELD = "estrom_seen"  # when someone last registered, looked up or listened to it (epoch s)
 META_KEY = "estrom"  # in the percolator index's mapping _meta: how it was made
+# Leases of the work one Beater at a time does (the sweep): no index a sender can name starts
+# with "." (check_index), nor is it a percolator index.
+LEASES = ".estrom-leases"
 
 
 _RECOVERING_RETRIES = 50  # 0.1 s apart
@@ -87,6 +91,7 @@ class Percolator:
         self.listened_window = listened_window
         self.max_queries = max_queries  # per index
         self._ensuring = Coalesce()  # by source index
+        self._counting: dict[str, DeferredLock] = {}  # by source index: a count and a store at a time
         # By source index: the field paths of stored documents its percolator index followed.
         self._followed: dict[str, set[str]] = {}
         self._serving_indexes: set[str] = set()  # percolator indexes seen with a started primary
@@ -96,6 +101,11 @@ class Percolator:
         # Past this many listened-to queries, all are percolated and the others dropped here:
         # a terms filter longer than the engine's index.max_terms_count fails every percolation.
         self.max_filter_terms = max_filter_terms
+        # Indexes whose queries were not all stored again after their mapping grew.
+        self._store_again_pending: set[str] = set()
+        # Called with ("bulk_item", count) for items of the sweep's bulk requests the engine
+        # refused (Beater counts them in its metrics).
+        self.failed: Callable[[str, int], Any] = lambda what, count: None
 
     async def store(self, query: Identified) -> None:
         """Store ``query`` so that it matches from the moment this returns.
@@ -113,6 +123,19 @@ class Percolator:
         if seen is not None:
             await self._listened(percolator_index(query.index), query.id, seen)
             return
+        # Counted and stored one at a time per index: registrations at once through this Beater
+        # cannot all see room for one more. Each Beater's count is exact; Beaters registering
+        # on one index at the same moment may overshoot the cap by one less than their number.
+        lock = self._counting.setdefault(query.index, DeferredLock())
+        await lock.acquire()
+        try:
+            await self._count_and_put(query, made)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._counting.pop(query.index, None)
+
+    async def _count_and_put(self, query: Identified, made: _Made) -> None:
         count = await self.engine.request("GET", path(percolator_index(query.index), "_count"))
         if count["count"] >= self.max_queries:
             raise TooManyQueries(
@@ -209,18 +232,19 @@ class Percolator:
                 params={"ignore_unavailable": "true", "allow_no_indices": "true"},
             )
             hits = answer["hits"]["hits"]
-            if hits:
-                await self.engine.bulk(
-                    [
-                        line
-                        for hit in hits
-                        for line in (
-                            {"update": {"_index": hit["_index"], "_id": hit["_id"]}},
-                            {"doc": {SEEN_FIELD: now}},
-                        )
-                    ]
-                )
-            marked += len(hits)
+            if not hits:
+                continue
+            refused = await self.engine.bulk_items(
+                [
+                    [{"update": {"_index": hit["_index"], "_id": hit["_id"]}}, {"doc": {SEEN_FIELD: now}}]
+                    for hit in hits
+                ]
+            )
+            # One removed since the search (404) is not in use: it is stored again by whoever
+            # registers it. Anything else is a failure: it may be removed while in use.
+            failed = [r for r in refused if r.status != 404]
+            self._refused("record as in use", failed, [hit["_id"] for hit in hits])
+            marked += len(hits) - len(refused)
         return marked
 
     async def remove_unused(self, unused_for: float, patterns: tuple[str, ...] = ("*",)) -> int:
@@ -228,7 +252,9 @@ class Percolator:
         seconds; fires with how many were removed.
 
         A search and a bulk delete per thousand (delete-by-query is a module of its own, which an
-        engine may lack). A query used meanwhile is stored again by whoever registers it.
+        engine may lack). Each delete is of the version the search found: a query that anyone
+        (any Beater) registered, looked up or recorded as in use since is changed, and stays
+        (409). A query used after it was removed is stored again by whoever registers it.
         """
         query = {"range": {SEEN_FIELD: {"lt": int(self._clock.seconds() - unused_for)}}}
         removed = 0
@@ -236,19 +262,26 @@ class Percolator:
             answer = await self.engine.request(
                 "POST",
                 f"/{_indexes(patterns)}/_search",
-                {"query": query, "_source": False, "size": 1000},
+                {"query": query, "_source": False, "size": 1000, "seq_no_primary_term": True},
                 params={"ignore_unavailable": "true", "allow_no_indices": "true"},
             )
             hits = answer["hits"]["hits"]
             if not hits:
                 return removed
-            await self.engine.bulk([{"delete": {"_index": hit["_index"], "_id": hit["_id"]}} for hit in hits])
+            refused = await self.engine.bulk_items([[_versioned("delete", hit)] for hit in hits])
+            # 409: changed since the search (in use again); 404: removed by another sweep.
+            self._refused(
+                "remove", [r for r in refused if r.status not in (404, 409)], [h["_id"] for h in hits]
+            )
             await self.engine.request(
                 "POST",
                 f"/{_indexes(patterns)}/_refresh",
                 params={"ignore_unavailable": "true", "allow_no_indices": "true"},
             )
-            removed += len(hits)
+            gone = len(hits) - len(refused)
+            removed += gone
+            if not gone and all(r.status != 409 for r in refused):
+                return removed  # the engine removes none of these: searching again finds them again
 
     async def follow_sources(self, patterns: tuple[str, ...] = ("*",)) -> int:
         """Bring the percolator indexes of ``patterns``' source indexes in step with their
@@ -264,6 +297,79 @@ class Percolator:
             if made.source and name.startswith(PREFIX):
                 grown += await self._follow_source(name[len(PREFIX) :], made)
         return grown
+
+    async def take_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take (or keep) the lease ``name`` for ``holder`` for ``seconds`` from now, unless
+        another holder has it and it has not expired; whether ``holder`` has it now.
+
+        A lease is a document of LEASES: taken by creating it, kept or taken over by writing the
+        version that was read (if_seq_no), so that of Beaters asking at once one gets it. Its
+        expiry is in the holders' clocks: keep them in step."""
+        now = self._clock.seconds()
+        lease = {"holder": holder, "until": now + seconds}
+        found = await self._lease(name)
+        try:
+            if found is None:
+                await self.engine.request("PUT", path(LEASES, "_create", name), lease, {"refresh": "true"})
+                return True
+            held = found.get("_source", {})
+            if held.get("holder") != holder and float(held.get("until") or 0) > now:
+                return False
+            await self.engine.request(
+                "PUT",
+                path(LEASES, "_doc", name),
+                lease,
+                {
+                    "if_seq_no": str(found["_seq_no"]),
+                    "if_primary_term": str(found["_primary_term"]),
+                    "refresh": "true",
+                },
+            )
+        except EngineError as e:
+            if e.status != 409:
+                raise
+            return False  # taken by another meanwhile
+        return True
+
+    async def give_lease_back(self, name: str, holder: str) -> None:
+        """End ``holder``'s lease ``name`` (if it has it), so another may take it at once."""
+        found = await self._lease(name)
+        if found is None or found.get("_source", {}).get("holder") != holder:
+            return
+        try:
+            await self.engine.request(
+                "DELETE",
+                path(LEASES, "_doc", name),
+                params={"if_seq_no": str(found["_seq_no"]), "if_primary_term": str(found["_primary_term"])},
+            )
+        except EngineError as e:
+            if e.status not in (404, 409):
+                raise
+
+    async def _lease(self, name: str) -> dict[str, Any] | None:
+        """The lease document ``name`` as the engine has it (with its version), or None; makes
+        LEASES the first time."""
+        try:
+            return await self.engine.request("GET", path(LEASES, "_doc", name))
+        except EngineError as e:
+            if e.status != 404:
+                raise
+            if isinstance(e.body, dict) and e.body.get("found") is False:
+                return None  # the index is there, the lease is not
+        try:
+            await self.engine.request(
+                "PUT",
+                path(LEASES),
+                {
+                    # Hidden: left out of "*" (a `GET /*/_search`, or a pattern of indexes).
+                    "settings": {**_replicas(self.replicas), "index.hidden": True},
+                    "mappings": {"dynamic": False, "properties": {"holder": {"type": "keyword"}}},
+                },
+            )
+        except EngineError as e:
+            if e.type != "resource_already_exists_exception":
+                raise
+        return None
 
     def new_fields(self, index: str, documents: list[dict]) -> set[str]:
         """The field paths of ``documents`` that the percolator index of ``index`` was not
@@ -429,7 +535,7 @@ class Percolator:
         properties: dict[str, Any] = {}
         for name in sorted(answer):
             properties.update(_source_fields(answer[name].get("mappings", {}).get("properties", {})))
-        if set(_field_names(properties)) <= made.known:
+        if set(_field_names(properties)) <= made.known and index not in self._store_again_pending:
             return False
         try:
             await self.engine.request(
@@ -445,30 +551,57 @@ class Percolator:
         return True
 
     async def _store_again(self, index: str) -> None:
-        """Index every stored query of ``index`` again, as it is."""
+        """Index every stored query of ``index`` again, as it is: each only if unchanged since it
+        was read (a query changed since was indexed again by the engine, with the mapping of
+        now; indexing the copy read before would undo that change). Queries the engine refuses
+        are logged, counted, and stored again at the next sweep."""
         name = percolator_index(index)
-        body: dict[str, Any] = {"size": 500, "sort": [{ID_FIELD: "asc"}], "query": {"match_all": {}}}
-        stored = 0
+        body: dict[str, Any] = {
+            "size": 500,
+            "sort": [{ID_FIELD: "asc"}],
+            "query": {"match_all": {}},
+            "seq_no_primary_term": True,
+        }
+        stored = failed = 0
+        self._store_again_pending.add(index)
         while True:
             answer = await self.engine.request("POST", path(name, "_search"), body)
             hits = answer["hits"]["hits"]
             if hits:
-                await self.engine.bulk(
-                    [
-                        line
-                        for hit in hits
-                        for line in ({"index": {"_index": name, "_id": hit["_id"]}}, hit["_source"])
-                    ]
+                refused = await self.engine.bulk_items(
+                    [[_versioned("index", hit), hit["_source"]] for hit in hits]
                 )
-                stored += len(hits)
+                refused = [r for r in refused if r.status not in (404, 409)]  # changed or gone since
+                self._refused(
+                    f"store again under the new mapping of {index!r}", refused, [h["_id"] for h in hits]
+                )
+                stored += len(hits) - len(refused)
+                failed += len(refused)
             if len(hits) < body["size"]:
                 break
             body["search_after"] = hits[-1]["sort"]
         await self.engine.request("POST", path(name, "_refresh"))
+        if not failed:
+            self._store_again_pending.discard(index)
         log.info(
-            "Beater: the mapping of index {index} grew: {count} queries stored again",
+            "Beater: the mapping of index {index} grew: {count} queries stored again{failed}",
             index=index,
             count=stored,
+            failed=f", {failed} refused (tried again at the next sweep)" if failed else "",
+        )
+
+    def _refused(self, what: str, refused: list[Refused], ids: list[str]) -> None:
+        """Log and count the items of one of the sweep's bulk requests that the engine refused
+        (``ids``: the request's, by position)."""
+        if not refused:
+            return
+        self.failed("bulk_item", len(refused))
+        log.warn(
+            "Beater: the search engine refused to {what} {count} stored queries, e.g. {id}: {error}",
+            what=what,
+            count=len(refused),
+            id=ids[refused[0].position],
+            error=str(refused[0]),
         )
 
     async def _serving(self, name: str) -> None:
@@ -522,6 +655,19 @@ def _paths(value: Any, prefix: str, into: set[str]) -> None:
             into.add(name)
             if isinstance(item, (dict, list)):
                 _paths(item, name + ".", into)
+
+
+def _versioned(action: str, hit: dict[str, Any]) -> dict[str, Any]:
+    """A bulk action on the document of search ``hit`` carried out only if it is the version
+    the search found (the search asked for ``seq_no_primary_term``)."""
+    return {
+        action: {
+            "_index": hit["_index"],
+            "_id": hit["_id"],
+            "if_seq_no": hit["_seq_no"],
+            "if_primary_term": hit["_primary_term"],
+        }
+    }
 
 
 def _seen(hit: dict[str, Any]) -> int:

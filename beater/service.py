@@ -3,6 +3,8 @@ the hits of each percolation to ``docs-for-<ID>``."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from bisect import bisect_right
@@ -37,6 +39,8 @@ from estrom.tokens import ANONYMOUS, Principal, TokenFile
 _UNDISCLOSED = Principal("undisclosed caller")
 # How long a scrape of /metrics waits for the router's counts.
 ROUTER_COUNT_SECONDS = 2.0
+# One Beater of an engine at a time removes unused queries and follows mappings.
+SWEEP_LEASE = "sweep"
 # The role of router/authorizer.py's session (router/.crossbar/config.json).
 ROUTERS_AUTHORIZER = "authorizer"
 
@@ -74,6 +78,9 @@ class Beater:
     ):
         self.percolator = percolator
         self.metrics = metrics or BeaterMetrics()
+        for counting in (percolator, store):
+            if counting is not None:  # what the sweep and the store's clean-up fail to do is counted
+                counting.failed = self.metrics.failed
         self.tokens = tokens  # None: every caller may read every index
         self.store = store  # None: documents are percolated and published, not kept
         self.cursors = cursors or Cursors()
@@ -87,6 +94,9 @@ class Beater:
         self.index_patterns = index_patterns
         self.document_limits = document_limits
         self.session = None  # the joined WAMP session, or None
+        # Who this Beater is among those of one engine (the sweep's lease).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._sweeping = False  # whether it held the lease at its last sweep
         # Registrations and lookups go to the engine at most `calls_in_flight` at a time, and
         # at most `calls_queued` wait: a reconnect storm is answered "retry" at once instead
         # of piling engine requests up until they all time out.
@@ -271,8 +281,9 @@ class Beater:
 
         return unpublished
 
-    async def sweep(self, unused_for: float) -> None:
-        """Record which queries were used since the last sweep, then remove those nobody used
+    async def sweep(self, unused_for: float, lease: float = 3600.0) -> None:
+        """Record which queries were used since the last sweep; then, if no other Beater is
+        sweeping (the lease SWEEP_LEASE, taken for ``lease`` seconds), remove those nobody used
         for ``unused_for`` seconds, and bring percolator indexes in step with their source
         indexes' mappings (of the indexes this Beater serves). Run periodically."""
         seen, self._seen = self._seen, set()
@@ -280,6 +291,10 @@ class Beater:
             seen |= self.interest.subscribed()
         try:
             marked = await self.percolator.mark_seen(sorted(seen), self.index_patterns)
+            self._sweeping = await self.percolator.take_lease(SWEEP_LEASE, self.holder, lease)
+            if not self._sweeping:
+                log.info("Beater: {marked} queries in use; another Beater sweeps", marked=marked)
+                return
             removed = await self.percolator.remove_unused(unused_for, self.index_patterns)
             await self.percolator.follow_sources(self.index_patterns)
         except (EngineUnavailable, EngineError) as e:
@@ -289,6 +304,14 @@ class Beater:
         log.info(
             "Beater: {marked} queries in use, {removed} unused ones removed", marked=marked, removed=removed
         )
+
+    async def stop_sweeping(self) -> None:
+        """Give the sweep's lease back (at shutdown), so another Beater takes it at its next
+        sweep instead of once it has expired."""
+        try:
+            await self.percolator.give_lease_back(SWEEP_LEASE, self.holder)
+        except (EngineUnavailable, EngineError) as e:
+            log.warn("Beater: could not give the sweep's lease back: {error}", error=e)
 
     async def ingest(
         self, index: str, documents: list[dict], size: int = 0, ids: list[str] | None = None
@@ -354,8 +377,11 @@ class Beater:
                     acknowledged = session.publish(api.topic(query_id), *event, options=_ACKNOWLEDGED)
             except TransportLost as e:
                 raise RouterUnavailable(f"publishing to the router failed: {e}") from e
-        except RouterUnavailable:
-            if stored:  # the sender will send it again: one copy in the store, not two
+        except Exception:
+            # Not published whole (the router went away, or a publication failed: then earlier
+            # events of the batch may be out): the sender hears it failed and may send it again,
+            # so what the store has of it goes.
+            if stored:
                 await self.store.remove(index, stored)
             raise
         finally:
@@ -372,12 +398,14 @@ class Beater:
         if events:
             try:
                 await acknowledged
-            except (TransportLost, ApplicationError) as e:
+            except Exception as e:
                 if stored:
                     await self.store.remove(index, stored)
                 # The router went away, or refused the publication. Anything else is a bug, and
                 # must not pass for "unavailable, retry" (senders retry forever).
-                raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+                if isinstance(e, (TransportLost, ApplicationError)):
+                    raise RouterUnavailable(f"publishing to the router failed: {e}") from e
+                raise
         self.metrics.delivered(index, len(documents), sum(map(len, matches.values())), percolated)
         return matches
 

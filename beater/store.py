@@ -91,6 +91,9 @@ class Store:
         self._ensuring = Coalesce()
         self._waiting: dict[str, list[Deferred]] = {}  # by index: callers for the next refresh
         self._refreshing: set[str] = set()  # indexes with a refresh under way
+        # Called with ("bulk_item", count) for copies the engine would not remove (Beater counts
+        # them in its metrics).
+        self.failed: Callable[[str, int], Any] = lambda what, count: None
 
     async def ensure(self, index: str) -> None:
         """Make ``index`` (with the engine's defaults and templates) unless it exists, and map
@@ -160,14 +163,23 @@ class Store:
         if not actions:
             return
         try:
-            await self.engine.bulk(actions)
+            refused = await self.engine.bulk_items([[action] for action in actions])
         except (EngineUnavailable, EngineError) as e:
-            log.warn(
-                "Beater: {count} documents stored but not published stay in {index}: {error}",
-                count=len(actions),
-                index=index,
-                error=e,
-            )
+            self._stay(index, len(actions), str(e))
+            return
+        # 404 and 409: removed, or written again, since: not these copies any more.
+        refused = [r for r in refused if r.status not in (404, 409)]
+        if refused:
+            self._stay(index, len(refused), str(refused[0]))
+
+    def _stay(self, index: str, count: int, error: str) -> None:
+        self.failed("bulk_item", count)
+        log.warn(
+            "Beater: {count} documents stored but not published stay in {index}: {error}",
+            count=count,
+            index=index,
+            error=error,
+        )
 
     def refresh(self, index: str) -> Deferred[None]:
         """Make every document stored before this call visible to search: fire once a refresh

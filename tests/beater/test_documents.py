@@ -37,6 +37,8 @@ def refused(body: bytes, content_type: str = "application/json", **limits) -> st
         (b'[{"ok": 1}, {"msg": "\\ud800"}]', "item 2: a string holds a lone UTF-16 surrogate"),
         (b'{"a": NaN}', "NaN is not a JSON number"),
         (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": 1e999}', "1e999 is too large for a number (a double)"),
+        (b'[{"a": 1}, {"b": -1E+309}]', "-1E+309 is too large for a number (a double)"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )

@@ -8,10 +8,15 @@ import json
 import cbor2
 import pytest
 import pytest_twisted
-from autobahn.wamp.exception import ApplicationError, TransportLost
+from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from twisted.internet.defer import Deferred, fail, succeed
 
+from beater.engine import Engine
+from beater.identity import identify
+from beater.percolator import Percolator
 from beater.service import EVENT_BYTES, Beater, RouterUnavailable
+from beater.store import Store
+from estrom.testing import http
 
 
 class _Percolator:
@@ -190,3 +195,35 @@ async def test_small_hits_of_a_query_go_in_one_event(known):
     documents = [{"n": n, "msg": "GET /api 200"} for n in range(1000)]
     events = await published(documents, request_sizes(documents[:500], documents[500:]) if known else None)
     assert [len(hits) for hits, _ in events] == [1000]
+
+
+class _FailsSecond:
+    """A session whose second publication of a batch cannot be sent (as autobahn's
+    SerializationError): the first has gone out."""
+
+    def __init__(self):
+        self.published: list[str] = []
+
+    def publish(self, topic, *hits, options=None):
+        if self.published:
+            raise SerializationError("cannot serialize this event")
+        self.published.append(topic)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_publication_that_fails_otherwise_than_a_lost_router_leaves_no_copy_in_the_store(
+    stack, index
+):
+    engine = Engine(stack.engine_url)
+    percolator, store = Percolator(engine), Store(engine)
+    service = Beater(percolator, store=store)
+    session = service.session = _FailsSecond()
+    await store.ensure(index)
+    for query in ("a:1", "b:1"):
+        await percolator.store(identify(index, query))
+    with pytest.raises(SerializationError):  # a bug: a 500 for the sender, not "retry"
+        await service.deliver(index, [{"a": 1, "b": 1}], ids=["sent-once"])
+    assert len(session.published) == 1
+    await http.post(f"{stack.engine_url}/{index}/_refresh")
+    response = await http.get(f"{stack.engine_url}/{index}/_doc/sent-once")
+    assert (await response.json())["found"] is False  # the sender will send it again: no copy stays

@@ -97,8 +97,26 @@ def _json(value) -> bytes:
     return json.dumps(value).encode("utf-8", "surrogatepass")
 
 
+# Numbers as a sender's bytes spell them, not as json.dumps would: exponents past a double's
+# range (1e999 parses as inf), long digit runs, and the literals JSON does not have.
+_raw_numbers = st.one_of(
+    st.builds(
+        lambda sign, digits, fraction, exponent: f"{sign}{digits}{fraction}{exponent}",
+        st.sampled_from(["", "-"]),
+        st.from_regex(r"\A(0|[1-9][0-9]{0,30})\Z"),
+        st.sampled_from(["", ".0", ".5", ".000001"]),
+        st.one_of(st.just(""), st.integers(-400, 400).map(lambda e: f"e{e}"), st.just("E+309")),
+    ),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "true", "null"]),
+)
+_raw_documents = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "n"]), _raw_numbers), min_size=1, max_size=4
+).map(lambda fields: ("{" + ", ".join(f'"{name}": {value}' for name, value in fields) + "}").encode())
+
 ingest_bodies = st.one_of(
     st.binary(max_size=200),
+    _raw_documents,
+    st.lists(_raw_documents, min_size=1, max_size=3).map(lambda docs: b"[" + b",".join(docs) + b"]"),
     json_values.map(_json),
     _documents.map(_json),
     st.lists(_documents, max_size=5).map(_json),
