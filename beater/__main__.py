@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             settings.percolate_page_size,
             settings.percolator_replicas,
             max_queries=settings.max_queries_per_index,
+            max_indexes=settings.max_percolator_indexes,
             listened_window=settings.active_grace_seconds,
         ),
         settings.batching(),

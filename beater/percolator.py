@@ -58,6 +58,10 @@ class TooManyQueries(Exception):
     """An index has as many stored queries as it may have."""
 
 
+class TooManyIndexes(Exception):
+    """There are as many percolator indexes as there may be, and this one would be new."""
+
+
 @dataclass(frozen=True)
 class _Made:
     """How a percolator index was made: after a source index (``source``) or not, the default
@@ -82,6 +86,7 @@ class Percolator:
         replicas: str = "0-1",
         max_filter_terms: int = 10_000,
         max_queries: int = 10_000,
+        max_indexes: int = 100,
         clock: IReactorTime = default_reactor,
         listened_window: float = 60.0,
     ):
@@ -90,6 +95,9 @@ class Percolator:
         # whoever listens: see percolate().
         self.listened_window = listened_window
         self.max_queries = max_queries  # per index
+        # Percolator indexes at most: each GET of a stream on a new index name would make one.
+        self.max_indexes = max_indexes
+        self._creating = DeferredLock()  # one percolator index counted and made at a time
         self._ensuring = Coalesce()  # by source index
         self._counting: dict[str, DeferredLock] = {}  # by source index: a count and a store at a time
         # By source index: the field paths of stored documents its percolator index followed.
@@ -463,6 +471,37 @@ class Percolator:
         if made is not None:
             await self._serving(name)
             return made
+        await self._creating.acquire()
+        try:
+            return await self._create(index)
+        finally:
+            self._creating.release()
+
+    async def room_for(self, index: str) -> None:
+        """Raise TooManyIndexes if the percolator index of ``index`` would be new, and there
+        are as many as there may be."""
+        if await self._made(index) is not None:
+            return
+        answer = await self.engine.request(
+            "GET",
+            f"/_cat/indices/{PREFIX}*",
+            params={"h": "index", "format": "json", "expand_wildcards": "all"},
+        )
+        if len(answer) >= self.max_indexes:
+            raise TooManyIndexes(
+                f"estrom has {len(answer)} percolator indexes, as many as it may have "
+                f"(ESTROM_MAX_PERCOLATOR_INDEXES): a query on the new index '{index}' is refused"
+            )
+
+    async def _create(self, index: str) -> _Made:
+        """Make the percolator index of ``index``, if there may be one more and it is still
+        not there (counted and made under ``_creating``)."""
+        name = percolator_index(index)
+        made = await self._made(index)
+        if made is not None:
+            await self._serving(name)
+            return made
+        await self.room_for(index)
         body = await self._source_copy(index) or _without_source()
         body["settings"].update(_replicas(self.replicas))
         body["settings"]["index.percolator.map_unmapped_fields_as_text"] = True
@@ -480,7 +519,12 @@ class Percolator:
             if e.type != "resource_already_exists_exception":
                 raise
             await self._serving(name)  # created meanwhile by another Beater
-            return await self._ensure_index(index)
+            made = await self._made(index)
+            if made is None:
+                raise EngineUnavailable(
+                    f"the percolator index of '{index}' was made and removed meanwhile"
+                ) from e
+            return made
         await self._serving(name)
         return _made(body["mappings"])
 

@@ -26,7 +26,7 @@ from beater.documents import CBOR_PER_JSON_BYTE, DEFAULT_DOCUMENT_LIMITS, Docume
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import Identified, identify
 from beater.interest import Interest
-from beater.percolator import InvalidIndex, Percolator, TooManyQueries, check_index
+from beater.percolator import InvalidIndex, Percolator, TooManyIndexes, TooManyQueries, check_index
 from beater.pipeline import Pipeline, Rejected
 from beater.store import Store
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
@@ -174,7 +174,9 @@ class Beater:
             self._may_read(details, index, f"the index {index!r}")
             identified = self._identify(index, query)
             if self.store is not None:
-                # Before the percolator index is made: it is made like the source index.
+                # Before the percolator index is made: it is made like the source index (if
+                # there may be one more).
+                await self.percolator.room_for(identified.index)
                 await self.store.ensure(identified.index)
             await self._store(identified)
             if self.interest is not None:
@@ -185,6 +187,8 @@ class Beater:
             raise ApplicationError(api.INVALID_QUERY, str(e)) from None
         except TooManyQueries as e:
             raise ApplicationError(api.TOO_MANY_QUERIES, str(e)) from None
+        except TooManyIndexes as e:
+            raise ApplicationError(api.TOO_MANY_INDEXES, str(e)) from None
         except (EngineUnavailable, EngineError) as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         self._seen.add(identified.id)

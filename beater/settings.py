@@ -52,6 +52,12 @@ class BeaterSettings(ServiceSettings):
         "ESTROM_PERCOLATOR_REPLICAS",
         "replicas of each percolator index: a number, or a range the engine auto-expands within",
     )
+    max_percolator_indexes: int = setting(
+        100,
+        "ESTROM_MAX_PERCOLATOR_INDEXES",
+        "percolator indexes (one per index queries are registered on) at most; a query on a new "
+        "index past it is refused",
+    )
     max_queries_per_index: int = setting(
         10_000,
         "ESTROM_MAX_QUERIES_PER_INDEX",

@@ -5,6 +5,7 @@ INVALID_INDEX = "estrom.error.invalid_index"
 UNKNOWN_SUBSCRIPTION = "estrom.error.unknown_subscription"
 UNAVAILABLE = "estrom.error.unavailable"
 TOO_MANY_QUERIES = "estrom.error.too_many_queries"
+TOO_MANY_INDEXES = "estrom.error.too_many_indexes"  # ESTROM_MAX_PERCOLATOR_INDEXES reached
 INVALID_ARGUMENT = "estrom.error.invalid_argument"
 NOT_AUTHORIZED = "estrom.error.not_authorized"  # the caller's token may not read that index
 NOT_AUTHENTICATED = "estrom.error.not_authenticated"  # no token, or not a valid one (router)

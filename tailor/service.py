@@ -40,6 +40,7 @@ _STATUS = {
     "wamp.error.not_authorized": 403,
     api.UNKNOWN_SUBSCRIPTION: 404,
     api.TOO_MANY_QUERIES: 429,  # until unused queries are removed: no Retry-After
+    api.TOO_MANY_INDEXES: 429,  # until percolator indexes are removed: no Retry-After
     # Tailor checks its client's token first: when Beater refuses, Tailor's own token
     # (ESTROM_TAILOR_TOKEN) may not read what its clients may, a misconfiguration (logged).
     api.NOT_AUTHORIZED: 500,

@@ -97,3 +97,30 @@ async def test_the_sweep_keeps_stored_queries_in_step_with_a_growing_source_mapp
     assert (status, answer["matched"]) == (200, 1)
     assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(1)] == [2]
     stream.close()
+
+
+@pytest.mark.parametrize("store", ["false", "true"], ids=["live", "stored"])
+@pytest_twisted.ensureDeferred
+async def test_a_query_on_one_index_too_many_is_refused_before_its_index_is_made(
+    stack, sole_beater, index, store
+):
+    # Each stream on a new index name would make an engine index: they are bounded.
+    response = await http.get(f"{stack.engine_url}/_cat/indices/estrom-queries-*", params={"format": "json"})
+    existing = len(await response.json())
+    sole_beater(ESTROM_MAX_PERCOLATOR_INDEXES=str(existing + 2), ESTROM_STORE=store)
+    session = await wamp_session(stack.router_url)
+    try:
+        for n in range(2):
+            await session.call(api.REGISTER, f"{index}-{n}", "a")
+        with pytest.raises(ApplicationError) as raised:
+            await session.call(api.REGISTER, f"{index}-2", "a")
+        assert raised.value.error == api.TOO_MANY_INDEXES
+        assert f"{existing + 2} percolator indexes" in raised.value.args[0]
+        status, answer = await get(stack.tailor_url + "/api/v0.1/docs", {"i": f"{index}-3", "q": "a"})
+        assert status == 429 and "ESTROM_MAX_PERCOLATOR_INDEXES" in answer["error"]
+        for refused in (2, 3):  # neither its percolator index nor (with the store) the index itself
+            for name in (f"estrom-queries-{index}-{refused}", f"{index}-{refused}"):
+                assert (await http.head(f"{stack.engine_url}/{name}")).code == 404
+        assert isinstance(await session.call(api.REGISTER, f"{index}-0", "b"), str)  # known indexes take more
+    finally:
+        session.leave()
