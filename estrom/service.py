@@ -67,6 +67,8 @@ def serve(
     site.access_log = settings.access_log
     site.open_paths = HEALTH_PATHS
     site.metrics = metrics.metrics
-    reactor.listenTCP(settings.port, site, interface=settings.host)
+    # Twisted's default backlog is 50: a burst of connections (a reconnect storm) overflows it,
+    # and clients retransmit their SYN after 1, 3, 7, 15 s.
+    reactor.listenTCP(settings.port, site, backlog=settings.listen_backlog, interface=settings.host)
     log.info(invitation, host=settings.host, port=settings.port)
     run([wamp], log_level="info")

@@ -119,6 +119,12 @@ class ServiceSettings:
         "ESTROM_REQUEST_DEADLINE_SECONDS",
         "seconds a client has to send a whole request, head and body; past it 408 and closed",
     )
+    listen_backlog: int = setting(
+        4096,
+        "ESTROM_LISTEN_BACKLOG",
+        "connections the kernel queues before they are accepted (bounded by net.core.somaxconn); "
+        "past it, connecting clients wait seconds to retry",
+    )
     access_log: bool = setting(
         False,
         "ESTROM_ACCESS_LOG",
