@@ -26,7 +26,15 @@ def stack(request) -> Stack:
     again before it ends."""
     workdir = ARTIFACTS / f"stack-{request.param}"
     shutil.rmtree(workdir, ignore_errors=True)
-    system = Stack(workdir, ports=TEST_PORTS, engine=request.param, watcher=secrets.token_urlsafe(24))
+    system = Stack(
+        workdir,
+        ports=TEST_PORTS,
+        engine=request.param,
+        watcher=secrets.token_urlsafe(24),
+        # Each test has an index of its own, and so a percolator index: a run makes several
+        # hundred, past the default cap (tests/beater/test_stored_queries.py tests the cap).
+        env={"ESTROM_MAX_PERCOLATOR_INDEXES": "100000"},
+    )
     try:
         system.start_engine()
         system.start_router()

@@ -98,10 +98,11 @@ def team(stack):
         + tokens.entry("bob", secrets["bob"], read=["team-b-*"])
         + tokens.entry("prometheus", secrets["prometheus"], read=["*"])
     )
-    stack.env = {"ESTROM_TOKENS": str(path), "ESTROM_TAILOR_TOKEN": secrets["tailor"]}
+    before = stack.env
+    stack.env = {**before, "ESTROM_TOKENS": str(path), "ESTROM_TAILOR_TOKEN": secrets["tailor"]}
     _restart(stack)
     yield Team(stack, path, secrets, f"team-a-{run}", f"team-b-{run}", f"other-{run}")
-    stack.env = {}
+    stack.env = before
     _restart(stack)
 
 
