@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     serve(
         settings,
-        IngestSite(IngestRoot(beater), settings.max_body_bytes),
+        IngestSite(IngestRoot(beater), settings.max_body_bytes, settings.max_bytes_in_flight),
         (limits, tokens),
         {"engine": partial(engine_answers, engine), "router": beater.router_joined},
         # With the router's own counts (its meta API), asked when scraped.

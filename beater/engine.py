@@ -60,6 +60,16 @@ class EngineUnavailable(Exception):
         self.status = status
 
 
+# Refusals that say how estrom or the engine is set up (a closed or write-blocked index, a
+# security plugin refusing Beater's requests), not what a sender sent: no sender can mend them.
+_MISCONFIGURATIONS = {
+    "index_closed_exception",
+    "cluster_block_exception",
+    "security_exception",
+    "authorization_exception",
+}
+
+
 class EngineError(Exception):
     """The engine refused a request (4xx); ``reason`` is its own explanation."""
 
@@ -69,6 +79,21 @@ class EngineError(Exception):
         self.type, self.reason = _reason(body)
         super().__init__(f"{status} {self.type}: {self.reason}")
 
+    @property
+    def misconfiguration(self) -> bool:
+        """Whether the engine refused because of how estrom or the engine is set up."""
+        return (
+            self.status in (401, 403)
+            or self.type in _MISCONFIGURATIONS
+            or _outer(self.body) in (_MISCONFIGURATIONS)
+        )
+
+
+def _outer(body: Any) -> str | None:
+    """The outermost type of error the engine gave."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("type")) if isinstance(error, dict) else None
+
 
 def _reason(body: Any) -> tuple[str, str]:
     """The innermost (most specific) cause the engine gave."""
@@ -77,6 +102,11 @@ def _reason(body: Any) -> tuple[str, str]:
         return "error", str(error or body)
     while isinstance(error.get("caused_by"), dict):
         error = error["caused_by"]
+    # A search that failed on every shard may say only that (Elasticsearch 7 leaves out
+    # caused_by): the shards' own cause is its first root cause.
+    roots = body["error"].get("root_cause")
+    if error.get("type") == "search_phase_execution_exception" and roots and isinstance(roots[0], dict):
+        error = roots[0]
     return str(error.get("type", "error")), str(error.get("reason", ""))
 
 

@@ -26,10 +26,11 @@ from beater.bulk import BulkItem, parse_bulk
 from beater.documents import JSON_TYPES, NDJSON_TYPES, BadDocuments, TooManyDocuments, parse_documents
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
-from beater.pipeline import Overloaded, Rejected
+from beater.pipeline import Misconfigured, Overloaded, Rejected
 from beater.service import Beater, RouterUnavailable
 from estrom.http import (
     Branch,
+    ByteBudget,
     GuardedSite,
     JsonResource,
     NotFound,
@@ -37,6 +38,7 @@ from estrom.http import (
     api_root,
     json_answer,
     principal_of,
+    refuse_now,
     send_error,
     send_json,
 )
@@ -50,10 +52,16 @@ BISECTIONS = 64
 
 
 class LimitedRequest(Request):
-    """A request that stops storing its body past ``site.max_body_bytes`` bytes."""
+    """A request that stops storing its body past ``site.max_body_bytes`` bytes, and holds its
+    bytes in the site's ``budget`` (ESTROM_MAX_BYTES_IN_FLIGHT) from the moment its length is
+    known until it is answered: past the budget it is answered 429 at once, its body unread."""
 
     body_too_large = False
+    over_budget = False
     _received = 0
+    _held = 0
+    _length: int | None = None
+    _budget: ByteBudget
     _unknown = False
 
     def gotLength(self, length: int | None) -> None:
@@ -62,22 +70,63 @@ class LimitedRequest(Request):
         self.content = BytesIO()
         # The headers are in: a sender without a valid token gets 401 without its body being kept.
         self._unknown = self.channel.site.authenticate(self) is None
+        if self._unknown:
+            return
+        self._length = length
+        # Kept here: a request whose connection is lost has no channel any more.
+        self._budget = self.channel.site.budget
+        self.notifyFinish().addBoth(self._give_back)
+        # From Content-Length, before a byte of the body is read.
+        if length is not None and length <= self.channel.site.max_body_bytes and not self.hold(length):
+            self._refuse_now()
+
+    def hold(self, count: int) -> bool:
+        """Hold ``count`` more bytes for this request in the site's budget, if there is room;
+        whether they are held."""
+        if self._budget.take(count):
+            self._held += count
+            return True
+        return False
+
+    def over_budget_message(self) -> str:
+        held = self._budget.held
+        return f"Beater holds {held} bytes of requests already (ESTROM_MAX_BYTES_IN_FLIGHT): retry"
+
+    def _refuse_now(self) -> None:
+        """429 while the body is still on its way: it is read, and dropped."""
+        self.over_budget = True
+        refuse_now(self, "429 Too Many Requests", self.over_budget_message(), RETRY_AFTER)
+
+    def _give_back(self, result: Any) -> None:
+        self._budget.give(self._held)
+        self._held = 0
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)
         if self._received > self.channel.site.max_body_bytes:
             self.body_too_large = True
             return
-        if not self._unknown:
-            super().handleContentChunk(data)
+        if self._unknown or self.over_budget:
+            return
+        # A chunked body is held as its bytes arrive.
+        if self._length is None and not self.hold(len(data)):
+            self._refuse_now()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self.over_budget:  # answered already: the client closes, or LINGER_SECONDS do
+            return
+        super().process()
 
 
 class IngestSite(GuardedSite):
     requestFactory = LimitedRequest
 
-    def __init__(self, resource: Resource, max_body_bytes: int):
+    def __init__(self, resource: Resource, max_body_bytes: int, max_bytes_in_flight: int):
         super().__init__(resource)
         self.max_body_bytes = max_body_bytes
+        self.budget = ByteBudget(max_bytes_in_flight)
 
 
 class DocsResource(Branch):
@@ -118,7 +167,7 @@ class _Ingest(JsonResource):
             body, content_type = request_body(request, JSON_TYPES + NDJSON_TYPES)
             return body, parse(body, content_type)
         except Refused as e:
-            send_error(request, e.status, str(e))
+            send_error(request, e.status, str(e), e.headers)
         except TooManyDocuments as e:
             send_error(request, 413, str(e))
         except BadDocuments as e:
@@ -152,6 +201,10 @@ class IndexDocsResource(_Ingest):
         except Rejected as e:
             self.beater.metrics.refused(index, len(documents), 422)
             send_error(request, 422, f"the search engine refused the documents: {e}")
+            return
+        except Misconfigured as e:
+            self.beater.metrics.refused(index, len(documents), 500)
+            send_error(request, 500, f"{e} (a misconfiguration, logged): not the sender's to mend")
             return
         except Overloaded as e:
             self.beater.metrics.refused(index, len(documents), 429)
@@ -337,6 +390,8 @@ class BulkResource(_Ingest):
                     f"(too many were refused in one request to tell which): {e}"
                 )
             _refuse(items, 400, "mapper_parsing_exception", reason)
+        except Misconfigured as e:
+            _refuse(items, 500, "illegal_state_exception", f"{e} (a misconfiguration, logged)")
         except Overloaded as e:
             _refuse(items, 429, "es_rejected_execution_exception", f"{e}: retry later")
         except (EngineUnavailable, RouterUnavailable) as e:
@@ -362,9 +417,10 @@ def _index_name(segment: bytes) -> str | None:
 class Refused(Exception):
     """A request body estrom cannot read: the status to answer, and why."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tuple[bytes, str]:
@@ -382,7 +438,10 @@ def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tup
     body = request.content.getvalue()
     encoding = (request.getHeader(b"content-encoding") or b"identity").decode("latin-1").strip().lower()
     if encoding == "gzip":
-        return gunzip(body, limit), content_type
+        body = gunzip(body, limit)
+        if not request.hold(len(body)):  # the gunzipped copy is held too
+            raise Refused(429, request.over_budget_message(), RETRY_AFTER)
+        return body, content_type
     if encoding != "identity":
         raise Refused(415, f"unsupported Content-Encoding '{encoding[:100]}': use gzip or none")
     return body, content_type

@@ -43,6 +43,9 @@ ID_FIELD = "estrom_id"
 META_FIELD = "estrom_meta"
 ALL_FIELD = "estrom_all"
 SEEN_FIELD = "estrom_seen"  # when someone last registered, looked up or listened to it (epoch s)
+# Why the engine could not run a stored query at percolation time: the query is kept without
+# its clause (out of percolation), so that a lookup can say why.
+TAKEN_OUT_FIELD = "estrom_taken_out"
 META_KEY = "estrom"  # in the percolator index's mapping _meta: how it was made
 # Leases of the work one Beater at a time does (the sweep): no index a sender can name starts
 # with "." (check_index), nor is it a percolator index.
@@ -52,6 +55,10 @@ LEASES = ".estrom-leases"
 _RECOVERING_RETRIES = 50  # 0.1 s apart
 _FIELDS_FOLLOWED = 10_000  # field paths remembered per index (the engine's default limit is 1,000)
 _MAPPING_ATTEMPTS = 5  # registrations at the same time may map the same new fields
+# Percolations of one batch spent finding the stored queries the engine cannot run (each
+# such query costs about twice the logarithm of the index's count of queries).
+_PROBES = 64
+_TAKE_OUT_ROUNDS = 4  # finds, then percolations again, for one batch at most
 
 
 class TooManyQueries(Exception):
@@ -60,6 +67,10 @@ class TooManyQueries(Exception):
 
 class TooManyIndexes(Exception):
     """There are as many percolator indexes as there may be, and this one would be new."""
+
+
+class TakenOut(Exception):
+    """A query the engine could not run when percolating was taken out of percolation."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +123,12 @@ class Percolator:
         # Indexes whose queries were not all stored again after their mapping grew.
         self._store_again_pending: set[str] = set()
         # Called with ("bulk_item", count) for items of the sweep's bulk requests the engine
-        # refused (Beater counts them in its metrics).
+        # refused, ("query_taken_out", 1) for each query taken out of percolation (Beater counts
+        # them in its metrics).
         self.failed: Callable[[str, int], Any] = lambda what, count: None
+        # Called with (query ID, why) when a query is taken out of percolation (Beater tells
+        # its subscribers).
+        self.taken_out: Callable[[str, str], Any] = lambda query_id, why: None
 
     async def store(self, query: Identified) -> None:
         """Store ``query`` so that it matches from the moment this returns.
@@ -185,7 +200,7 @@ class Percolator:
                 answer = await self.engine.request(
                     "GET",
                     path(percolator_index(query.index), "_doc", query.id),
-                    params={"_source_includes": SEEN_FIELD},
+                    params={"_source_includes": f"{SEEN_FIELD},{TAKEN_OUT_FIELD}"},
                 )
             except EngineError as e:
                 if e.status == 404:
@@ -198,9 +213,10 @@ class Percolator:
                     raise
                 await deferLater(self._clock, 0.1, lambda: None)
                 continue
-            if not answer.get("found"):
-                return None
-            return int(answer.get("_source", {}).get(SEEN_FIELD) or 0)
+            source = answer.get("_source", {}) if answer.get("found") else {}
+            if not source or TAKEN_OUT_FIELD in source:
+                return None  # not stored, or taken out: registering it stores it again
+            return int(source.get(SEEN_FIELD) or 0)
         return None
 
     async def _listened(self, name: str, query_id: str, seen: int) -> None:
@@ -401,16 +417,23 @@ class Percolator:
         self._followed.setdefault(index, set()).update(fields)
 
     async def find(self, query_id: str) -> dict[str, Any] | None:
-        """The ``{"index", "query"}`` a query ID was registered with, or None."""
+        """The ``{"index", "query"}`` a query ID was registered with, or None. Raises TakenOut
+        (saying why) for a query taken out of percolation."""
         answer = await self.engine.request(
             "POST",
             f"/{PREFIX}*/_search",
-            {"query": {"ids": {"values": [query_id]}}, "_source": [META_FIELD, SEEN_FIELD], "size": 1},
+            {
+                "query": {"ids": {"values": [query_id]}},
+                "_source": [META_FIELD, SEEN_FIELD, TAKEN_OUT_FIELD],
+                "size": 1,
+            },
             params={"ignore_unavailable": "true", "allow_no_indices": "true"},
         )
         hits = answer["hits"]["hits"]
         if not hits:
             return None
+        if TAKEN_OUT_FIELD in hits[0]["_source"]:
+            raise TakenOut(_taken_out_message(hits[0]["_source"][TAKEN_OUT_FIELD]))
         await self._listened(hits[0]["_index"], query_id, int(hits[0]["_source"].get(SEEN_FIELD) or 0))
         return hits[0]["_source"][META_FIELD]
 
@@ -444,6 +467,7 @@ class Percolator:
             "track_total_hits": False,
         }
         matches: dict[str, list[int]] = {}
+        rounds = 0
         while True:
             try:
                 answer = await self.engine.request("POST", path(percolator_index(index), "_search"), body)
@@ -455,7 +479,15 @@ class Percolator:
                     body["query"], wanted = percolate, set(only)
                     body["docvalue_fields"] = [SEEN_FIELD]
                     continue
-                raise
+                if e.misconfiguration or rounds == _TAKE_OUT_ROUNDS:
+                    raise
+                # The documents' fault (raised as it is), or a stored query's: then it is taken
+                # out, and the batch percolated again, from its first page.
+                rounds += 1
+                await self._take_out_failing(index, documents, e)
+                matches.clear()
+                body.pop("search_after", None)
+                continue
             hits = answer["hits"]["hits"]
             for hit in hits:
                 if wanted is None or hit["_id"] in wanted or _seen(hit) >= since:
@@ -463,6 +495,102 @@ class Percolator:
             if len(hits) < self.page_size:
                 return matches
             body["search_after"] = hits[-1]["sort"]
+
+    async def _take_out_failing(self, index: str, documents: list[dict], error: EngineError) -> None:
+        """After the percolation of ``documents`` failed with ``error``: raise it if the
+        documents are what the engine cannot read; else find the stored queries it cannot run
+        (by halves of the sorted query IDs) and take them out of percolation. Raises
+        EngineUnavailable if none was found (the failure did not come again)."""
+        name = percolator_index(index)
+        percolate = {"percolate": {"field": QUERY_FIELD, "documents": documents}}
+
+        async def fails(chosen: dict[str, Any]) -> str | None:
+            """Why the documents fail against the queries ``chosen`` selects, or None."""
+            # Every match counted: each chosen query is run (without a count to make, the engine
+            # would stop at the first page, or before for a page of none).
+            body = {"query": {"bool": {"filter": [percolate, chosen]}}, "size": 0, "track_total_hits": True}
+            try:
+                await self.engine.request("POST", path(name, "_search"), body)
+            except EngineError as e:
+                if e.misconfiguration:
+                    raise
+                return e.reason
+            return None
+
+        # Against no stored query at all, the engine still reads every document.
+        if await fails({"term": {ID_FIELD: ""}}) is not None:
+            raise error
+        ids = await self._query_ids(name)
+        found: list[tuple[str, str]] = []
+        halves, probes = [(0, len(ids))] if ids else [], _PROBES
+        while halves and probes:
+            start, end = halves.pop()
+            probes -= 1
+            why = await fails({"range": {ID_FIELD: {"gte": ids[start], "lte": ids[end - 1]}}})
+            if why is None:
+                continue
+            if end - start == 1:
+                found.append((ids[start], why))
+                continue
+            middle = (start + end) // 2
+            halves += [(middle, end), (start, middle)]
+        for query_id, why in found:
+            await self._take_out(name, query_id, why)
+        if not found:
+            raise EngineUnavailable(f"percolating failed, and not again on its own: {error.reason}: retry")
+
+    async def _query_ids(self, name: str) -> list[str]:
+        """The IDs of the queries of a percolator index still percolated, sorted."""
+        body: dict[str, Any] = {
+            "query": {"bool": {"must_not": [{"exists": {"field": TAKEN_OUT_FIELD}}]}},
+            "_source": False,
+            "size": 10_000,
+            "sort": [{ID_FIELD: "asc"}],
+            "track_total_hits": False,
+        }
+        ids: list[str] = []
+        while True:
+            hits = (await self.engine.request("POST", path(name, "_search"), body))["hits"]["hits"]
+            ids.extend(hit["_id"] for hit in hits)
+            if len(hits) < body["size"]:
+                return ids
+            body["search_after"] = hits[-1]["sort"]
+
+    async def _take_out(self, name: str, query_id: str, why: str) -> None:
+        """Keep a stored query without its clause, and why: it matches nothing from now on, a
+        lookup says why, and registering it again tries to store it again."""
+        await self.engine.request(
+            "PUT", path(name, "_mapping"), {"properties": {TAKEN_OUT_FIELD: _TAKEN_OUT}}
+        )
+        stored = await self.engine.request("GET", path(name, "_doc", query_id))
+        if not stored.get("found"):
+            return  # removed meanwhile
+        source = {key: value for key, value in stored["_source"].items() if key != QUERY_FIELD}
+        source[TAKEN_OUT_FIELD] = why[:1000]
+        try:
+            await self.engine.request(
+                "PUT",
+                path(name, "_doc", query_id),
+                source,
+                params={
+                    "refresh": "true",
+                    "if_seq_no": str(stored["_seq_no"]),
+                    "if_primary_term": str(stored["_primary_term"]),
+                },
+            )
+        except EngineError as e:
+            if e.status == 409:
+                return  # stored again meanwhile: percolated again, and taken out again if it fails
+            raise
+        self.failed("query_taken_out", 1)
+        log.error(
+            "Beater: the search engine cannot run the stored query {id} of {name} when percolating, "
+            "so it was taken out of percolation: {why}",
+            id=query_id,
+            name=name,
+            why=why,
+        )
+        self.taken_out(query_id, _taken_out_message(why))
 
     async def _ensure_index(self, index: str) -> _Made:
         """Create the percolator index of ``index`` unless it exists; how it is made."""
@@ -511,6 +639,7 @@ class Percolator:
                 ID_FIELD: {"type": "keyword"},
                 META_FIELD: {"type": "object", "enabled": False},
                 SEEN_FIELD: {"type": "long"},
+                TAKEN_OUT_FIELD: _TAKEN_OUT,
             }
         )
         try:
@@ -686,6 +815,16 @@ class Percolator:
                     raise InvalidQuery(e.reason) from e
             answer = await self.engine.request("GET", path(name, "_mapping"))
             known = set(_field_names(answer[name]["mappings"].get("properties", {})))
+
+
+_TAKEN_OUT = {"type": "keyword"}
+
+
+def _taken_out_message(why: str) -> str:
+    return (
+        f"the search engine can no longer run this query, and it was taken out: {why} "
+        "(register it again to store it again)"
+    )
 
 
 def _paths(value: Any, prefix: str, into: set[str]) -> None:

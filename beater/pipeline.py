@@ -34,6 +34,11 @@ class Rejected(Exception):
     """The engine cannot read these documents (the sender's fault: do not retry as is)."""
 
 
+class Misconfigured(Exception):
+    """The engine refuses Beater because of how estrom or the engine is set up (a closed index, a
+    security plugin): no sender's fault, and a retry will not mend it until someone does."""
+
+
 @dataclass
 class _Request:
     documents: list[dict]

@@ -26,8 +26,15 @@ from beater.documents import CBOR_PER_JSON_BYTE, DEFAULT_DOCUMENT_LIMITS, Docume
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import Identified, identify
 from beater.interest import Interest
-from beater.percolator import InvalidIndex, Percolator, TooManyIndexes, TooManyQueries, check_index
-from beater.pipeline import Pipeline, Rejected
+from beater.percolator import (
+    InvalidIndex,
+    Percolator,
+    TakenOut,
+    TooManyIndexes,
+    TooManyQueries,
+    check_index,
+)
+from beater.pipeline import Misconfigured, Pipeline, Rejected
 from beater.store import Store
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
 from estrom import api
@@ -77,6 +84,8 @@ class Beater:
         metrics: BeaterMetrics | None = None,
     ):
         self.percolator = percolator
+        if percolator is not None:
+            percolator.taken_out = self._taken_out
         self.metrics = metrics or BeaterMetrics()
         for counting in (percolator, store):
             if counting is not None:  # what the sweep and the store's clean-up fail to do is counted
@@ -120,6 +129,16 @@ class Beater:
         self.session = session
         self.metrics.router_joined.set(1)
         log.info("Beater joined realm {realm} as {authid}", realm=details.realm, authid=details.authid)
+
+    def _taken_out(self, query_id: str, why: str) -> None:
+        """Tell the subscribers of a query taken out of percolation that no hit will follow."""
+        session = self.session
+        if session is None:
+            return  # they hear it when they open it again (a lookup says why)
+        try:
+            session.publish(api.topic(query_id), **{api.ENDED: why})
+        except TransportLost:
+            pass
 
     async def router_joined(self) -> str | None:
         """Beater's readiness check of the router: None once joined, with its procedures."""
@@ -229,6 +248,8 @@ class Beater:
             found = await self._engine_calls.run(
                 lambda: Deferred.fromCoroutine(self.percolator.find(query_id))
             )
+        except TakenOut as e:
+            raise ApplicationError(api.INVALID_QUERY, str(e)) from None
         except (EngineUnavailable, EngineError) as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         if found is None:
@@ -357,6 +378,13 @@ class Beater:
                 matches, stored = await self._percolate_and_store(index, documents, ids, cursors, only)
                 percolated = time.monotonic() - started
             except EngineError as e:
+                if e.misconfiguration:
+                    log.error(
+                        "Beater: the search engine refuses to percolate {index} (a misconfiguration): {error}",
+                        index=index,
+                        error=e,
+                    )
+                    raise Misconfigured(f"the search engine refuses Beater: {e.reason}") from e
                 raise Rejected(e.reason) from e
             finally:
                 if before is not None:

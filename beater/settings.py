@@ -23,6 +23,12 @@ class BeaterSettings(ServiceSettings):
     host: str = setting("127.0.0.1", "ESTROM_BEATER_HOST", "address the ingest HTTP server listens on")
     port: int = setting(8070, "ESTROM_BEATER_PORT", "port of the ingest HTTP server")
     max_body_bytes: int = setting(10 * 1024 * 1024, "ESTROM_MAX_BODY_BYTES", "largest ingest request body")
+    max_bytes_in_flight: int = setting(
+        256 * 1024 * 1024,
+        "ESTROM_MAX_BYTES_IN_FLIGHT",
+        "bytes of request bodies (and their gunzipped copies) Beater holds at once, from their "
+        "Content-Length until answered; past it 429 + Retry-After before the body is read",
+    )
     max_docs_per_request: int = setting(
         10_000, "ESTROM_MAX_DOCS_PER_REQUEST", "most documents in one ingest request; past it 413"
     )

@@ -12,6 +12,11 @@ NOT_AUTHENTICATED = "estrom.error.not_authenticated"  # no token, or not a valid
 NO_STORE = "estrom.error.no_store"  # a backlog was asked of an estrom that keeps no documents
 
 
+# The keyword argument of an event on a query's topic that carries no hits: the query was taken
+# out of percolation (the search engine can no longer run it), and no hit will follow; its value
+# says why.
+ENDED = "ended"
+
 REGISTER = "estrom.register"
 LOOKUP = "estrom.lookup"
 BACKLOG = "estrom.backlog"

@@ -443,6 +443,49 @@ class _Connection(ProtocolWrapper):
         self._abort = _answer_and_close(self.transport, answer, self._clock)
 
 
+class ByteBudget:
+    """Bytes a whole process holds for its clients at most (request bodies in Beater, hits not
+    yet sent in Tailor), whichever clients hold them: bounds per request or per stream alone let
+    many clients together hold gigabytes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._holders: dict[Any, int] = {}  # by holder, for those that say who they are
+
+    def take(self, count: int, holder: Any = None) -> bool:
+        """Hold ``count`` more bytes (for ``holder``), if that stays within the limit; whether
+        it did."""
+        if self.held + count > self.limit:
+            return False
+        self.held += count
+        if holder is not None:
+            self._holders[holder] = self._holders.get(holder, 0) + count
+        return True
+
+    def give(self, count: int, holder: Any = None) -> None:
+        self.held -= count
+        if holder is not None:
+            left = self._holders.pop(holder, 0) - count
+            if left > 0:
+                self._holders[holder] = left
+
+    def largest(self) -> tuple[Any, int]:
+        """The holder that holds the most, and how much (None, 0 without holders)."""
+        holder = max(self._holders, key=self._holders.__getitem__, default=None)
+        return holder, self._holders.get(holder, 0)
+
+
+def refuse_now(request: Request, status: str, message: str, headers: dict[str, str] | None = None) -> None:
+    """Answer ``request`` (``status`` as "429 Too Many Requests") with ``{"error": message}`` at
+    once, while its body may still be arriving, and close the connection (what still arrives
+    is read and dropped). Counted with the site's answers."""
+    site = request.channel.site
+    if getattr(site, "metrics", None) is not None:
+        site.metrics.answered(int(status.split()[0]))
+    _answer_and_close(request.channel.transport, _canned(status, message, headers), site.reactor)
+
+
 class _Busy(Protocol):
     """A connection past ``max_connections``: a 503 at once, whatever the request."""
 

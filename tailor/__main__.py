@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.keepalive_seconds,
         Bounds(settings.max_pending_hits, settings.max_pending_bytes, settings.max_behind_seconds),
         settings.call_timeout_seconds,
+        settings.max_pending_total_bytes,
     )
     # With tokens, Tailor is a reader of its own at the router, and checks its clients' tokens itself.
     authentication = {"ticket": {"authid": me.name, "ticket": settings.token}} if me else None

@@ -19,7 +19,7 @@ from twisted.web.server import Request
 
 from estrom import api
 from estrom.coalesce import Coalesce
-from estrom.http import principal_of, send_error
+from estrom.http import ByteBudget, principal_of, send_error
 from tailor.stream import DEFAULT_BOUNDS, Bounds, Stream
 
 log = Logger()
@@ -27,6 +27,8 @@ log = Logger()
 # Two engine timeouts: a registration ensures a mapping and stores a query with a refresh; a
 # backlog page is a refresh and a search.
 CALL_SECONDS = 60.0
+# Bytes of hits all streams together keep for slow clients (ESTROM_MAX_PENDING_TOTAL_BYTES).
+MAX_PENDING_TOTAL = 1024 * 1024 * 1024
 
 # WAMP errors Tailor passes on as HTTP statuses; anything else from the router is a 503.
 _STATUS = {
@@ -55,9 +57,17 @@ class Tailor:
     itself: when one stream ends on its limit, the others on the topic still get the event.
     """
 
-    def __init__(self, keepalive: float, bounds: Bounds = DEFAULT_BOUNDS, call_seconds: float = CALL_SECONDS):
+    def __init__(
+        self,
+        keepalive: float,
+        bounds: Bounds = DEFAULT_BOUNDS,
+        call_seconds: float = CALL_SECONDS,
+        max_pending_total: int = MAX_PENDING_TOTAL,
+    ):
         self.keepalive = keepalive
         self.bounds = bounds  # of each stream
+        # What all streams together keep for clients that read slower than hits arrive.
+        self.pending = ByteBudget(max_pending_total)
         # How long a call to Beater (through the router) or to the router may take: a peer that
         # never answers must not leave a client waiting for its head.
         self.call_seconds = call_seconds
@@ -158,7 +168,7 @@ class Tailor:
         if finished.called or self.session is not session:
             return
         topic = api.topic(sid)
-        stream = Stream(request, topic, limit, self.keepalive, self._ended, self.bounds)
+        stream = Stream(request, topic, limit, self.keepalive, self._ended, self.bounds, budget=self.pending)
         stream.reader = reader.name
         if backlog:
             stream.hold()
@@ -236,16 +246,20 @@ class Tailor:
         return session.call(procedure, *args).addTimeout(self.call_seconds, reactor)
 
     async def _subscribe(self, session: ApplicationSession, topic: str) -> None:
-        subscription = await session.subscribe(lambda *hits: self._deliver(topic, hits), topic).addTimeout(
-            self.call_seconds, reactor
-        )
+        subscription = await session.subscribe(
+            lambda *hits, **more: self._deliver(topic, hits, more), topic
+        ).addTimeout(self.call_seconds, reactor)
         if topic in self.topics and self.session is session:
             self._subscriptions[topic] = subscription
         else:  # every stream on it ended while the router answered, or the session is gone
             subscription.unsubscribe().addErrback(lambda _: None)
 
-    def _deliver(self, topic: str, hits: tuple) -> None:
+    def _deliver(self, topic: str, hits: tuple, more: dict[str, Any]) -> None:
         streams = list(self.topics.get(topic, ()))
+        if api.ENDED in more:  # the query was taken out of percolation: no hit will follow
+            for stream in streams:
+                stream.close_when_sent(str(more[api.ENDED]))
+            return
         if streams:
             encoded = [json.dumps(hit).encode("utf-8") for hit in hits]  # once, for every stream
             cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from estrom.settings import ServiceSettings, setting
-from tailor.service import CALL_SECONDS
+from tailor.service import CALL_SECONDS, MAX_PENDING_TOTAL
 from tailor.stream import DEFAULT_BOUNDS
 
 
@@ -33,6 +33,12 @@ class TailorSettings(ServiceSettings):
         DEFAULT_BOUNDS.seconds,
         "ESTROM_MAX_BEHIND_SECONDS",
         "seconds a client may stay past those bounds (a burst) before its stream ends",
+    )
+    max_pending_total_bytes: int = setting(
+        MAX_PENDING_TOTAL,
+        "ESTROM_MAX_PENDING_TOTAL_BYTES",
+        "bytes of hits all streams together keep for slow clients; a stream whose hits would go past "
+        "it ends (as a client too far behind)",
     )
     call_timeout_seconds: float = setting(
         CALL_SECONDS,

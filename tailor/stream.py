@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from estrom.http import send_error
+from estrom.http import ByteBudget, send_error
 
 log = Logger()
 
@@ -49,6 +49,11 @@ class Stream:
     how many hits it missed (``], "dropped": N}``). The seconds are for bursts: events that arrive
     back to back reach a client that keeps up before the transport could write a byte of them.
     Past twice the bytes the stream ends at once: memory stays bounded, whatever the documents.
+
+    What every stream keeps waiting is held in ``budget`` too (Tailor's, shared by all its
+    streams: ESTROM_MAX_PENDING_TOTAL_BYTES): when hits would take it past its limit, the stream
+    that keeps the most ends at once, the same way (the furthest behind, not the one a burst
+    just reached), whatever its own bounds.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Stream:
         on_end: Callable[[Stream], None],
         bounds: Bounds = DEFAULT_BOUNDS,
         clock: IReactorTime = reactor,
+        budget: ByteBudget | None = None,
     ):
         self.request = request
         self.topic = topic
@@ -71,6 +77,8 @@ class Stream:
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._bounds = bounds
+        self._budget = budget
+        self._counted = 0  # of what this stream keeps, the bytes held in the budget
         self._clock = clock
         self._behind = None  # the call that ends the stream, while it is past the bounds
         self._holding: list[tuple[str | None, bytes]] | None = None  # live hits, during a backlog
@@ -139,10 +147,10 @@ class Stream:
         if self._holding is not None:
             self._holding.extend(zip(cursors or [None] * len(hits), hits, strict=True))
             self._held_bytes += sum(len(hit) for hit in hits)
-            if self._held_bytes > 2 * self._bounds.bytes:  # memory stays bounded
+            if self._held_bytes > 2 * self._bounds.bytes or not self._recount():  # memory stays bounded
                 self._pending.extend(hit for _, hit in self._holding)
                 self._holding = None
-                self._drop()
+                self.drop()
             return
         if self._seen and cursors is not None:
             hits = [hit for hit, cursor in zip(hits, cursors, strict=True) if not self._in_backlog(cursor)]
@@ -173,27 +181,53 @@ class Stream:
             self._pending.append(hit)
             self._pending_bytes += len(hit)
             self._flush()
-        if self.closed or not self._past_bounds():
+        if self.closed:
+            return
+        if not self._recount():
+            self.drop(over_budget=True)
+            return
+        if not self._past_bounds():
             return
         if self._pending_bytes > 2 * self._bounds.bytes:
-            self._drop()
+            self.drop()
             return
         if self._behind is None:
-            self._behind = self._clock.callLater(self._bounds.seconds, self._drop)
+            self._behind = self._clock.callLater(self._bounds.seconds, self.drop)
 
     def _past_bounds(self) -> bool:
         return len(self._pending) > self._bounds.hits or self._pending_bytes > self._bounds.bytes
 
     dropped: int | None = None  # hits dropped with the stream, if the client fell behind
+    _closing: str | None = None  # the error to end with once what is kept is written
     reader: str | None = None  # the name of the token the client showed
 
-    def _drop(self) -> None:
+    def _recount(self) -> bool:
+        """Hold in the budget what this stream keeps now, ending the streams that keep the most
+        while that would take it past its limit; False if this stream is the one to end."""
+        if self._budget is None:
+            return True
+        keeps = self._pending_bytes + self._held_bytes
+        if keeps > self._counted:
+            while not self._budget.take(keeps - self._counted, self):
+                furthest, kept = self._budget.largest()
+                if furthest is None or furthest is self or kept <= keeps:
+                    return False  # this one would keep the most
+                furthest.drop(over_budget=True)  # gives back what it kept
+        elif keeps < self._counted:
+            self._budget.give(self._counted - keeps, self)
+        self._counted = keeps
+        return True
+
+    def drop(self, over_budget: bool = False) -> None:
+        """End the stream as one whose client fell too far behind, with the count of its hits
+        it did not get."""
         self._behind = None
         self.dropped = len(self._pending)
         log.info(
-            "Tailor: a client on {topic} fell too far behind: {dropped} hits dropped, stream ended",
+            "Tailor: a client on {topic} fell too far behind: {dropped} hits dropped, stream ended{why}",
             topic=self.topic,
             dropped=len(self._pending),
+            why=" (Tailor holds ESTROM_MAX_PENDING_TOTAL_BYTES for its slow clients)" if over_budget else "",
         )
         self.close(dropped=len(self._pending))
 
@@ -218,6 +252,12 @@ class Stream:
         if not self.disconnected:
             self.request.unregisterProducer()
             self.request.finish()
+
+    def close_when_sent(self, error: str) -> None:
+        """End the stream with ``error`` once the hits it keeps for its client are written (no
+        hit follows them: its query was taken out of percolation)."""
+        self._closing = error
+        self._flush()
 
     def gone(self) -> None:
         """The client went away."""
@@ -249,9 +289,13 @@ class Stream:
             self.sent += 1
             if self.limit is not None and self.sent >= self.limit:
                 self.close()
+        if self._budget is not None and self._pending_bytes + self._held_bytes < self._counted:
+            self._recount()  # gives back what was written; what was added is _send's to count
         if self._behind is not None and not self._past_bounds():
             self._behind.cancel()  # caught up
             self._behind = None
+        if self._closing is not None and not self._pending and self._holding is None and not self.closed:
+            self.close(error=self._closing)
         if self._drained:
             self._check_drained()
 
@@ -262,7 +306,8 @@ class Stream:
     def _end(self) -> None:
         self.closed = True
         self._pending.clear()
-        self._pending_bytes = 0
+        self._pending_bytes = self._held_bytes = 0
+        self._recount()
         self._holding, self._seen = None, {}
         if self._behind is not None:
             self._behind.cancel()

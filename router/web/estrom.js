@@ -96,7 +96,9 @@ class Tail {
     const resume = this.cursor !== null;
     const options = resume ? { after: this.cursor } : this.last ? { last: this.last } : null;
     if (options) this.holding = [];
-    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits) => this.live(hits));
+    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits, kwargs) =>
+      kwargs && kwargs.ended ? this.ended(kwargs.ended) : this.live(hits),
+    );
     if (options) {
       try {
         await this.backfill(session, options);
@@ -185,6 +187,15 @@ class Tail {
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
+  }
+
+  // Its query was taken out of percolation (the search engine can no longer run it): no hit
+  // follows. A reconnect registers it again, and shows why if the engine still refuses it.
+  ended(message) {
+    this.showError(message);
+    delete this.el.dataset.subscribed;
+    if (this.subscription && session) session.unsubscribe(this.subscription).catch(() => {});
+    this.subscription = null;
   }
 
   // Count at once, draw at the next animation frame.

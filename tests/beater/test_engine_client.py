@@ -97,6 +97,42 @@ def test_a_4xx_answer_is_the_engines_refusal():
     assert isinstance(error, EngineError) and (error.status, error.reason) == (400, "inner")
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "misconfiguration"),
+    [
+        # What each engine answers to a search of a closed index, a write block, a refused user.
+        (400, {"error": {"type": "index_closed_exception", "reason": "closed"}}, True),
+        (403, {"error": {"type": "cluster_block_exception", "reason": "blocked by: [FORBIDDEN/8]"}}, True),
+        (403, {"error": {"type": "security_exception", "reason": "no permissions"}}, True),
+        (401, {"error": "Unauthorized"}, True),
+        (
+            400,
+            {
+                "error": {
+                    "type": "search_phase_execution_exception",
+                    "caused_by": {"type": "index_closed_exception", "reason": "closed"},
+                }
+            },
+            True,
+        ),
+        # A document or a stored query: a sender's, or a query's to take out.
+        (400, {"error": {"type": "mapper_parsing_exception", "reason": "failed to parse field"}}, False),
+        (
+            400,
+            {
+                "error": {
+                    "type": "search_phase_execution_exception",
+                    "caused_by": {"type": "query_shard_exception", "reason": "Can only use regexp"},
+                }
+            },
+            False,
+        ),
+    ],
+)
+def test_refusals_for_how_things_are_set_up_are_told_from_the_others(status, body, misconfiguration):
+    assert EngineError(status, body).misconfiguration is misconfiguration
+
+
 def test_no_answer_head_within_the_timeout_is_unavailable():
     engine, stub, clock, _ = stubbed(timeout=5)
     d = start(engine, "/silent")

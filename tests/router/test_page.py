@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -204,3 +205,30 @@ def test_without_a_store_the_page_says_what_a_lost_connection_missed(stack, page
     page.click("#new-tail button[type=submit]")
     expect(page.locator("#form-error")).to_contain_text("ESTROM_STORE is off")
     expect(page.locator(".tail")).to_have_count(1)
+
+
+def _engine_blocking(stack, method: str, path: str, body: dict) -> None:
+    request = urllib.request.Request(
+        stack.engine_url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def test_a_query_taken_out_of_percolation_says_why_and_the_others_go_on(stack, page, index):
+    # A regular expression on a field the source index does not map; the field then becomes a
+    # number, which the percolator index follows when the next query is registered.
+    _engine_blocking(stack, "PUT", f"/{index}", {"mappings": {"properties": {"g": {"type": "keyword"}}}})
+    page.goto(page_url(stack))
+    tail(page, index, '{"regexp": {"f": "ab.*"}}')
+    _engine_blocking(stack, "PUT", f"/{index}/_mapping", {"properties": {"f": {"type": "long"}}})
+    tail(page, index, "g:x")
+    expect(page.locator(".tail[data-subscribed]")).to_have_count(2)
+    broken, kept = page.locator(".tail").nth(0), page.locator(".tail").nth(1)
+    assert post(stack, index, {"g": "x"})["published"] == 1
+    expect(kept.locator(".docs li")).to_have_count(1)
+    expect(broken.locator(".tail-error")).to_contain_text("taken out")
+    expect(broken).not_to_have_attribute("data-subscribed", "")

@@ -202,8 +202,11 @@ def _read_to_end(client: socket.socket, head: bytes) -> bytes:
         # Few hits, but large ones: the bytes kept are bounded too (~250 hits of 8 kB, more
         # than one event of 100 hits, which a client that keeps up may have waiting at once).
         {"ESTROM_MAX_PENDING_HITS": "100000", "ESTROM_MAX_PENDING_BYTES": "2000000"},
+        # Within its own bounds (16 MiB), past what all of Tailor's streams may keep together:
+        # the stream furthest behind ends, not the one that keeps up.
+        {"ESTROM_MAX_PENDING_HITS": "100000", "ESTROM_MAX_PENDING_TOTAL_BYTES": "2000000"},
     ],
-    ids=["hits", "bytes"],
+    ids=["hits", "bytes", "total"],
 )
 @pytest_twisted.ensureDeferred
 async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(stack, index, bound):
@@ -227,6 +230,8 @@ async def test_a_client_too_far_behind_is_closed_with_a_count_of_what_it_missed(
         await eventually(
             lambda: "fell too far behind" in stack.tail("tailor-slow"), what="the slow client dropped"
         )
+        if "ESTROM_MAX_PENDING_TOTAL_BYTES" in bound:
+            assert "Tailor holds ESTROM_MAX_PENDING_TOTAL_BYTES" in stack.tail("tailor-slow")
         body = json.loads(_read_to_end(slow, head))
         assert body["dropped"] > 0
         received = [hit["_source"]["n"] for hit in body["hits"]]

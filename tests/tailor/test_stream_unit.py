@@ -7,6 +7,7 @@ import json
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
+from estrom.http import ByteBudget
 from tailor.stream import Bounds, Stream
 
 
@@ -147,3 +148,62 @@ def test_too_much_held_while_the_backlog_is_read_ends_the_stream():
     stream.hold()
     _send_live(stream, [_hit(n, n) for n in range(40)])  # ~70 bytes each: past twice the bytes
     assert stream.closed and _body(request)["dropped"] == 40
+
+
+def _sharing(budget):
+    """Two streams with ample bounds of their own, sharing one budget."""
+    clock, ended, streams = Clock(), [], []
+    for name in ("a", "b"):
+        request = _Request([b""])
+        stream = Stream(
+            request,
+            f"docs-for-{name}",
+            None,
+            15.0,
+            ended.append,
+            Bounds(1000, 10**9, 60.0),
+            clock,
+            budget=budget,
+        )
+        stream.start(name)
+        streams.append((stream, request))
+    return streams, ended
+
+
+def test_streams_together_keep_no_more_than_the_budget_the_one_past_it_is_dropped():
+    budget = ByteBudget(4_000)
+    (slow, slow_request), (other, _) = _sharing(budget)[0]
+    slow.pauseProducing()
+    other.pauseProducing()
+    hits = _hits(10, size=200)  # about 2,200 bytes
+    other.send(hits)
+    assert budget.held == sum(map(len, hits))
+    slow.send(hits)  # within its own bounds, but past what all streams may keep
+    assert slow.closed and not other.closed
+    assert _body(slow_request)["dropped"] > 0
+    assert budget.held == sum(map(len, hits))  # the dropped stream's hits were given back
+    other.resumeProducing()  # the client read them
+    assert budget.held == 0 and other.sent == 10
+
+
+def test_a_stream_that_ends_gives_back_what_it_kept():
+    budget = ByteBudget(10_000)
+    (stream, _), _ = _sharing(budget)[0]
+    stream.pauseProducing()
+    stream.send(_hits(5, size=100))
+    assert budget.held > 0
+    stream.gone()  # the client went away
+    assert budget.held == 0
+
+
+def test_past_the_budget_the_stream_furthest_behind_ends_not_the_one_a_burst_reached():
+    budget = ByteBudget(4_000)
+    (behind, behind_request), (bursting, _) = _sharing(budget)[0]
+    behind.pauseProducing()
+    behind.send(_hits(14, size=200))  # about 3,100 bytes its client has not read
+    bursting.pauseProducing()
+    bursting.send(_hits(5, size=200))  # a burst of about 1,100 a moment before its client reads
+    assert behind.closed and _body(behind_request)["dropped"] == 14
+    assert not bursting.closed
+    bursting.resumeProducing()
+    assert bursting.sent == 5 and budget.held == 0
