@@ -295,12 +295,33 @@ class Stack:
         except FileNotFoundError:
             return ""
 
+    def start(self, name: str, **env: str) -> None:
+        """Start the part ``name`` ("engine", "router", "beater" or "tailor"; ``env``: Beater's or
+        Tailor's settings) again, after a stop or a kill."""
+        if name == "engine":
+            self.start_engine()
+        elif name == "router":
+            self.start_router()
+        elif name == "beater":
+            self.start_beater(**env)
+        else:
+            self.start_tailor(**env)
+
+    def kill(self, name: str) -> int | None:
+        """SIGKILL ``name``'s process group at once, as a crash or the OOM killer would; its exit
+        status."""
+        return self.stop(name, timeout=0)
+
     def stop(self, name: str, timeout: float = 30) -> int | None:
-        """SIGTERM ``name``'s process group; SIGKILL it after ``timeout`` s. Its exit status."""
+        """SIGTERM ``name``'s process group; SIGKILL it after ``timeout`` s (at once with 0). Its
+        exit status."""
         process = self.processes.pop(name, None)
         if process is None:
             return None
-        if process.poll() is None:
+        if process.poll() is None and timeout == 0:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        elif process.poll() is None:
             _signal_group(process, signal.SIGTERM)
             try:
                 process.wait(timeout)

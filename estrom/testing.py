@@ -13,6 +13,7 @@ import json
 import socket
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -464,3 +465,152 @@ class ProcessLines(ProcessProtocol):
         self.status = reason.value.exitCode
         self.ended = True
         self._waits.check()
+
+
+# --- A shipper and readers under faults -------------------------------------------------------
+
+
+def pause(seconds: float) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class ResendingSender:
+    """Sends ``rate`` documents a second (``{"service": "api", "n": N}``, numbered) in 10
+    requests a second, as a shipper's batches; resends a request answered 429 or 503 (or not
+    answered) until it is taken, as Logstash's http output does."""
+
+    REQUESTS_PER_SECOND = 10
+
+    def __init__(self, url: str, rate: int):
+        self.url = url
+        self.rate = rate
+        self.running = True
+        self.taken: set[int] = set()  # numbers of the documents answered 2xx
+        self.sent = 0
+        self.answers: Counter = Counter()
+
+    def refused(self) -> int:
+        """Requests answered otherwise than 200 (or not answered) so far."""
+        return sum(count for status, count in self.answers.items() if status != 200)
+
+    async def run(self) -> None:
+        size = max(1, self.rate // self.REQUESTS_PER_SECOND)
+        number = 0
+        while self.running:
+            started = reactor.seconds()
+            batch = list(range(number, number + size))
+            number += size
+            delay = 0.1
+            while True:
+                self.sent += len(batch)
+                try:
+                    status, _ = await post(self.url, [{"service": "api", "n": n} for n in batch])
+                except Exception:  # noqa: BLE001 - refused, reset: Beater is away
+                    status = "no answer"
+                self.answers[status] += 1
+                if status == 200:
+                    self.taken.update(batch)
+                    break
+                assert status in (429, 503, "no answer"), status  # anything else is a bug
+                await pause(delay)
+                delay = min(delay * 2, 2.0)
+            await pause(max(0.0, 1 / self.REQUESTS_PER_SECOND - (reactor.seconds() - started)))
+
+
+class ResumingReader:
+    """A stream of ``service:api`` that reconnects after the cursor of the last hit it got."""
+
+    def __init__(self, tailor_url: str, index: str):
+        self.tailor_url = tailor_url
+        self.index = index
+        self.running = True
+        self.numbers: list[int] = []
+        self.cursor: str | None = None
+        self.connections = 0
+        self.gaps = 0
+        self.stream: HttpStream | None = None
+
+    async def run(self) -> None:
+        while self.running:
+            params = {"i": self.index, "q": "service:api"}
+            if self.cursor is not None:
+                params["after"] = self.cursor
+            try:
+                stream = self.stream = await HttpStream.open(self.tailor_url, on_hit=self._hit, **params)
+            except Exception:  # noqa: BLE001 - Tailor is away
+                await pause(0.2)
+                continue
+            if not self.running:  # stopped while it opened
+                stream.close()
+                break
+            if stream.status != 200:
+                await stream.wait_for(lambda s=stream: s.ended, "the error answer")
+                await pause(0.2)
+                continue
+            self.connections += 1
+            await stream.wait_for(lambda s=stream: s.ended, "the stream to end", timeout=3600)
+            if b'"gap": true' in stream.raw.split(b'"hits"')[0]:
+                self.gaps += 1
+
+    def _hit(self, hit: dict) -> None:
+        self.numbers.append(hit["_source"]["n"])
+        self.cursor = hit["_cursor"]
+
+    def lost(self) -> bool:
+        """Whether the stream it had is gone (Tailor went away)."""
+        return self.stream is None or self.stream.ended
+
+    def stop(self) -> None:
+        self.running = False
+        if self.stream is not None:
+            self.stream.close()
+
+
+def delivery_figures(sender: ResendingSender, readers: list[ResumingReader]) -> dict[str, Any]:
+    """What reached the readers of what the sender got a 2xx for."""
+    return {
+        "sent (with resends)": sender.sent,
+        "taken (2xx)": len(sender.taken),
+        "answers": {str(k): v for k, v in sender.answers.items()},
+        "delivered per stream": sorted({len(r.numbers) for r in readers}),
+        "missing per stream": sorted({len(sender.taken - set(r.numbers)) for r in readers}),
+        "duplicates per stream": sorted(
+            {sum(1 for n, c in Counter(r.numbers).items() if c > 1 and n in sender.taken) for r in readers}
+        ),
+        "connections per stream": sorted({r.connections for r in readers}),
+        "gaps said": sum(r.gaps for r in readers),
+    }
+
+
+async def settle(
+    sender: ResendingSender,
+    sending: Deferred,
+    readers: list[ResumingReader],
+    reading: list[Deferred],
+    name: str,
+    more: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """After the faults: a second's more documents taken, the sender stopped, every document it
+    got a 2xx for waited for at every reader, the readers stopped. Prints ``name: {figures}``
+    (``more`` first, then delivery_figures) whatever happened, and returns them."""
+    try:
+        taken = len(sender.taken)
+        await eventually(
+            lambda: len(sender.taken) >= taken + sender.rate, timeout=90, what="documents taken at the end"
+        )
+    finally:
+        sender.running = False
+        await sending
+    try:
+        await eventually(
+            lambda: all(sender.taken <= set(r.numbers) for r in readers),
+            timeout=90,
+            what="every taken document at every stream",
+        )
+    finally:
+        for reader in readers:
+            reader.stop()
+        await defer.gatherResults(reading)
+        figures = {**(more or {}), **delivery_figures(sender, readers)}
+        print(f"{name}:", json.dumps(figures))
+    return figures
