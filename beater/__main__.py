@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> None:
 
     serve(
         settings,
-        IngestSite(IngestRoot(beater), settings.max_body_bytes, settings.max_bytes_in_flight),
+        IngestSite(
+            IngestRoot(beater),
+            settings.max_body_bytes,
+            settings.max_bytes_in_flight,
+            settings.off_reactor_bytes,
+        ),
         (limits, tokens),
         {"engine": partial(engine_answers, engine), "router": beater.router_joined},
         # With the router's own counts (its meta API), asked when scraped.

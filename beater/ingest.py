@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -46,6 +47,13 @@ from estrom.http import (
 T = TypeVar("T")
 
 RETRY_AFTER = {"Retry-After": "1"}
+# Bodies from ESTROM_OFF_REACTOR_BYTES on are gunzipped and parsed in a thread of the reactor's
+# pool: a 10 MiB body takes the reactor's thread about a tenth of a second, while heartbeats,
+# acknowledgements and small requests wait. In a thread, the interpreter hands the reactor its
+# turn every few milliseconds (sys.getswitchinterval()). Smaller bodies are parsed at once: a
+# thread costs more than they do. gzip packs JSON logs about tenfold: a gzipped body goes to a
+# thread from a sixteenth of that size.
+GZIP_RATIO = 16
 # Splits of a _bulk request's documents to find those the engine refuses: each costs the engine
 # a percolation, so a request of many bad documents cannot make it do thousands.
 BISECTIONS = 64
@@ -123,9 +131,16 @@ class LimitedRequest(Request):
 class IngestSite(GuardedSite):
     requestFactory = LimitedRequest
 
-    def __init__(self, resource: Resource, max_body_bytes: int, max_bytes_in_flight: int):
+    def __init__(
+        self,
+        resource: Resource,
+        max_body_bytes: int,
+        max_bytes_in_flight: int,
+        off_reactor_bytes: int = 256 * 1024,
+    ):
         super().__init__(resource)
         self.max_body_bytes = max_body_bytes
+        self.off_reactor_bytes = off_reactor_bytes
         self.budget = ByteBudget(max_bytes_in_flight)
 
 
@@ -159,13 +174,27 @@ class _Ingest(JsonResource):
     async def answer(self, request: LimitedRequest) -> None:
         raise NotImplementedError
 
-    def read(self, request: LimitedRequest, parse: Callable[[bytes, str], T]) -> tuple[bytes, T] | None:
-        """The body of ``request`` and ``parse(body, content type)``; None once a body that
-        cannot be read was answered: 413 or 415, which the sender mends by sending it otherwise,
-        or 422 for documents that will never be taken (see "Statuses, and shippers" in README)."""
+    async def read(self, request: LimitedRequest, parse: Callable[[bytes, str], T]) -> tuple[bytes, T] | None:
+        """The body of ``request`` and ``parse(body, content type)``, gunzipped and parsed off the
+        reactor's thread from ESTROM_OFF_REACTOR_BYTES on; None once a body that cannot be read was
+        answered: 413 or 415, which the sender mends by sending it otherwise, or 422 for
+        documents that will never be taken (see "Statuses, and shippers" in README)."""
         try:
-            body, content_type = request_body(request, JSON_TYPES + NDJSON_TYPES)
-            return body, parse(body, content_type)
+            body, content_type, gzipped = request_body(request, JSON_TYPES + NDJSON_TYPES)
+            site = request.channel.site
+            limit = site.max_body_bytes
+
+            def unpack() -> tuple[bytes, T]:
+                plain = gunzip(body, limit) if gzipped else body
+                return plain, parse(plain, content_type)
+
+            if len(body) * (GZIP_RATIO if gzipped else 1) >= site.off_reactor_bytes:
+                plain, parsed = await deferToThread(unpack)
+            else:
+                plain, parsed = unpack()
+            if gzipped and not request.hold(len(plain)):  # the gunzipped copy is held too
+                raise Refused(429, request.over_budget_message(), RETRY_AFTER)
+            return plain, parsed
         except Refused as e:
             send_error(request, e.status, str(e), e.headers)
         except TooManyDocuments as e:
@@ -192,7 +221,9 @@ class IndexDocsResource(_Ingest):
         if not principal.may_send(index):
             send_error(request, 403, f"the token {principal.name!r} may not send to the index {index!r}")
             return
-        read = self.read(request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits))
+        read = await self.read(
+            request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits)
+        )
         if read is None:
             return
         body, documents = read
@@ -313,7 +344,7 @@ class BulkResource(_Ingest):
             send_error(request, 404, "POST _bulk bodies to /_bulk or /<index>/_bulk")
             return
         beater = self.beater
-        read = self.read(
+        read = await self.read(
             request,
             lambda body, _: parse_bulk(body, self.index, beater.document_limits, beater.index_patterns),
         )
@@ -423,8 +454,9 @@ class Refused(Exception):
         self.headers = headers
 
 
-def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tuple[bytes, str]:
-    """The body of ``request`` (gunzipped if sent so) and its content type; raise Refused."""
+def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tuple[bytes, str, bool]:
+    """The body of ``request`` as sent, its content type, and whether it is gzipped (to
+    gunzip); raise Refused."""
     limit = request.channel.site.max_body_bytes
     if request.body_too_large:
         raise Refused(413, f"the body is larger than {limit} bytes")
@@ -437,14 +469,9 @@ def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tup
         raise Refused(415, f"unsupported charset '{charset}': use utf-8")
     body = request.content.getvalue()
     encoding = (request.getHeader(b"content-encoding") or b"identity").decode("latin-1").strip().lower()
-    if encoding == "gzip":
-        body = gunzip(body, limit)
-        if not request.hold(len(body)):  # the gunzipped copy is held too
-            raise Refused(429, request.over_budget_message(), RETRY_AFTER)
-        return body, content_type
-    if encoding != "identity":
+    if encoding not in ("gzip", "identity"):
         raise Refused(415, f"unsupported Content-Encoding '{encoding[:100]}': use gzip or none")
-    return body, content_type
+    return body, content_type, encoding == "gzip"
 
 
 def gunzip(body: bytes, limit: int) -> bytes:

@@ -29,6 +29,12 @@ class BeaterSettings(ServiceSettings):
         "bytes of request bodies (and their gunzipped copies) Beater holds at once, from their "
         "Content-Length until answered; past it 429 + Retry-After before the body is read",
     )
+    off_reactor_bytes: int = setting(
+        256 * 1024,
+        "ESTROM_OFF_REACTOR_BYTES",
+        "request bodies from this size on (a sixteenth of it gzipped) are gunzipped and parsed in a "
+        "thread, not on the reactor's",
+    )
     max_docs_per_request: int = setting(
         10_000, "ESTROM_MAX_DOCS_PER_REQUEST", "most documents in one ingest request; past it 413"
     )

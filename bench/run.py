@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--page-rate", type=int, default=7000, help="matching documents/s sent to the page")
     parser.add_argument(
         "--phases",
-        default="throughput,beaters,routers,filter,sequential,streams,page,overload",
+        default="throughput,beaters,routers,filter,sequential,large,streams,page,overload",
         help="which runs, comma-separated (all by default)",
     )
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
@@ -113,6 +113,11 @@ def main() -> None:
                 "beater-naive", port=PORTS.beater + 2, module="bench.naive", **NAIVE, **ALL_QUERIES
             ),
         }
+        if "large" in args.phases.split(","):
+            # Every body parsed on the reactor's thread, as before ESTROM_OFF_REACTOR_BYTES.
+            urls["on-reactor"] = stack.start_beater(
+                "beater-on-reactor", port=PORTS.beater + 4, ESTROM_OFF_REACTOR_BYTES=str(2**40)
+            )
         if {"beaters", "routers"} & set(args.phases.split(",")):
             urls["batched-2"] = stack.start_beater("beater-batched-2", port=PORTS.beater + 3, **ALL_QUERIES)
         task.react(lambda _: ensureDeferred(Bench(stack, urls, args).run()))
@@ -158,6 +163,8 @@ class Bench:
             await self._filter_savings(max(counts))
         if "sequential" in phases:
             await self._sequential(f"bench-{min(counts)}")
+        if "large" in phases:
+            await self._large_bodies(f"bench-{min(counts)}")
         if "streams" in phases:
             await self._streams()
         if "page" in phases:
@@ -529,6 +536,55 @@ class Bench:
         figures["ratio"] = figures["estrom"]["requests_per_s"] / figures["engine"]["requests_per_s"]
         self.results["sequential"] = figures
         print(f"bench: sequential sender: {json.dumps(figures)}", flush=True)
+
+    async def _large_bodies(self, index: str) -> None:
+        """Small requests (one document, one client, each sent when the last was answered) while
+        a sender posts bodies of about 9 MiB back to back to another index (one percolation at a
+        time: the other of ESTROM_PERCOLATIONS_IN_FLIGHT stays free for the small ones): POST ->
+        2xx of the small ones, with large bodies parsed off the reactor's thread (the default)
+        and on it (as before)."""
+        line = json.dumps({"user": "nobody", "msg": "x" * 1000}).encode() + b"\n"
+        large = line * 9000
+        small = json.dumps({"user": "u1", "msg": "GET /api 200"}).encode()
+        figures = {}
+        for side in ("on-reactor", "estrom"):
+            url = f"{self.urls[side]}/api/v0.1/docs/{index}"
+            large_url = f"{self.urls[side]}/api/v0.1/docs/{index}-large"
+            state = {"stopping": False, "taken": 0}
+
+            async def big(url: str = large_url, state: dict = state) -> None:
+                while not state["stopping"]:
+                    response = await self.http.post(
+                        url, data=large, headers={"Content-Type": "application/x-ndjson"}, timeout=120
+                    )
+                    await response.content()
+                    state["taken"] += response.code == 200
+
+            times: list[float] = []
+
+            async def one(url: str = url, times: list[float] = times, side: str = side) -> None:
+                started = time.perf_counter()
+                response = await self.http.post(url, data=small, headers={"Content-Type": "application/json"})
+                await response.content()
+                if response.code != 200:
+                    raise RuntimeError(f"{side} answered {response.code}")
+                times.append(time.perf_counter() - started)
+
+            senders = [ensureDeferred(big())]
+            await task.deferLater(reactor, 1.0, lambda: None)  # the large bodies arrive first
+            await self._for_a_while(1, one)
+            state["stopping"] = True
+            await DeferredList(senders)
+            times.sort()
+            figures[side] = {
+                "p50_ms": statistics.median(times) * 1000,
+                "p99_ms": times[int(len(times) * 0.99)] * 1000,
+                "small_requests": len(times),
+                "large_bodies_taken": state["taken"],
+            }
+        figures["p99_ratio"] = figures["on-reactor"]["p99_ms"] / figures["estrom"]["p99_ms"]
+        self.results["large_bodies"] = figures
+        print(f"bench: small requests while 9 MiB bodies arrive: {json.dumps(figures)}", flush=True)
 
     # --- 4: many streams on one Tailor ----------------------------------------------------
 

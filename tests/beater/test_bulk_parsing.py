@@ -156,7 +156,9 @@ def bulk(outcomes: dict[str, Exception | None], body: bytes, beater=None) -> tup
     request.body_too_large = False
     request.principal = ANONYMOUS  # as GuardedSite makes it without a token file
     request.content = BytesIO(body)
-    request.channel = SimpleNamespace(site=SimpleNamespace(max_body_bytes=10_000_000))
+    request.channel = SimpleNamespace(
+        site=SimpleNamespace(max_body_bytes=10_000_000, off_reactor_bytes=256 * 1024)
+    )
     request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-ndjson"])
     assert BulkResource(beater or _Beater(outcomes), None).render(request) == NOT_DONE_YET
     assert request.finished

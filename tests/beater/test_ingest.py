@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -283,4 +284,38 @@ async def test_a_numeric_range_in_a_query_string_compares_numbers(stack, index):
     await post(docs_url(stack.beater_url, index), docs)
     hits = await stream.wait_for_hits(1)
     assert [hit["_source"] for hit in hits] == [docs[1]]  # "60" sorts between "500" and "599" as text
+    stream.close()
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+@pytest_twisted.ensureDeferred
+async def test_large_bodies_parsed_off_the_reactor_are_answered_as_small_ones(
+    stack, sole_beater, index, gzipped
+):
+    # Every body of 1 KiB or more (64 bytes gzipped) is gunzipped and parsed in a thread.
+    sole_beater(ESTROM_OFF_REACTOR_BYTES="1024")
+    stream = await tail(stack, index)
+    url = docs_url(stack.beater_url, index)
+
+    def encoded(lines: list[bytes]) -> tuple[bytes, dict]:
+        body = b"\n".join(lines)
+        if not gzipped:
+            return body, {"Content-Type": "application/x-ndjson"}
+        return gzip.compress(body), {
+            "Content-Type": "application/x-ndjson",
+            "Content-Encoding": "gzip",
+        }
+
+    good = [json.dumps({"service": "api", "n": n, "pad": "x" * 100}).encode() for n in range(2000)]
+    body, headers = encoded(good)
+    response = await http.post(url, data=body, headers=headers)
+    assert (response.code, await response.json()) == (
+        200,
+        {"accepted": 2000, "matched": 2000, "published": 2000},
+    )
+    assert [hit["_source"]["n"] for hit in await stream.wait_for_hits(2000)] == list(range(2000))
+    # What the parser refuses in a thread is the same 422, naming the line.
+    body, headers = encoded([*good[:1500], b'{"service": "api", "n": NaN}', *good[1500:]])
+    response = await http.post(url, data=body, headers=headers)
+    assert response.code == 422 and "line 1501" in (await response.json())["error"]
     stream.close()
