@@ -22,6 +22,7 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -70,6 +71,52 @@ _MISCONFIGURATIONS = {
 }
 
 
+class Encoded:
+    """A value encoded as JSON already, to stand where it goes in a request body (see
+    ``encode``): a batch's documents, encoded once for every page of its percolation."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+# Encoded values are written into a body where this string stands (in JSON: NUL is escaped, and
+# it stands only where ``_body`` put it: the rest of a body is estrom's own keys and IDs).
+_ENCODED = "\x00estrom-encoded\x00"
+_ENCODED_JSON = json.dumps(_ENCODED).encode()
+# Values from this many on are encoded in a thread of the reactor's pool, one at a time, so that
+# the reactor gets its turn between them (Python runs one thread at a time; one call of the JSON
+# encoder keeps it).
+ENCODE_IN_THREAD = 200
+
+
+async def encode(values: list) -> Encoded:
+    """``values`` as a JSON array (off the reactor's thread from ENCODE_IN_THREAD values on)."""
+    if len(values) < ENCODE_IN_THREAD:
+        return Encoded(_array(values))
+    return Encoded(await deferToThread(_array, values))
+
+
+def _array(values: list) -> bytes:
+    return b"[" + b",".join(json.dumps(value).encode("utf-8") for value in values) + b"]"
+
+
+def _body(body: Any) -> bytes:
+    """``body`` as JSON, with its Encoded values as they were encoded."""
+    encoded: list[bytes] = []
+
+    def stand_in(value: Any) -> str:
+        if not isinstance(value, Encoded):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        encoded.append(value.data)
+        return _ENCODED
+
+    data = json.dumps(body, default=stand_in).encode("utf-8")
+    if not encoded:
+        return data
+    parts = data.split(_ENCODED_JSON)
+    return b"".join(part for pair in zip(parts, [*encoded, b""], strict=True) for part in pair)
+
+
 class EngineError(Exception):
     """The engine refused a request (4xx); ``reason`` is its own explanation."""
 
@@ -108,6 +155,10 @@ def _reason(body: Any) -> tuple[str, str]:
     if error.get("type") == "search_phase_execution_exception" and roots and isinstance(roots[0], dict):
         error = roots[0]
     return str(error.get("type", "error")), str(error.get("reason", ""))
+
+
+def _ndjson(actions: list[dict]) -> bytes:
+    return b"".join(json.dumps(a).encode("utf-8") + b"\n" for a in actions)
 
 
 class Engine:
@@ -149,7 +200,7 @@ class Engine:
         """
         # Bytes are NDJSON (the bulk API's body); anything else is one JSON value.
         content_type = "application/x-ndjson" if isinstance(body, bytes) else "application/json"
-        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        data = body if body is None or isinstance(body, bytes) else _body(body)
         exchange = Deferred.fromCoroutine(self._exchange(method, self.url + path, data, params, content_type))
         # One deadline for the whole exchange: treq's own timeout ends once the head has
         # arrived, and a body that stalls would then be waited for without end.
@@ -176,9 +227,9 @@ class Engine:
 
         The bulk API answers 200 even when items fail: their statuses are in ``items``.
         """
-        return await self.request(
-            "POST", "/_bulk", b"".join(json.dumps(a).encode("utf-8") + b"\n" for a in actions)
-        )
+        if len(actions) < 2 * ENCODE_IN_THREAD:
+            return await self.request("POST", "/_bulk", _ndjson(actions))
+        return await self.request("POST", "/_bulk", await deferToThread(_ndjson, actions))
 
     async def bulk_items(self, items: list[list[dict]]) -> list[Refused]:
         """Send ``items`` (each its action line, and its source line if it has one) in one bulk

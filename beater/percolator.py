@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from beater.engine import Engine, EngineError, EngineUnavailable, Refused, path
+from beater.engine import Engine, EngineError, EngineUnavailable, Refused, encode, path
 from beater.fields import searched_fields, with_default_fields
 from beater.identity import Identified
 from beater.validation import InvalidQuery
@@ -447,7 +447,8 @@ class Percolator:
         Fires with ``{query_id: [positions of the matching documents]}``. Pages through all
         matching queries: a search returns only a page of hits at a time.
         """
-        percolate = {"percolate": {"field": QUERY_FIELD, "documents": documents}}
+        # Encoded once, for every page and every probe.
+        percolate = {"percolate": {"field": QUERY_FIELD, "documents": await encode(documents)}}
         query: dict[str, Any] = percolate
         wanted = None
         since = int(self._clock.seconds() - self.listened_window)
@@ -484,7 +485,7 @@ class Percolator:
                 # The documents' fault (raised as it is), or a stored query's: then it is taken
                 # out, and the batch percolated again, from its first page.
                 rounds += 1
-                await self._take_out_failing(index, documents, e)
+                await self._take_out_failing(index, percolate, e)
                 matches.clear()
                 body.pop("search_after", None)
                 continue
@@ -496,13 +497,12 @@ class Percolator:
                 return matches
             body["search_after"] = hits[-1]["sort"]
 
-    async def _take_out_failing(self, index: str, documents: list[dict], error: EngineError) -> None:
-        """After the percolation of ``documents`` failed with ``error``: raise it if the
+    async def _take_out_failing(self, index: str, percolate: dict[str, Any], error: EngineError) -> None:
+        """After the percolation of documents (the query ``percolate``) failed with ``error``: raise it if the
         documents are what the engine cannot read; else find the stored queries it cannot run
         (by halves of the sorted query IDs) and take them out of percolation. Raises
         EngineUnavailable if none was found (the failure did not come again)."""
         name = percolator_index(index)
-        percolate = {"percolate": {"field": QUERY_FIELD, "documents": documents}}
 
         async def fails(chosen: dict[str, Any]) -> str | None:
             """Why the documents fail against the queries ``chosen`` selects, or None."""

@@ -23,14 +23,14 @@ from twisted.web.client import Agent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from beater.engine import Engine, EngineError, EngineUnavailable
+from beater.engine import ENCODE_IN_THREAD, Engine, EngineError, EngineUnavailable, encode
 
 # A deadline long enough for a busy test machine, but the test must fail, not hang, without it.
 WAIT = 10.0
 
 
 class Node(Resource):
-    """A fake engine: ``/ok``, ``/status/<code>``; ``/silent`` never answers; ``/stall`` sends its
+    """A fake engine: ``/ok``, ``/echo`` (the request's body), ``/status/<code>``; ``/silent`` never answers; ``/stall`` sends its
     head and part of its body, and nothing more."""
 
     isLeaf = True
@@ -44,6 +44,8 @@ class Node(Resource):
         name, *rest = request.postpath
         if name == b"ok":
             return b'{"took": 1}'
+        if name == b"echo":
+            return request.content.read()
         if name == b"status":
             request.setResponseCode(int(rest[0]))
             return json.dumps(
@@ -346,3 +348,23 @@ async def test_an_item_the_bulk_answer_leaves_out_is_refused():
     engine = Engine("http://engine", http=StubTreq(_Bulk([[200, None], [None]])))
     refused = await engine.bulk_items([[{"delete": {}}], [{"delete": {}}]])
     assert [(r.position, r.status, r.type) for r in refused] == [(1, 500, "no_answer")]
+
+
+@pytest.mark.parametrize("count", [3, ENCODE_IN_THREAD], ids=["at-once", "in-a-thread"])
+@pytest_twisted.ensureDeferred
+async def test_documents_encoded_once_stand_where_they_go_in_every_body(count):
+    engine, stub, _, _ = stubbed()
+    documents = [{"n": n, "text": "\x00estrom-encoded\x00 \u2603"} for n in range(count)]
+    encoded = await encode(documents)
+    for page in range(2):  # the same encoding in the bodies of two pages
+        body = {
+            "query": {"bool": {"filter": [{"percolate": {"documents": encoded}}]}},
+            "search_after": [page],
+        }
+        sent = Deferred.fromCoroutine(engine.request("POST", "/echo", body))
+        stub.flush()
+        echoed = sent.result
+        assert echoed == {
+            "query": {"bool": {"filter": [{"percolate": {"documents": documents}}]}},
+            "search_after": [page],
+        }
