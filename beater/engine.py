@@ -54,11 +54,13 @@ _UNREACHABLE = (
 
 class EngineUnavailable(Exception):
     """The engine did not answer, or answered that it cannot serve now (5xx); ``status`` is its
-    answer's status, if it answered."""
+    answer's status, if it answered. ``sent``: whether the request may have reached the engine
+    (False: no connection was made, so it did nothing of it)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, sent: bool = True):
         super().__init__(message)
         self.status = status
+        self.sent = sent
 
 
 # Refusals that say how estrom or the engine is set up (a closed or write-blocked index, a
@@ -208,7 +210,10 @@ class Engine:
         try:
             code, content = await exchange
         except _UNREACHABLE as e:
-            raise EngineUnavailable(f"search engine at {self.url} unreachable: {_describe(e)}") from e
+            raise EngineUnavailable(
+                f"search engine at {self.url} unreachable: {_describe(e)}",
+                sent=not isinstance(e, ConnectError),
+            ) from e
         try:
             answer = json.loads(content) if content else None
         except ValueError:

@@ -296,12 +296,15 @@ class Beater:
         return {"hits": page.hits, "next": page.next, "gap": page.gap}
 
     def _unpublished(self, index: str):
-        """Whether a cursor is of one of this Beater's batches of ``index`` not published yet."""
+        """Whether a cursor is of one of this Beater's batches of ``index`` not published yet (in
+        flight, or failed with its copies still to be removed)."""
         node = self.cursors.node
 
         def unpublished(cursor: Any) -> bool:
             if not isinstance(cursor, str) or not cursor.endswith(node):
                 return False
+            if self.store is not None and self.store.removing_cursor(index, cursor):
+                return True  # not published, and its copies not removed yet
             return any(first <= cursor <= last for first, last in self._in_flight.get(index, ()))
 
         return unpublished
@@ -414,7 +417,7 @@ class Beater:
             # events of the batch may be out): the sender hears it failed and may send it again,
             # so what the store has of it goes.
             if stored:
-                await self.store.remove(index, stored)
+                await self.store.remove(index, stored, cursors)
             raise
         finally:
             if self._turns.get(index) is mine:
@@ -432,7 +435,7 @@ class Beater:
                 await acknowledged
             except Exception as e:
                 if stored:
-                    await self.store.remove(index, stored)
+                    await self.store.remove(index, stored, cursors)
                 # The router went away, or refused the publication. Anything else is a bug, and
                 # must not pass for "unavailable, retry" (senders retry forever).
                 if isinstance(e, (TransportLost, ApplicationError)):
@@ -458,10 +461,7 @@ class Beater:
         )
         if percolated and was_stored:
             return matches, storing
-        written = storing if was_stored else getattr(storing.value, "written", None)
-        if written is None:  # no answer: what the engine did is not known
-            log.warn("Beater: storing a batch in {index} got no answer; copies may stay", index=index)
-        await self.store.remove(index, written or [])
+        await self.store.remove(index, storing if was_stored else _written(storing.value), cursors)
         failure = storing if percolated else matches  # the percolation's says most
         raise failure.value
 
@@ -480,10 +480,7 @@ class Beater:
         try:
             written = await self.store.put(index, documents, ids, cursors)
         except Exception as e:
-            written = getattr(e, "written", None)
-            if written is None:  # no answer: what the engine did is not known
-                log.warn("Beater: storing a batch in {index} got no answer; copies may stay", index=index)
-            await self.store.remove(index, written or [])
+            await self.store.remove(index, _written(e), cursors)
             raise
         try:
             try:
@@ -492,8 +489,19 @@ class Beater:
                 log.warn("Beater: cannot follow the mapping of {index}: {error}", index=index, error=e)
             return await self.percolator.percolate(index, documents, only), written
         except Exception:
-            await self.store.remove(index, written)
+            await self.store.remove(index, written, cursors)
             raise
+
+
+def _written(error: BaseException) -> list | None:
+    """What a failed ``Store.put`` wrote: [] if its request never reached the engine, None if
+    it did but the engine's answer is not known (it may have written every document)."""
+    written = getattr(error, "written", None)
+    if written is not None:
+        return written
+    if isinstance(error, EngineUnavailable) and not error.sent:
+        return []
+    return None
 
 
 def _events(

@@ -33,6 +33,10 @@ PAGE_BYTES = 4 * 1024 * 1024  # and at most this many bytes of them (the router'
 REFRESH_EVERY = 0.2  # seconds between forced refreshes of an index, at least
 IN_FLIGHT = 2_000  # documents of this Beater's batches in flight a backlog may have to skip
 PAGE_FIRST = 20  # documents asked of the engine first for a page: their size sets how many next
+# Seconds between tries to remove the copies of a batch not published, at first and at most; and
+# how many such batches wait at once (past it, their copies stay, logged and counted).
+REMOVE_FIRST, REMOVE_MOST = 0.5, 10.0
+MAX_REMOVING = 10_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class Store:
         # Called with ("bulk_item", count) for copies the engine would not remove (Beater counts
         # them in its metrics).
         self.failed: Callable[[str, int], Any] = lambda what, count: None
+        # By index: the (first, last) cursors of batches whose copies wait to be removed.
+        self.removing: dict[str, set[tuple[str, str]]] = {}
 
     async def ensure(self, index: str) -> None:
         """Make ``index`` (with the engine's defaults and templates) unless it exists, and map
@@ -144,10 +150,39 @@ class Store:
             raise refused
         return written
 
-    async def remove(self, index: str, written: list[Written]) -> None:
-        """Delete what ``put`` wrote of a batch that was then not published: its sender hears it
-        was not taken and sends it again. Only those versions: a document written since stays.
-        If the engine cannot, the copies stay (logged)."""
+    async def remove(self, index: str, written: list[Written] | None, cursors: list[str]) -> None:
+        """Delete what ``put`` wrote of a batch (its ``cursors``) that was then not published: its
+        sender hears it was not taken and sends it again. Only those versions: a document written
+        since stays. ``written`` None: what the engine did is not known (it may have written the
+        batch without answering), so the copies are found by their cursors instead.
+
+        If the engine cannot now, the removal is tried again until it can, and meanwhile this
+        Beater's backlogs leave the batch out (``removing``): a stream that resumes while the
+        engine is away gets the sender's resend, not these copies as well."""
+        if not cursors or written == []:
+            return
+        batch, count = (cursors[0], cursors[-1]), len(cursors)
+        try:
+            await self._remove(index, written, batch, count)
+        except EngineUnavailable as e:
+            self._remove_later(index, written, batch, count, str(e))
+        except EngineError as e:  # refused outright: trying again will not mend it
+            self._stay(index, count, str(e))
+
+    async def _remove(
+        self, index: str, written: list[Written] | None, batch: tuple[str, str], count: int
+    ) -> None:
+        """Raises EngineUnavailable (or EngineError) while the engine cannot remove the copies."""
+        if written is None:  # the copies of the batch, whichever: no other batch has its cursors
+            await self.refresh(index)
+            answer = await self._search(
+                index,
+                {"match_all": {}},
+                {"gte": batch[0], "lte": batch[1]},
+                {"size": count, "_source": False, "seq_no_primary_term": True, "track_total_hits": False},
+            )
+            found = answer["hits"]["hits"] if answer is not None else []
+            written = [Written(hit["_id"], hit.get("_seq_no"), hit.get("_primary_term")) for hit in found]
         actions = [
             {
                 "delete": {
@@ -162,15 +197,52 @@ class Store:
         ]
         if not actions:
             return
-        try:
-            refused = await self.engine.bulk_items([[action] for action in actions])
-        except (EngineUnavailable, EngineError) as e:
-            self._stay(index, len(actions), str(e))
-            return
+        refused = await self.engine.bulk_items([[action] for action in actions])
         # 404 and 409: removed, or written again, since: not these copies any more.
         refused = [r for r in refused if r.status not in (404, 409)]
+        if any(r.status == 429 or r.status >= 500 for r in refused):
+            raise EngineUnavailable(f"the search engine did not remove copies now: {refused[0]}")
         if refused:
             self._stay(index, len(refused), str(refused[0]))
+
+    def _remove_later(
+        self, index: str, written: list[Written] | None, batch: tuple[str, str], count: int, error: str
+    ) -> None:
+        if sum(map(len, self.removing.values())) >= MAX_REMOVING:
+            self._stay(index, count, error)
+            return
+        removing = self.removing.setdefault(index, set())
+        removing.add(batch)
+        log.warn(
+            "Beater: the search engine could not remove the copies of a batch not published from "
+            "{index} ({error}); trying again until it can",
+            index=index,
+            error=error,
+        )
+
+        async def again() -> None:
+            wait = REMOVE_FIRST
+            while True:
+                await deferLater(self._clock, wait, lambda: None)
+                try:
+                    await self._remove(index, written, batch, count)
+                except EngineUnavailable:
+                    wait = min(2 * wait, REMOVE_MOST)
+                    continue
+                except EngineError as e:
+                    self._stay(index, count, str(e))
+                except Exception:  # noqa: BLE001 - a bug: said, and the copies stay
+                    log.failure("Beater: removing copies from {index}", index=index)
+                break
+            removing.discard(batch)
+            if not removing and self.removing.get(index) is removing:
+                del self.removing[index]
+
+        Deferred.fromCoroutine(again())
+
+    def removing_cursor(self, index: str, cursor: str) -> bool:
+        """Whether ``cursor`` is of a batch whose copies in ``index`` wait to be removed."""
+        return any(first <= cursor <= last for first, last in self.removing.get(index, ()))
 
     def _stay(self, index: str, count: int, error: str) -> None:
         self.failed("bulk_item", count)

@@ -4,6 +4,7 @@ logged and counted, never taken as done; and Beaters sweeping at once do not und
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest_twisted
@@ -142,21 +143,56 @@ async def test_queries_not_stored_again_after_a_mapping_grew_are_counted_and_sto
     assert await percolator.follow_sources((index,)) == 0
 
 
+CURSORS = ["0" * 20, "0" * 19 + "1"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_copies_of_a_failed_batch_the_engine_will_not_remove_are_counted(stack, index):
     store, counted = Store(Engine(stack.engine_url)), _Counted()
     store.failed = counted
-    written = await store.put(index, [{"a": 1}, {"a": 2}], ["x1", "x2"], ["0" * 20, "0" * 19 + "1"])
+    written = await store.put(index, [{"a": 1}, {"a": 2}], ["x1", "x2"], CURSORS)
     await _block_writes(stack, index, True)
     try:
-        await store.remove(index, written)  # logged: the copies stay
+        await store.remove(index, written, CURSORS)  # logged: the copies stay
         assert counted.counts == {"bulk_item": 2}
     finally:
         await _block_writes(stack, index, False)
-    await store.remove(index, written)
+    await store.remove(index, written, CURSORS)
     assert counted.counts == {"bulk_item": 2}
     answer = await _engine(stack, "GET", f"/{index}/_doc/x1")
     assert not answer.get("found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_copies_the_engine_cannot_remove_now_are_removed_once_it_is_back_and_left_out_meanwhile(
+    stack, index
+):
+    store, counted = Store(Engine(stack.engine_url)), _Counted()
+    store.failed = counted
+    written = await store.put(index, [{"a": 1}, {"a": 2}], ["x1", "x2"], CURSORS)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    store.engine.url = f"http://127.0.0.1:{port}"  # the engine is away
+    await store.remove(index, written, CURSORS)
+    assert store.removing_cursor(index, CURSORS[1]) and not store.removing_cursor(index, "0" * 19 + "2")
+    store.engine.url = stack.engine_url  # back
+    await eventually(lambda: not store.removing, what="the copies removed")
+    assert not (await _engine(stack, "GET", f"/{index}/_doc/x1")).get("found")
+    assert not (await _engine(stack, "GET", f"/{index}/_doc/x2")).get("found")
+    assert counted.counts == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_copies_of_a_batch_whose_storing_got_no_answer_are_found_by_their_cursors(stack, index):
+    store = Store(Engine(stack.engine_url))
+    await store.put(index, [{"a": 1}, {"a": 2}], ["x1", "x2"], CURSORS)
+    await store.put(index, [{"a": 3}], ["x3"], ["0" * 19 + "2"])  # another batch's: stays
+    await store.remove(index, None, CURSORS)
+    assert not (await _engine(stack, "GET", f"/{index}/_doc/x1")).get("found")
+    assert not (await _engine(stack, "GET", f"/{index}/_doc/x2")).get("found")
+    assert (await _engine(stack, "GET", f"/{index}/_doc/x3"))["found"]
 
 
 @pytest_twisted.ensureDeferred
