@@ -157,12 +157,15 @@ def answer_later(request: Request, answering: Coroutine[Any, Any, None], what: s
     return NOT_DONE_YET
 
 
-def api_root(docs: Resource) -> Resource:
-    """The resource tree of a service: ``docs`` at ``/api/v0.1/docs``."""
+def api_root(docs: Resource, **more: Resource) -> Resource:
+    """The resource tree of a service: ``docs`` at ``/api/v0.1/docs``, and each of ``more`` at
+    ``/api/v0.1/<its name>``."""
     root, api, version = Branch(), Branch(), Branch()
     root.putChild(b"api", api)
     api.putChild(b"v0.1", version)
     version.putChild(b"docs", docs)
+    for name, resource in more.items():
+        version.putChild(name.encode(), resource)
     return root
 
 

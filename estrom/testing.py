@@ -174,6 +174,8 @@ class HttpStream(Protocol):
     ``on_hit`` is called with each hit as it is parsed.
     """
 
+    PATH, ARRAY = "/api/v0.1/docs", "hits"
+
     def __init__(self, keep: bool = True, on_hit: Callable[[dict], None] | None = None):
         self.raw = b""
         self.hits: list[dict] = []
@@ -182,7 +184,8 @@ class HttpStream(Protocol):
         self.status: int | None = None
         self._keep = keep
         self._on_hit = on_hit
-        self._parser = ijson.items_coro(self, "hits.item")
+        # Frames' figures as floats; hits as ijson gives them (Decimal keeps a document's digits).
+        self._parser = ijson.items_coro(self, f"{self.ARRAY}.item", use_float=self.ARRAY == "frames")
         self._waits = Waits(lambda: f"have {self.received} hits, ended: {self.ended}: {self.raw[-300:]!r}")
 
     @classmethod
@@ -198,7 +201,7 @@ class HttpStream(Protocol):
         """Ask Tailor for a stream (``params``: ``i`` and ``q``, or ``s``...), once its status is in."""
         stream = cls(keep, on_hit)
         response = await client.get(
-            tailor_url + "/api/v0.1/docs", params=params, headers=headers, unbuffered=True, timeout=TIMEOUT
+            tailor_url + cls.PATH, params=params, headers=headers, unbuffered=True, timeout=TIMEOUT
         )
         stream.status = response.code
         response.deliverBody(stream)
@@ -206,11 +209,11 @@ class HttpStream(Protocol):
 
     @property
     def headed(self) -> bool:
-        return b'"hits": [' in self.raw
+        return b'"%s": [' % self.ARRAY.encode() in self.raw
 
     @property
     def subscription_id(self) -> str:
-        head = self.raw.split(b'"hits"')[0]
+        head = self.raw.split(b'"%s"' % self.ARRAY.encode())[0]
         return json.loads(head.rstrip(b", ") + b"}")["subscription_id"]
 
     async def wait_for_head(self, timeout: float = TIMEOUT) -> str:
@@ -265,6 +268,23 @@ class HttpStream(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.ended = True
         self._waits.check()
+
+
+class AggsStream(HttpStream):
+    """A client of Tailor's aggregated tail (``/api/v0.1/aggs``): its frames are in ``hits``."""
+
+    PATH, ARRAY = "/api/v0.1/aggs", "frames"
+
+    async def wait_for_frame(self, condition: Callable[[dict], bool], timeout: float = TIMEOUT) -> dict:
+        """Fire with the first frame (from now on) for which ``condition`` holds."""
+        seen = len(self.hits)
+        await self.wait_for(
+            lambda: any(condition(frame) for frame in self.hits[seen:]) or self.ended, "a frame", timeout
+        )
+        for frame in self.hits[seen:]:
+            if condition(frame):
+                return frame
+        raise AssertionError(f"the stream ended without such a frame: {self.raw[-500:]!r}")
 
 
 def never_reading_stream(port: int, index: str, query: str) -> socket.socket:

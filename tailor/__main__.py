@@ -11,7 +11,7 @@ from estrom.http import GuardedSite, api_root
 from estrom.metrics import MetricsResource, TailorMetrics
 from estrom.service import serve, start
 from estrom.wamp import component, whole_join
-from tailor.request import DocsResource
+from tailor.request import AggsResource, DocsResource
 from tailor.service import Tailor
 from tailor.settings import TailorSettings
 from tailor.stream import Bounds
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
 
     serve(
         settings,
-        GuardedSite(api_root(DocsResource(tailor))),
+        GuardedSite(api_root(DocsResource(tailor), aggs=AggsResource(tailor))),
         (limits, tokens),
         {"router": tailor.readiness},
         MetricsResource(metrics),

@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.web.server import Request
 
 from estrom.http import JsonResource, answer_later, error_answer
+from tailor.aggregate import MAX_BUCKETS, Options
 from tailor.service import Tailor
 
 
@@ -27,11 +30,23 @@ class DocsResource(JsonResource):
 
     def render_GET(self, request: Request) -> bytes | int:
         try:
-            asked = parameters(request.args)
+            opened = self.open(request)
         except ValueError as e:
             return error_answer(request, 400, str(e))
-        opened = self.tailor.open(request, asked.index, asked.query, asked.sid, asked.limit, asked.backlog)
         return answer_later(request, opened, "stream")
+
+    def open(self, request: Request) -> Coroutine[Any, Any, None]:
+        """The stream ``request`` asks for, opening; ValueError says what is wrong with it."""
+        asked = parameters(request.args)
+        return self.tailor.open(request, asked.index, asked.query, asked.sid, asked.limit, asked.backlog)
+
+
+class AggsResource(DocsResource):
+    """``/api/v0.1/aggs``: the aggregated tail."""
+
+    def open(self, request: Request) -> Coroutine[Any, Any, None]:
+        asked, options, every = aggregation_parameters(request.args)
+        return self.tailor.open(request, asked.index, asked.query, asked.sid, None, None, (options, every))
 
 
 @dataclass(frozen=True)
@@ -47,18 +62,7 @@ class Asked:
 
 def parameters(query_args: dict[bytes, list[bytes]]) -> Asked:
     """What the URL's parameters (``request.args``) ask for; ValueError says what is wrong."""
-    args = {}
-    for name, values in query_args.items():
-        name = name.decode("utf-8", "replace")
-        if len(values) > 1:
-            raise ValueError(f"parameter '{name}' is given more than once")
-        try:
-            args[name] = values[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"parameter '{name}' is not UTF-8") from None
-    unknown = set(args) - {"i", "q", "s", "limit", "backlog", "since", "after"}
-    if unknown:
-        raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}; use i and q, or s")
+    args = _decoded(query_args, {"limit", "backlog", "since", "after"})
     limit = _positive(args, "limit")
     backlog: dict[str, Any] = {}
     if "backlog" in args:
@@ -68,6 +72,27 @@ def parameters(query_args: dict[bytes, list[bytes]]) -> Asked:
             if not args[name].strip():
                 raise ValueError(f"'{name}' is empty")
             backlog[name] = args[name]
+    return _asked(args, limit, backlog)
+
+
+def _decoded(query_args: dict[bytes, list[bytes]], known: set[str]) -> dict[str, str]:
+    """The URL's parameters, each given once and in UTF-8, among ``known`` (and i, q, s)."""
+    args = {}
+    for name, values in query_args.items():
+        name = name.decode("utf-8", "replace")
+        if len(values) > 1:
+            raise ValueError(f"parameter '{name}' is given more than once")
+        try:
+            args[name] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"parameter '{name}' is not UTF-8") from None
+    unknown = set(args) - known - {"i", "q", "s"}
+    if unknown:
+        raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}; use i and q, or s")
+    return args
+
+
+def _asked(args: dict[str, str], limit: int | None, backlog: dict[str, Any]) -> Asked:
     if "s" in args:
         if "i" in args or "q" in args:
             raise ValueError("give either 's', or 'i' and 'q', not both")
@@ -77,6 +102,85 @@ def parameters(query_args: dict[bytes, list[bytes]]) -> Asked:
     if not args.get("i") or not args.get("q", "").strip():
         raise ValueError("give 'i' (the index) and 'q' (the query), or 's' (a subscription ID)")
     return Asked(args["i"], _query(args["q"]), None, limit, backlog)
+
+
+# What an aggregation may be asked for (tailor.aggregate.Options).
+AGGREGATION = {"by", "k", "stats", "window", "histogram", "split", "every"}
+MAX_FIELDS = 10  # in `by`, and in `stats`
+MAX_K = 100
+INTERVALS = {"1s": 1.0, "10s": 10.0, "1m": 60.0}
+WINDOWS = (10.0, 86400.0)  # seconds, the least and the most
+EVERY = (0.1, 60.0)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def aggregation_parameters(query_args: dict[bytes, list[bytes]]) -> tuple[Asked, Options, float]:
+    """What ``/api/v0.1/aggs`` is asked: the query, the aggregation, and how often a frame is
+    sent (seconds); ValueError names the parameter that is wrong."""
+    args = _decoded(query_args, AGGREGATION)
+    by, stats = _fields(args, "by"), _fields(args, "stats")
+    split = None
+    if "split" in args:
+        split = args["split"].strip()
+        if not split or "," in split or len(split) > 256:
+            raise ValueError("'split' must be one field's name")
+    k = _positive(args, "k") or 10
+    if k > MAX_K:
+        raise ValueError(f"'k' must be at most {MAX_K}")
+    window: float | None = 300.0
+    if args.get("window", "5m") == "all":
+        window = None
+    elif "window" in args:
+        window = _seconds(args, "window", *WINDOWS)
+    if "histogram" in args:
+        if args["histogram"] not in INTERVALS:
+            raise ValueError(f"'histogram' must be one of {', '.join(INTERVALS)}")
+        interval = INTERVALS[args["histogram"]]
+    else:
+        interval = (
+            1.0
+            if window is not None and window <= 300
+            else 10.0
+            if window is not None and window <= 1800
+            else 60.0
+        )
+    if window is not None and window / interval > MAX_BUCKETS:
+        raise ValueError(
+            f"'histogram' of {args.get('histogram')} makes more than {MAX_BUCKETS} buckets of the window: take a wider one"
+        )
+    if window is not None and window < interval:
+        raise ValueError("'window' must be at least the histogram's interval")
+    every = _seconds(args, "every", *EVERY) if "every" in args else 1.0
+    options = Options(by=by, k=k, stats=stats, window=window, interval=interval, split=split)
+    return _asked(args, None, {}), options, every
+
+
+def _fields(args: dict[str, str], name: str) -> tuple[str, ...]:
+    if name not in args:
+        return ()
+    fields = tuple(part.strip() for part in args[name].split(","))
+    if not all(fields) or any(len(f) > 256 for f in fields):
+        raise ValueError(f"'{name}' must be field names, separated by commas")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"'{name}' names a field more than once")
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"'{name}' may name at most {MAX_FIELDS} fields")
+    return fields
+
+
+def _seconds(args: dict[str, str], name: str, least: float, most: float) -> float:
+    match = _DURATION.fullmatch(args[name].strip())
+    if match is None:
+        raise ValueError(f"'{name}' must be a duration such as 500ms, 10s, 5m or 1h")
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if not least <= seconds <= most:
+        raise ValueError(f"'{name}' must be from {_say(least)} to {_say(most)}")
+    return seconds
+
+
+def _say(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _positive(args: dict[str, str], name: str) -> int | None:

@@ -20,7 +20,8 @@ from twisted.web.server import Request
 from estrom import api
 from estrom.coalesce import Coalesce
 from estrom.http import ByteBudget, principal_of, send_error
-from tailor.stream import DEFAULT_BOUNDS, Bounds, Stream
+from tailor.aggregate import Aggregation, Options
+from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameStream, Stream
 
 log = Logger()
 
@@ -135,7 +136,10 @@ class Tailor:
         sid: str | None,
         limit: int | None,
         backlog: dict[str, Any] | None = None,
+        aggregation: tuple[Options, float] | None = None,
     ) -> None:
+        """Open a stream of the hits of a query (or of ``aggregation``'s frames: its options,
+        and seconds between frames) for ``request``, or answer it with why not."""
         session = self.session
         if session is None:
             send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
@@ -168,7 +172,23 @@ class Tailor:
         if finished.called or self.session is not session:
             return
         topic = api.topic(sid)
-        stream = Stream(request, topic, limit, self.keepalive, self._ended, self.bounds, budget=self.pending)
+        if aggregation is None:
+            stream = Stream(
+                request, topic, limit, self.keepalive, self._ended, self.bounds, budget=self.pending
+            )
+        else:
+            options, every = aggregation
+            stream = FrameStream(
+                request,
+                topic,
+                None,
+                self.keepalive,
+                self._ended,
+                self.bounds,
+                budget=self.pending,
+                aggregation=Aggregation(options, reactor.seconds()),
+                every=every,
+            )
         stream.reader = reader.name
         if backlog:
             stream.hold()
@@ -260,11 +280,16 @@ class Tailor:
             for stream in streams:
                 stream.close_when_sent(str(more[api.ENDED]))
             return
-        if streams:
-            encoded = [json.dumps(hit).encode("utf-8") for hit in hits]  # once, for every stream
-            cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]
-            for stream in streams:
-                stream.send(encoded, cursors)
+        encoded = cursors = None
+        now = reactor.seconds()
+        for stream in streams:
+            if isinstance(stream, FrameStream):
+                stream.add(hits, now)
+                continue
+            if encoded is None:  # once, for every stream
+                encoded = [json.dumps(hit).encode("utf-8") for hit in hits]
+                cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]
+            stream.send(encoded, cursors)
 
     def revoke(self, names: set[str]) -> None:
         """End the streams of clients whose token was removed or changed (they may open them

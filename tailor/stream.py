@@ -13,6 +13,7 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -23,6 +24,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from estrom.http import ByteBudget, send_error
+from tailor.aggregate import Aggregation
 
 log = Logger()
 
@@ -41,6 +43,8 @@ DEFAULT_BOUNDS = Bounds()
 
 @implementer(IPushProducer)
 class Stream:
+    ARRAY = b"hits"  # the name of the array that grows
+
     """One client's endless response.
 
     A push producer: when the client reads slower than hits arrive, the transport pauses it and
@@ -103,8 +107,8 @@ class Stream:
         self.request.setHeader(b"X-Accel-Buffering", b"no")  # don't let a proxy hold hits back
         self.request.registerProducer(self, True)
         self._write(
-            b'{"subscription_id": %s, %s"hits": [\n'
-            % (json.dumps(subscription_id).encode(), b'"gap": true, ' if gap else b"")
+            b'{"subscription_id": %s, %s"%s": [\n'
+            % (json.dumps(subscription_id).encode(), b'"gap": true, ' if gap else b"", self.ARRAY)
         )
         self._keepalive.start(self._keepalive_seconds, now=False)
 
@@ -320,3 +324,47 @@ class Stream:
     def _write(self, data: bytes) -> None:
         if not self.disconnected:
             self.request.write(data)
+
+
+class FrameStream(Stream):
+    """One client's endless aggregation (``/api/v0.1/aggs``): ``{"subscription_id": "<ID>",
+    "frames": [ ... ]}``, a frame of ``aggregation`` every ``every`` seconds. A client that reads
+    slower than frames come gets the newest: one frame waits for it at most."""
+
+    ARRAY = b"frames"
+
+    def __init__(self, *args: Any, aggregation: Aggregation, every: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.aggregation = aggregation
+        self._every = every
+        self._framing = LoopingCall(self.send_frame)
+        self._framing.clock = self._clock
+        self._last = (0, aggregation.opened)  # the count, and when, at the last frame
+
+    def start(self, subscription_id: str, gap: bool = False) -> None:
+        super().start(subscription_id, gap)
+        self._framing.start(self._every, now=False)
+
+    def add(self, hits: tuple, now: float) -> None:
+        if not self.closed:
+            self.aggregation.add(hits, now)
+
+    def send_frame(self) -> None:
+        if self.closed:
+            return
+        now = self._clock.seconds()
+        count, at = self._last
+        rate = (self.aggregation.count - count) / (now - at) if now > at else 0.0
+        self._last = (self.aggregation.count, now)
+        frame = json.dumps(self.aggregation.frame(now, round(rate, 3))).encode("utf-8")
+        if self.paused:  # only the newest frame waits for a slow client
+            self._pending.clear()
+            self._pending_bytes = 0
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        self._flush()
+
+    def _end(self) -> None:
+        if self._framing.running:
+            self._framing.stop()
+        super()._end()

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from tailor.request import Asked, parameters
+from tailor.aggregate import Options
+from tailor.request import Asked, aggregation_parameters, parameters
 
 
 def args(**values: str | list[str]) -> dict[bytes, list[bytes]]:
@@ -56,3 +57,44 @@ def test_what_a_url_asks_for(given, asked):
 def test_what_a_url_may_not_ask_for(given, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         parameters(given)
+
+
+def test_an_aggregation_is_asked_with_defaults_chosen_from_the_window():
+    asked, options, every = aggregation_parameters(args(i="events", q="level:error", by="service,host"))
+    assert asked == Asked("events", "level:error", None, None, {})
+    assert options == Options(by=("service", "host"), k=10, window=300.0, interval=1.0) and every == 1.0
+    _, options, every = aggregation_parameters(
+        args(s="x", stats="duration_ms", window="30m", split="service", k="3", every="250ms")
+    )
+    assert (options.window, options.interval, options.split, options.k, every) == (
+        1800.0,
+        10.0,
+        "service",
+        3,
+        0.25,
+    )
+    _, options, _ = aggregation_parameters(args(s="x", window="all", histogram="1s"))
+    assert (options.window, options.interval) == (None, 1.0)
+
+
+@pytest.mark.parametrize(
+    "given, named",
+    [
+        ({"by": "a,,b"}, "'by'"),
+        ({"by": "a,a"}, "'by'"),
+        ({"stats": ",".join("abcdefghijk")}, "'stats'"),
+        ({"k": "101"}, "'k'"),
+        ({"k": "0"}, "'k'"),
+        ({"window": "5x"}, "'window'"),
+        ({"window": "2s"}, "'window'"),
+        ({"window": "2d"}, "'window'"),
+        ({"histogram": "5s"}, "'histogram'"),
+        ({"window": "24h", "histogram": "1s"}, "'histogram'"),
+        ({"split": "a,b"}, "'split'"),
+        ({"every": "50ms"}, "'every'"),
+        ({"limit": "3"}, "limit"),
+    ],
+)
+def test_a_bad_aggregation_parameter_is_named(given, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        aggregation_parameters(args(i="events", q="a", **given))

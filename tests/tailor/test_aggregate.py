@@ -1,0 +1,111 @@
+"""The aggregation core (tailor.aggregate): counts, top values, statistics and the histogram of
+hits, over a rolling window or everything, checked against what the hits hold."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from tailor import aggregate
+from tailor.aggregate import ACCURACY, Aggregation, Options, values_at
+
+T0 = 1_800_000_000.0  # seconds: an even minute
+
+
+def _hit(ms: float, source: dict, node: str = "00a1") -> dict:
+    return {"_index": "i", "_id": "x", "_cursor": f"{int(ms):012x}0000{node}", "_source": source}
+
+
+def test_values_are_read_as_the_engine_reads_fields():
+    source = {"kubernetes": {"pod": "a"}, "k8s.pod": "b", "tags": ["x", ["y"], None, {"z": 1}], "n": None}
+    assert values_at(source, "kubernetes.pod") == ["a"]
+    assert values_at(source, "k8s.pod") == ["b"]
+    assert values_at(source, "tags") == ["x", "y"]
+    assert values_at({"a": [{"b": 1}, {"b": 2}]}, "a.b") == [1, 2]
+    assert values_at(source, "n") == [] and values_at(source, "missing") == []
+
+
+def test_everything_since_open_is_counted_exactly():
+    rng = random.Random(7)
+    options = Options(by=("service",), k=3, stats=("ms",), window=None, interval=60.0)
+    agg = Aggregation(options, T0)
+    services, durations, missing = Counter(), [], 0
+    hits = []
+    for n in range(5000):
+        source = {"ms": rng.lognormvariate(3, 1)}
+        if n % 50:
+            source["service"] = rng.choice(["api", "web", "db", "queue", "auth"])
+            services[source["service"]] += 1
+        else:
+            missing += 1
+        durations.append(source["ms"])
+        hits.append(_hit((T0 + n / 100) * 1000, source))
+    for start in range(0, len(hits), 100):
+        agg.add(hits[start : start + 100], T0 + 50)
+    frame = agg.frame(T0 + 51, 0.0)
+    assert frame["count"] == 5000
+    expected = sorted(services.items(), key=lambda item: (-item[1], item[0]))
+    assert frame["top"]["service"]["values"] == [list(item) for item in expected[:3]]
+    assert frame["top"]["service"]["other"] == sum(c for _, c in expected[3:])
+    assert frame["top"]["service"]["missing"] == missing
+    assert "approximate" not in frame
+    stats = frame["stats"]["ms"]
+    assert stats["count"] == 5000 and stats["min"] == min(durations) and stats["max"] == max(durations)
+    assert abs(stats["avg"] - sum(durations) / 5000) < 1e-9 * stats["avg"]
+    ranked = sorted(durations)
+    for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        exact = ranked[int(q * 4999)]
+        assert abs(stats[label] - exact) <= ACCURACY * exact * 1.000001, label
+    assert frame["histogram"]["interval"] == "1m" and frame["histogram"]["buckets"][0][1] == 5000
+
+
+def test_a_rolling_window_forgets_what_left_it():
+    agg = Aggregation(Options(by=("level",), stats=("n",), window=60.0, interval=1.0), T0)
+    agg.add([_hit(T0 * 1000 + i, {"level": "debug", "n": 1}) for i in range(10)], T0)
+    agg.add([_hit((T0 + 30) * 1000, {"level": "error", "n": 5})], T0 + 30)
+    frame = agg.frame(T0 + 31, 0.0)
+    assert frame["top"]["level"]["values"] == [["debug", 10], ["error", 1]]
+    assert frame["stats"]["n"]["count"] == 11 and frame["stats"]["n"]["max"] == 5
+    assert len(frame["histogram"]["buckets"]) == 60
+    assert sum(n for _, n in frame["histogram"]["buckets"]) == 11
+    later = agg.frame(T0 + 62, 0.0)  # the first hits' slice has left the window
+    assert later["count"] == 11  # since the stream opened
+    assert later["top"]["level"]["values"] == [["error", 1]]
+    assert later["stats"]["n"] == {**later["stats"]["n"], "count": 1, "min": 5, "max": 5}
+    assert sum(n for _, n in later["histogram"]["buckets"]) == 1
+    gone = agg.frame(T0 + 200, 0.0)
+    assert gone["top"]["level"] == {"values": [], "other": 0, "missing": 0}
+    assert gone["stats"]["n"]["count"] == 0 and gone["stats"]["n"]["p99"] is None
+
+
+def test_past_the_bound_top_values_are_approximate_within_the_stated_error(monkeypatch):
+    monkeypatch.setattr(aggregate, "DISTINCT_ALL", 20)
+    rng = random.Random(3)
+    agg = Aggregation(Options(by=("user",), k=5, window=None), T0)
+    truth: Counter = Counter()
+    for n in range(3000):
+        # a few heavy users among many light ones
+        user = f"heavy{rng.randrange(3)}" if rng.random() < 0.5 else f"light{rng.randrange(500)}"
+        truth[user] += 1
+        agg.add([_hit(T0 * 1000 + n, {"user": user})], T0 + 1)
+    frame = agg.frame(T0 + 2, 0.0)
+    entry = frame["top"]["user"]
+    assert frame["approximate"] and entry["approximate"]
+    error = entry["error"]
+    shown = dict(entry["values"])
+    assert {"heavy0", "heavy1", "heavy2"} <= set(shown)
+    for value, count in shown.items():
+        assert truth[value] <= count <= truth[value] + error, value
+    assert sum(c for _, c in entry["values"]) + entry["other"] == 3000
+
+
+def test_the_histogram_is_split_by_a_fields_top_values():
+    agg = Aggregation(Options(window=10.0, interval=1.0, split="service"), T0)
+    agg.add([_hit(T0 * 1000, {"service": "api"}), _hit(T0 * 1000 + 5, {"service": "web"})], T0)
+    agg.add([_hit((T0 + 1) * 1000, {"service": "api"}), _hit((T0 + 1) * 1000, {})], T0 + 1)
+    histogram = agg.frame(T0 + 1.5, 0.0)["histogram"]
+    assert histogram["split"] == {"field": "service", "values": ["api", "web"]}
+    assert histogram["buckets"][-2:] == [
+        ["2027-01-15T08:00:00.000Z", 2, {"api": 1, "web": 1}],
+        ["2027-01-15T08:00:01.000Z", 2, {"api": 1}],
+    ]
