@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any, TextIO
@@ -80,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         help="print each document matching a query as it arrives",
         description="Print each document matching a query as it arrives, one line each.",
     )
-    tail.add_argument("query", nargs="?", help="Lucene query string, or query DSL as a JSON object")
-    tail.add_argument("-i", "--index", help="the index the documents are sent to")
-    tail.add_argument("-s", "--subscription", metavar="ID", help="a subscription ID instead of -i and QUERY")
-    tail.add_argument(
-        "--url",
-        default=os.environ.get("ESTROM_TAILOR_URL", DEFAULT_URL),
-        help="Tailor's URL ($ESTROM_TAILOR_URL, default: %(default)s)",
-    )
+    add_query_arguments(tail)
     shape = tail.add_mutually_exclusive_group()
     shape.add_argument(
         "--format", metavar="TEMPLATE", help="e.g. '{@timestamp} {level} {msg}'; {a.b} reads nested fields"
@@ -112,9 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         "of the process list",
     )
     add_token_commands(commands)
+    from estrom import top  # it reads streams with this module's helpers
+
+    top.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "token":
         return tokens_command(args, parser)
+    if args.command == "top":
+        return top.command(args, parser, sys.stdout, sys.stderr)
 
     if args.subscription and (args.index or args.query):
         parser.error("give -s ID, or -i INDEX and QUERY, not both")
@@ -132,6 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `estrom tail ... | head`
         sys.stderr.close()
         return 0
+
+
+def add_query_arguments(command: argparse.ArgumentParser) -> None:
+    """What a command that reads Tailor is asked: a query on an index, or its ID, and where."""
+    command.add_argument("query", nargs="?", help="Lucene query string, or query DSL as a JSON object")
+    command.add_argument("-i", "--index", help="the index the documents are sent to")
+    command.add_argument(
+        "-s", "--subscription", metavar="ID", help="a subscription ID instead of -i and QUERY"
+    )
+    command.add_argument(
+        "--url",
+        default=os.environ.get("ESTROM_TAILOR_URL", DEFAULT_URL),
+        help="Tailor's URL ($ESTROM_TAILOR_URL, default: %(default)s)",
+    )
 
 
 def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
@@ -155,7 +168,7 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
             if args.since:
                 params["since"] = args.since
         try:
-            for kind, value in _stream(
+            for kind, value in stream_items(
                 f"{args.url.rstrip('/')}/api/v0.1/docs", params, getattr(args, "token", None)
             ):
                 if kind == "subscription_id":
@@ -191,8 +204,11 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
         delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
 
-def _stream(url: str, params: dict[str, str], token: str | None = None):
-    """Yield ``("subscription_id", id)``, then ``("hit", hit)`` for each hit as it arrives."""
+def stream_items(
+    url: str, params: dict[str, str], token: str | None = None, array: str = "hits"
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``("subscription_id", id)``, then ``("item", item)`` for each item of ``array`` (a
+    hit, or an aggregation's frame) as it arrives."""
     request = urllib.request.Request(url + "?" + urllib.parse.urlencode(params))
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -205,24 +221,25 @@ def _stream(url: str, params: dict[str, str], token: str | None = None):
         raise Lost(message) from None
     except (urllib.error.URLError, OSError) as e:
         raise Lost(f"cannot reach Tailor at {url}: {getattr(e, 'reason', e)}") from None
-    error = None
+    error, item = None, f"{array}.item"
     with response:
         try:
             builder = None
-            for prefix, event, value in ijson.parse(_Available(response)):
+            # A frame's figures as floats; a hit's numbers as Decimal, which keeps their digits.
+            for prefix, event, value in ijson.parse(_Available(response), use_float=array == "frames"):
                 if prefix == "subscription_id":
                     yield "subscription_id", value
                 elif prefix == "gap":
                     yield "gap", value
                 elif prefix == "error":
                     error = value
-                elif prefix == "hits.item" and event in ("start_map", "start_array"):
+                elif prefix == item and event in ("start_map", "start_array"):
                     builder = ijson.ObjectBuilder()
                     builder.event(event, value)
                 elif builder is not None:
                     builder.event(event, value)
-                    if prefix == "hits.item" and event in ("end_map", "end_array"):
-                        yield "hit", builder.value
+                    if prefix == item and event in ("end_map", "end_array"):
+                        yield "item", builder.value
                         builder = None
         except (ijson.JSONError, HTTPException, OSError) as e:
             raise Lost(f"connection lost: {e}") from None

@@ -97,9 +97,9 @@ def test_tailors_refusal_is_shown_not_obeyed(monkeypatch):
 
     def refused(url, params, token=None):
         raise cli.Refused("invalid query: \x1b]52;c;ZXZpbA==\x07\x9b2J")
-        yield  # a generator, as _stream is
+        yield  # a generator, as stream_items is
 
-    monkeypatch.setattr(cli, "_stream", refused)
+    monkeypatch.setattr(cli, "stream_items", refused)
     out, err = io.StringIO(), io.StringIO()
     status = cli.follow(
         args(url="http://tailor", subscription="s", index=None, query=None, limit=None), out, err, False

@@ -1,0 +1,114 @@
+"""`estrom top`: its screen and lines from frames, and the command in a real terminal (a pty)
+and in a pipe, against the real system."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import struct
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from estrom.testing import ProcessLines, docs_url, eventually, post, until_subscribed
+from estrom.top import plain, sparkline, table
+
+ESTROM = str(Path(sys.executable).parent / "estrom")
+
+FRAME = {
+    "at": "2026-12-05T21:00:01.000Z",
+    "count": 1913,
+    "rate": 812.4,
+    "histogram": {"interval": "1s", "buckets": [["t0", 0], ["t1", 4], ["t2", 8]]},
+    "top": {"service": {"values": [["api", 75], ["\x1b]52;c;evil\x07web", 25]], "other": 0, "missing": 5}},
+    "stats": {"ms": {"count": 100, "min": 1.0, "max": 9.5, "avg": 3.25, "p50": 3.0, "p90": 8.0, "p99": None}},
+}
+
+
+def test_a_frame_becomes_a_screen_of_shares_and_figures_with_no_escape_of_a_document():
+    lines = table(FRAME, 100)
+    assert lines[0] == "2026-12-05T21:00:01.000Z  total 1,913  rate 812.4/s"
+    assert lines[1] == "▁▄█"
+    assert any(line.startswith("  api") and "75" in line and "75.0%" in line for line in lines)
+    assert not any("\x1b" in line or "\x07" in line for line in lines)
+    assert "  count 100  min 1  max 9.5  avg 3.25  p50 3  p90 8  p99 -" in lines
+    assert all(len(line) <= 30 for line in table(FRAME, 30))
+
+
+def test_a_frame_becomes_one_plain_line():
+    line = plain(FRAME)
+    assert line.startswith("count=1913 rate=812.4/s | service: api=75, ")
+    assert "\x1b" not in line and "ms: count=100 min=1 max=9.5" in line
+
+
+def test_the_sparkline_scales_to_the_largest_bucket():
+    assert sparkline([]) == "" and sparkline([0, 0]) == "▁▁"
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+
+
+class Terminal(ProcessLines):
+    """What a command writes to its terminal, whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.screen = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.screen += data
+        super().outReceived(data)
+
+
+QUERY = "level:error"
+
+
+def _top(stack, index, out: ProcessLines, *more: str, terminal: bool = False):
+    """``estrom top`` of QUERY by service, in a terminal of 120 x 40 or a pipe."""
+    args = [ESTROM, "top", "--url", stack.tailor_url, "-i", index, QUERY, "--by", "service", *more]
+    if not terminal:
+        return reactor.spawnProcess(out, ESTROM, args, env=None)
+    env = {"TERM": "xterm-256color", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    process = reactor.spawnProcess(out, ESTROM, args, env=env, usePTY=True)
+    fcntl.ioctl(process.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    return process
+
+
+@pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_top_in_a_terminal_draws_the_counts_and_quits_on_q(stack, index):
+    terminal = Terminal()
+    process = _top(stack, index, terminal, "--every", "200ms", terminal=True)
+    await until_subscribed(stack, index, QUERY)
+    await post(docs_url(stack.beater_url, index), [{"level": "error", "service": "api"}] * 3)
+    await terminal.wait_for(lambda: b"total 3" in terminal.screen, what="the screen to show the total")
+    assert b"api" in terminal.screen and b"100.0%" in terminal.screen
+    assert b"\x1b[?1049h" in terminal.screen  # the alternate screen
+    process.write(b"q")
+    await terminal.wait_for(lambda: terminal.ended, what="estrom top to quit on q")
+    assert terminal.status == 0
+    assert b"\x1b[?1049l" in terminal.screen  # and back
+
+
+@pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_top_prints_frames_as_ndjson_and_plain_lines_in_a_pipe(stack, index):
+    outs = {}
+    for shape in ("--json", None):
+        outs[shape] = out = ProcessLines()
+        _top(stack, index, out, "--every", "100ms", *([shape] if shape else []))
+    await until_subscribed(stack, index, QUERY)
+    await post(docs_url(stack.beater_url, index), [{"level": "error", "service": "api"}] * 2)
+
+    def counted(out: ProcessLines, shape: str | None) -> bool:
+        if shape:
+            return any(json.loads(line)["count"] == 2 for line in out.lines)
+        return any(line.startswith("count=2 ") and "service: api=2" in line for line in out.lines)
+
+    for shape, out in outs.items():
+        await eventually(lambda out=out, shape=shape: counted(out, shape), what=f"estrom top {shape}")
+        out.transport.signalProcess("INT")
+        await out.wait_for(lambda out=out: out.ended, what="estrom top to end on Ctrl-C")
+        assert out.status == 0, out.stderr
