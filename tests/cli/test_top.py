@@ -81,34 +81,45 @@ def _top(stack, index, out: ProcessLines, *more: str, terminal: bool = False):
 async def test_top_in_a_terminal_draws_the_counts_and_quits_on_q(stack, index):
     terminal = Terminal()
     process = _top(stack, index, terminal, "--every", "200ms", terminal=True)
-    await until_subscribed(stack, index, QUERY)
-    await post(docs_url(stack.beater_url, index), [{"level": "error", "service": "api"}] * 3)
-    await terminal.wait_for(lambda: b"total 3" in terminal.screen, what="the screen to show the total")
-    assert b"api" in terminal.screen and b"100.0%" in terminal.screen
-    assert b"\x1b[?1049h" in terminal.screen  # the alternate screen
-    process.write(b"q")
-    await terminal.wait_for(lambda: terminal.ended, what="estrom top to quit on q")
-    assert terminal.status == 0
-    assert b"\x1b[?1049l" in terminal.screen  # and back
+    try:
+        await until_subscribed(stack, index, QUERY)
+        await post(docs_url(stack.beater_url, index), [{"level": "error", "service": "api"}] * 3)
+        await terminal.wait_for(lambda: b"total 3" in terminal.screen, what="the screen to show the total")
+        assert b"api" in terminal.screen and b"100.0%" in terminal.screen
+        assert b"\x1b[?1049h" in terminal.screen  # the alternate screen
+        process.write(b"q")
+        await terminal.wait_for(lambda: terminal.ended, what="estrom top to quit on q")
+        assert terminal.status == 0
+        assert b"\x1b[?1049l" in terminal.screen  # and back
+    finally:
+        if not terminal.ended:
+            process.signalProcess("KILL")
 
 
 @pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
 @pytest_twisted.ensureDeferred
 async def test_top_prints_frames_as_ndjson_and_plain_lines_in_a_pipe(stack, index):
-    outs = {}
+    outs, processes = {}, []
     for shape in ("--json", None):
         outs[shape] = out = ProcessLines()
-        _top(stack, index, out, "--every", "100ms", *([shape] if shape else []))
-    await until_subscribed(stack, index, QUERY)
-    await post(docs_url(stack.beater_url, index), [{"level": "error", "service": "api"}] * 2)
+        processes.append(_top(stack, index, out, "--every", "100ms", *([shape] if shape else [])))
+    try:
+        # A frame printed: that stream is open, so subscribed.
+        for out in outs.values():
+            await out.wait_for(lambda out=out: bool(out.lines) or out.ended, what="a first frame")
+        await post(docs_url(stack.beater_url, index), [{"level": "error", "service": "api"}] * 2)
 
-    def counted(out: ProcessLines, shape: str | None) -> bool:
-        if shape:
-            return any(json.loads(line)["count"] == 2 for line in out.lines)
-        return any(line.startswith("count=2 ") and "service: api=2" in line for line in out.lines)
+        def counted(out: ProcessLines, shape: str | None) -> bool:
+            if shape:
+                return any(json.loads(line)["count"] == 2 for line in out.lines)
+            return any(line.startswith("count=2 ") and "service: api=2" in line for line in out.lines)
 
-    for shape, out in outs.items():
-        await eventually(lambda out=out, shape=shape: counted(out, shape), what=f"estrom top {shape}")
-        out.transport.signalProcess("INT")
-        await out.wait_for(lambda out=out: out.ended, what="estrom top to end on Ctrl-C")
-        assert out.status == 0, out.stderr
+        for shape, out in outs.items():
+            await eventually(lambda out=out, shape=shape: counted(out, shape), what=f"estrom top {shape}")
+            out.transport.signalProcess("INT")
+            await out.wait_for(lambda out=out: out.ended, what="estrom top to end on Ctrl-C")
+            assert out.status == 0, out.stderr
+    finally:
+        for out, process in zip(outs.values(), processes, strict=True):
+            if not out.ended:
+                process.signalProcess("KILL")
