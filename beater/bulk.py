@@ -40,6 +40,7 @@ class BulkItem:
     action: str
     index: str | None = None
     id: str | None = None
+    named: bool = False  # the id is the sender's, not made here
     document: dict | None = None
     size: int = 0  # bytes of its source line
     status: int = 0
@@ -143,7 +144,7 @@ def _action(line: bytes, number: int, default_index: str | None, patterns: tuple
     if given is None:
         item.id = uuid.uuid4().hex
     elif isinstance(given, (str, int)) and not isinstance(given, bool) and str(given):
-        item.id = str(given)
+        item.id, item.named = str(given), True
         if len(item.id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
             item.id = None
             item.refuse(400, "illegal_argument_exception", f"{where}_id is longer than {MAX_ID_BYTES} bytes")

@@ -401,6 +401,7 @@ class BulkResource(_Ingest):
                 [item.document for item in items],
                 sum(item.size for item in items),
                 [item.id for item in items],
+                [item.named for item in items],
             )
         except Rejected as e:
             if len(items) > 1 and budget[0] > 0:

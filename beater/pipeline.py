@@ -22,8 +22,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 # index, documents, (documents, bytes) of each request that carried them in turn, the
-# documents' IDs -> {query_id: [positions of the matching documents]}, once published
-Deliver = Callable[[str, list[dict], list[tuple[int, int]], list[str]], Awaitable[dict[str, list[int]]]]
+# documents' IDs, which of those their senders gave -> {query_id: [positions of the matching
+# documents]}, once published
+Deliver = Callable[
+    [str, list[dict], list[tuple[int, int]], list[str], list[bool]], Awaitable[dict[str, list[int]]]
+]
 
 
 class Overloaded(Exception):
@@ -44,6 +47,7 @@ class _Request:
     documents: list[dict]
     size: int
     ids: list[str]
+    named: list[bool]
     done: Deferred = field(default_factory=Deferred)
 
 
@@ -78,10 +82,15 @@ class Pipeline:
         self.queued_bytes = 0  # the size of the requests that carried them
 
     def submit(
-        self, index: str, documents: list[dict], size: int = 0, ids: list[str] | None = None
+        self,
+        index: str,
+        documents: list[dict],
+        size: int = 0,
+        ids: list[str] | None = None,
+        named: list[bool] | None = None,
     ) -> Deferred[dict[str, int]]:
         """Queue ``documents`` (``size``: the bytes of the request that carried them; ``ids``:
-        theirs, made here if not given); fires with their counts once percolated and published.
+        theirs, made here if not given; ``named``: which of those the sender gave); fires with their counts once percolated and published.
 
         Raises Overloaded at once when the queue is full. The Deferred fails with Rejected, or
         with whatever ``deliver`` raised for a batch (engine or router unavailable).
@@ -92,7 +101,12 @@ class Pipeline:
             raise Overloaded(
                 f"{self.queued} documents ({self.queued_bytes} bytes) are waiting for the search engine"
             )
-        request = _Request(documents, size, ids or [uuid.uuid4().hex for _ in documents])
+        request = _Request(
+            documents,
+            size,
+            ids or [uuid.uuid4().hex for _ in documents],
+            named or [False] * len(documents),
+        )
         state = self._indexes.setdefault(index, _Index())
         state.waiting.append(request)
         state.documents += len(documents)
@@ -142,9 +156,10 @@ class Pipeline:
     async def _run(self, index: str, batch: list[_Request]) -> None:
         documents = [document for request in batch for document in request.documents]
         ids = [document_id for request in batch for document_id in request.ids]
+        named = [given for request in batch for given in request.named]
         try:
             matches = await self._deliver(
-                index, documents, [(len(request.documents), request.size) for request in batch], ids
+                index, documents, [(len(request.documents), request.size) for request in batch], ids, named
             )
         except Rejected:
             if len(batch) == 1:

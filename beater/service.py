@@ -342,14 +342,21 @@ class Beater:
             log.warn("Beater: could not give the sweep's lease back: {error}", error=e)
 
     async def ingest(
-        self, index: str, documents: list[dict], size: int = 0, ids: list[str] | None = None
+        self,
+        index: str,
+        documents: list[dict],
+        size: int = 0,
+        ids: list[str] | None = None,
+        named: list[bool] | None = None,
     ) -> dict[str, int]:
         """Percolate and publish ``documents`` (``size`` bytes of request; ``ids``: theirs, made
-        if not given; with those of concurrent requests), then fire with their counts. Raises Overloaded, RouterUnavailable, EngineUnavailable or Rejected;
-        then nothing can be taken as delivered and the sender should retry (but for Rejected)."""
+        if not given; ``named``: which of those the sender gave; with those of concurrent
+        requests), then fire with their counts. Raises Overloaded, RouterUnavailable,
+        EngineUnavailable or Rejected; then nothing can be taken as delivered and the sender
+        should retry (but for Rejected)."""
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
-        return await self.pipeline.submit(index, documents, size, ids)
+        return await self.pipeline.submit(index, documents, size, ids, named)
 
     async def deliver(
         self,
@@ -357,11 +364,13 @@ class Beater:
         documents: list[dict],
         requests: list[tuple[int, int]] | None = None,
         ids: list[str] | None = None,
+        named: list[bool] | None = None,
     ) -> dict[str, list[int]]:
         """Percolate one batch in one engine request; publish one event per matching query (or
         several, for a query whose hits would make a larger one than EVENT_BYTES). ``requests``:
         the (documents, bytes) of each request that carried them, in turn (None: unknown);
-        ``ids``: the documents' (None: made here)."""
+        ``ids``: the documents' (None: made here); ``named``: which of those their senders gave,
+        for readers to know a resend (api.NAMED)."""
         if ids is None:
             ids = [uuid.uuid4().hex for _ in documents]
         if self.session is None:
@@ -399,6 +408,9 @@ class Beater:
                 {"_index": index, "_id": document_id, "_cursor": cursor, "_source": document}
                 for document, document_id, cursor in zip(documents, ids, cursors, strict=True)
             ]
+            for slot, given in enumerate(named or ()):
+                if given:
+                    hits[slot][api.NAMED] = True
             events = _events(hits, matches, requests)
             # One session's messages reach the router, and each subscriber, in the order they
             # were sent, and crossbar handles each as it arrives: the acknowledgement of a
@@ -512,7 +524,8 @@ def _events(
 
     A request's bytes bound what its documents become as CBOR (CBOR_PER_JSON_BYTE times them),
     so only the hits of a query that matched in enough bytes of requests are measured."""
-    per_hit = 96 + len(hits[0]["_index"]) if hits else 0  # "_index", "_id", "_cursor" and theirs
+    # "_index", "_id", "_cursor", "_source", "_named" and theirs (an _id a sender gave: up to 512 bytes)
+    per_hit = 80 + len(hits[0]["_index"]) + max(len(hit["_id"]) for hit in hits) if hits else 0
     ends = list(accumulate(documents for documents, _ in requests or ()))
 
     def at_most(slots: list[int]) -> float:

@@ -21,17 +21,24 @@ class OneByOne(Beater):
     """A Beater that percolates each document of a batch in an engine request of its own."""
 
     async def deliver(
-        self, index: str, documents: list[dict], requests: Sizes | None = None, ids: list[str] | None = None
+        self,
+        index: str,
+        documents: list[dict],
+        requests: Sizes | None = None,
+        ids: list[str] | None = None,
+        named: list[bool] | None = None,
     ) -> dict[str, list[int]]:
         if len(documents) == 1:
-            return await super().deliver(index, documents, requests, ids)
+            return await super().deliver(index, documents, requests, ids, named)
         ids = ids or [uuid.uuid4().hex for _ in documents]
         alone = super().deliver  # each document in an engine request of its own, at once
         try:
             results = await gatherResults(
                 [
-                    Deferred.fromCoroutine(alone(index, [document], None, [document_id]))
-                    for document, document_id in zip(documents, ids, strict=True)
+                    Deferred.fromCoroutine(alone(index, [document], None, [document_id], [given]))
+                    for document, document_id, given in zip(
+                        documents, ids, named or [False] * len(documents), strict=True
+                    )
                 ],
                 consumeErrors=True,
             )

@@ -17,6 +17,10 @@ NO_STORE = "estrom.error.no_store"  # a backlog was asked of an estrom that keep
 # says why.
 ENDED = "ended"
 
+# The key a hit has (true) when its sender named the document (a ``_bulk`` action's ``_id``):
+# a resend of it may follow, which a reader that has it drops (tailor.resends, the page).
+NAMED = "_named"
+
 REGISTER = "estrom.register"
 LOOKUP = "estrom.lookup"
 BACKLOG = "estrom.backlog"

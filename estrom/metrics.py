@@ -177,6 +177,16 @@ class _TailorCollector:
             "Hits that dropped streams still held for their clients",
             value=t.hits_dropped,
         )
+        yield CounterMetricFamily(
+            "estrom_resends_skipped",
+            "Copies of a document its sender named, sent again, not given to a stream that had it",
+            value=t.resends.dropped,
+        )
+        yield GaugeMetricFamily(
+            "estrom_resends_remembered",
+            "Named document IDs Tailor remembers to know their resends",
+            value=len(t.resends),
+        )
 
 
 class MetricsResource(JsonResource):

@@ -497,13 +497,16 @@ def pause(seconds: float) -> Deferred[None]:
 class ResendingSender:
     """Sends ``rate`` documents a second (``{"service": "api", "n": N}``, numbered) in 10
     requests a second, as a shipper's batches; resends a request answered 429 or 503 (or not
-    answered) until it is taken, as Logstash's http output does."""
+    answered) until it is taken, as Logstash's http output does. ``named``: to Beater's
+    ``_bulk`` (``url`` is Beater's), each document named ``n-N``, as Logstash's elasticsearch
+    output with a ``document_id`` does."""
 
     REQUESTS_PER_SECOND = 10
 
-    def __init__(self, url: str, rate: int):
+    def __init__(self, url: str, rate: int, index: str | None = None):
         self.url = url
         self.rate = rate
+        self.index = index  # named documents to this index, through _bulk
         self.running = True
         self.taken: set[int] = set()  # numbers of the documents answered 2xx
         self.sent = 0
@@ -524,17 +527,28 @@ class ResendingSender:
             while True:
                 self.sent += len(batch)
                 try:
-                    status, _ = await post(self.url, [{"service": "api", "n": n} for n in batch])
+                    status, answer = await self._post(batch)
                 except Exception:  # noqa: BLE001 - refused, reset: Beater is away
                     status = "no answer"
                 self.answers[status] += 1
                 if status == 200:
+                    assert self.index is None or not answer["errors"], answer
                     self.taken.update(batch)
                     break
                 assert status in (429, 503, "no answer"), status  # anything else is a bug
                 await pause(delay)
                 delay = min(delay * 2, 2.0)
             await pause(max(0.0, 1 / self.REQUESTS_PER_SECOND - (reactor.seconds() - started)))
+
+    async def _post(self, batch: list[int]) -> tuple[int, Any]:
+        if self.index is None:
+            return await post(self.url, [{"service": "api", "n": n} for n in batch])
+        lines = []
+        for n in batch:
+            lines.append({"index": {"_index": self.index, "_id": f"n-{n}"}})
+            lines.append({"service": "api", "n": n})
+        body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        return await post(f"{self.url}/_bulk", body, "application/x-ndjson")
 
 
 class ResumingReader:

@@ -21,6 +21,7 @@ from estrom import api
 from estrom.coalesce import Coalesce
 from estrom.http import ByteBudget, principal_of, send_error
 from tailor.aggregate import Aggregation, Options
+from tailor.resends import Resends
 from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameStream, Stream
 
 log = Logger()
@@ -77,6 +78,7 @@ class Tailor:
         # What estrom.metrics reports: streams opened; hits sent by streams that ended; streams
         # dropped because their client fell behind, and the hits they held.
         self.opened = self.sent_by_ended = self.dropped = self.hits_dropped = 0
+        self.resends = Resends()  # named documents handed on: their resends are known
         self._subscriptions: dict[str, Any] = {}
         self._subscribing = Coalesce()  # by topic: never two subscriptions to one topic
 
@@ -190,6 +192,8 @@ class Tailor:
                 every=every,
             )
         stream.reader = reader.name
+        stream.since = self.resends.deliveries + 1
+        stream.after = (backlog or {}).get("after")
         if backlog:
             stream.hold()
         self.opened += 1
@@ -244,7 +248,9 @@ class Tailor:
             return
         stream.start(sid, gap=bool(answer.get("gap")))
         while True:
-            stream.send_backlog(answer.get("hits") or [])
+            hits = answer.get("hits") or []
+            keep = self.resends.keep(stream, self.resends.copies(stream.topic, hits), len(hits))
+            stream.send_backlog(hits if keep is None else [hits[slot] for slot in keep])
             if not answer.get("next"):
                 break
             await stream.drained()  # the client has read it: memory holds one page at a time
@@ -280,16 +286,21 @@ class Tailor:
             for stream in streams:
                 stream.close_when_sent(str(more[api.ENDED]))
             return
+        _, copies = self.resends.deliver(topic, hits)
         encoded = cursors = None
         now = reactor.seconds()
         for stream in streams:
+            keep = self.resends.keep(stream, copies, len(hits))
             if isinstance(stream, FrameStream):
-                stream.add(hits, now)
+                stream.add(hits if keep is None else [hits[slot] for slot in keep], now)
                 continue
             if encoded is None:  # once, for every stream
                 encoded = [json.dumps(hit).encode("utf-8") for hit in hits]
                 cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]
-            stream.send(encoded, cursors)
+            if keep is None:
+                stream.send(encoded, cursors)
+            else:
+                stream.send([encoded[slot] for slot in keep], [cursors[slot] for slot in keep])
 
     def revoke(self, names: set[str]) -> None:
         """End the streams of clients whose token was removed or changed (they may open them

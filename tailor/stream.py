@@ -204,6 +204,8 @@ class Stream:
     dropped: int | None = None  # hits dropped with the stream, if the client fell behind
     _closing: str | None = None  # the error to end with once what is kept is written
     reader: str | None = None  # the name of the token the client showed
+    since: int = 0  # the first of Tailor's deliveries this stream is open for (tailor.resends)
+    after: str | None = None  # the cursor the client resumed after
 
     def _recount(self) -> bool:
         """Hold in the budget what this stream keeps now, ending the streams that keep the most

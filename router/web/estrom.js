@@ -9,6 +9,9 @@ const BUFFER_LIMIT = 1000; // per paused tail; beyond it the oldest are dropped,
 // last frame up to this rate (a burst of this many at once), and says "showing N of M".
 const ROWS_PER_SECOND = 100;
 const RATE_WINDOW_MS = 5000;
+// Named documents remembered per tail, to know a sender's resend (as Tailor does).
+const RESEND_HORIZON_MS = 300000;
+const RESENDS_REMEMBERED = 20000;
 // Errors that pass: Beater (which serves estrom.*) or the engine is not back yet.
 const TRANSIENT = new Set(["wamp.error.no_such_procedure", "estrom.error.unavailable"]);
 
@@ -53,6 +56,7 @@ class Tail {
     this.cursor = null; // of the newest hit received: a reconnect resumes after it
     this.holding = null; // live hits, kept back while the backlog is read
     this.backlogCursors = new Map(); // by Beater: cursors of backlog hits not yet seen live
+    this.named = new Map(); // named documents' IDs -> {cursor, at} of the copy shown, oldest first
     this.byId = query === null;
     this.count = 0; // documents received
     this.drawn = 0; // of them, drawn as rows
@@ -198,8 +202,26 @@ class Tail {
     this.subscription = null;
   }
 
+  // A document its sender named (a _bulk action's _id) comes again when the sender did not hear
+  // it was taken and sent it again: that copy, under another cursor, is not shown twice.
+  unseen(hits) {
+    const now = Date.now();
+    for (const [id, first] of this.named) {
+      if (first.at >= now - RESEND_HORIZON_MS && this.named.size <= RESENDS_REMEMBERED) break;
+      this.named.delete(id);
+    }
+    return hits.filter((hit) => {
+      const first = this.named.get(hit._id);
+      if (first !== undefined) return first.cursor === hit._cursor;
+      if (hit._named === true) this.named.set(hit._id, { cursor: hit._cursor, at: now });
+      return true;
+    });
+  }
+
   // Count at once, draw at the next animation frame.
   receive(hits) {
+    hits = this.unseen(hits);
+    if (!hits.length) return;
     const at = new Date();
     this.count += hits.length;
     const cursor = hits[hits.length - 1]._cursor;

@@ -13,7 +13,7 @@ def pipeline(**options) -> tuple[Pipeline, list[tuple[list[dict], Deferred]], Cl
     percolations: list[tuple[list[dict], Deferred]] = []
 
     def deliver(
-        index: str, documents: list[dict], requests: list[tuple[int, int]], ids: list[str]
+        index: str, documents: list[dict], requests: list[tuple[int, int]], ids: list[str], named: list[bool]
     ) -> Deferred:
         percolations.append((documents, Deferred()))
         return percolations[-1][1]

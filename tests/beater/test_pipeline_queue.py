@@ -13,7 +13,7 @@ def pipeline(**bounds) -> tuple[Pipeline, list[Deferred]]:
     percolations: list[Deferred] = []
 
     def deliver(
-        index: str, documents: list[dict], requests: list[tuple[int, int]], ids: list[str]
+        index: str, documents: list[dict], requests: list[tuple[int, int]], ids: list[str], named: list[bool]
     ) -> Deferred:
         percolations.append(Deferred())
         return percolations[-1]

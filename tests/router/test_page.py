@@ -232,3 +232,23 @@ def test_a_query_taken_out_of_percolation_says_why_and_the_others_go_on(stack, p
     expect(kept.locator(".docs li")).to_have_count(1)
     expect(broken.locator(".tail-error")).to_contain_text("taken out")
     expect(broken).not_to_have_attribute("data-subscribed", "")
+
+
+def test_a_named_documents_resend_is_shown_once(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    lines = [{"index": {"_index": index, "_id": "order-1"}}, {"service": "api", "n": 1}]
+    lines += [{"index": {"_index": index}}, {"service": "api", "n": 2}]
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    for _ in range(2):  # the sender did not hear the answer, and sends it again
+        request = urllib.request.Request(
+            f"{stack.beater_url}/_bulk", body, {"Content-Type": "application/x-ndjson"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["errors"] is False
+    post(stack, index, {"service": "api", "n": 3})
+    expect(section.locator(".count")).to_have_text("4")  # the unnamed one twice, then n: 3
+    docs = section.locator(".docs li summary")
+    expect(docs).to_have_count(4)
+    shown = [json.loads(text[text.index("{") :])["n"] for text in docs.all_text_contents()]
+    assert sorted(shown) == [1, 2, 2, 3]
