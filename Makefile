@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos engine browser shippers clean
+.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers clean
 
 # `make`, `make up` and `make test` first name whatever this machine lacks for them, and how to
 # install it (dev/prereqs), before anything is built: checked as the Makefile is read, so it
@@ -136,6 +136,12 @@ faults: install
 # Parts killed with SIGKILL at random times for 10 minutes at 500 documents/s, on both engines,
 # with a random seed (`make test` runs 60 s at 200/s on OpenSearch with a fixed one); prints
 # figures. ESTROM_CHAOS_SEED=N repeats a run's choices of what to kill, and when.
+# The aggregated tail against the engine's own aggregations, at length: 10,000 documents each
+# side of the backfill's seam, 12 generated queries, a random seed (printed on failure), both engines.
+differential: install
+	ESTROM_DIFF_DOCS=10000 ESTROM_DIFF_QUERIES=12 ESTROM_DIFF_SEED=$${ESTROM_DIFF_SEED:-$$RANDOM} \
+		$(VENV)/bin/python -m pytest -s tests/store/test_aggs_differential.py
+
 chaos: install
 	ESTROM_CHAOS_SECONDS=600 ESTROM_CHAOS_RATE=500 ESTROM_CHAOS_ENGINES=elasticsearch7,opensearch \
 		ESTROM_CHAOS_SEED=$${ESTROM_CHAOS_SEED:-random} $(VENV)/bin/python -m pytest -s tests/e2e/test_chaos.py

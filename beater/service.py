@@ -36,6 +36,7 @@ from beater.percolator import (
 )
 from beater.pipeline import Misconfigured, Pipeline, Rejected
 from beater.store import Store
+from beater.summary import summarize, summary_options
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
 from estrom import api
 from estrom.coalesce import Coalesce
@@ -59,6 +60,9 @@ _ACKNOWLEDGED = PublishOptions(acknowledge=True)
 # more go in several events. The router takes at most 16 MiB in one message over RawSocket (and
 # drops the connection that sends more), and each subscriber decodes an event whole.
 EVENT_BYTES = 4 * 1024 * 1024
+# Batches whose copies wait to be removed that a summary leaves out, at most (one clause each);
+# past it, their copies are counted (during a long engine outage only).
+MAX_LEFT_OUT = 200
 
 
 class RouterUnavailable(Exception):
@@ -124,6 +128,7 @@ class Beater:
         await session.register(self.register, api.REGISTER, options=options)
         await session.register(self.lookup, api.LOOKUP, options=options)
         await session.register(self.backlog, api.BACKLOG, options=options)
+        await session.register(self.summary, api.SUMMARY, options=options)
         if self.interest is not None:
             await self.interest.follow(session)
         self.session = session
@@ -277,14 +282,7 @@ class Beater:
             wanted = _backlog_options(options, self.store.max_backlog, self.cursors.now())
         except ValueError as e:
             raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
-        found = await self.lookup(query_id, details)
-        try:
-            clause = self._identify(found["index"], found["query"]).clause
-        except InvalidQuery as e:
-            raise ApplicationError(api.INVALID_QUERY, str(e)) from None
-        if self._engine_busy():
-            raise ApplicationError(api.UNAVAILABLE, "too many calls wait for the search engine: retry")
-        index = found["index"]
+        index, clause = await self._stored_query(query_id, details)
         try:
             page = await self._engine_calls.run(
                 lambda: Deferred.fromCoroutine(
@@ -294,6 +292,46 @@ class Beater:
         except (EngineUnavailable, EngineError) as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
         return {"hits": page.hits, "next": page.next, "gap": page.gap}
+
+    async def summary(self, query_id: Any, options: Any = None, details: Any = None) -> dict[str, Any]:
+        """WAMP ``estrom.summary(id, {"by": [...], "k": N, "stats": [...], "histogram": "1m",
+        "split": field, "since": time, "bins": bool})``: the engine's aggregation of the stored
+        documents that match query ``id`` (beater.summary says what it holds), with the cursor it
+        covers. Subscribe first, then ask: live hits with a greater cursor, or in ``pending``,
+        are the ones the summary does not hold."""
+        if self.store is None:
+            raise ApplicationError(api.NO_STORE, "this estrom keeps no documents (ESTROM_STORE is off)")
+        try:
+            asked = summary_options(options, self.cursors.now())
+        except ValueError as e:
+            raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
+        index, clause = await self._stored_query(query_id, details)
+        # Batches of this index in flight now: stored (maybe), published later, with cursors
+        # below the seam's. Those whose copies wait to be removed are never published.
+        pending = sorted(self._in_flight.get(index, ()))
+        removing = sorted(self.store.removing.get(index, ()))[:MAX_LEFT_OUT]
+        try:
+            return await self._engine_calls.run(
+                lambda: Deferred.fromCoroutine(summarize(self.store, index, clause, asked, pending, removing))
+            )
+        except ValueError as e:  # a field the store cannot count as asked
+            raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
+        except EngineError as e:  # the engine will not aggregate a field so
+            raise ApplicationError(api.INVALID_ARGUMENT, f"the search engine refuses: {e.reason}") from None
+        except EngineUnavailable as e:
+            raise ApplicationError(api.UNAVAILABLE, str(e)) from None
+
+    async def _stored_query(self, query_id: Any, details: Any) -> tuple[str, dict[str, Any]]:
+        """The index and the clause of query ``query_id``, for a read of the store; refused when
+        too many calls wait for the engine already."""
+        found = await self.lookup(query_id, details)
+        try:
+            clause = self._identify(found["index"], found["query"]).clause
+        except InvalidQuery as e:
+            raise ApplicationError(api.INVALID_QUERY, str(e)) from None
+        if self._engine_busy():
+            raise ApplicationError(api.UNAVAILABLE, "too many calls wait for the search engine: retry")
+        return found["index"], clause
 
     def _unpublished(self, index: str):
         """Whether a cursor is of one of this Beater's batches of ``index`` not published yet (in

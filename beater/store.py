@@ -28,6 +28,14 @@ log = Logger()
 
 FIELD = "estrom_cursor"
 _MAPPING = {"properties": {FIELD: {"type": "keyword"}}}
+# When Beater makes the index: numbers with a fraction mapped as doubles, not the engine's default
+# floats, so that statistics of stored documents (beater.summary) are those of the live hits.
+_NEW_MAPPING = {
+    **_MAPPING,
+    "dynamic_templates": [
+        {"estrom_doubles": {"match_mapping_type": "double", "mapping": {"type": "double"}}}
+    ],
+}
 PAGE_HITS = 500  # hits in one backlog page, at most
 PAGE_BYTES = 4 * 1024 * 1024  # and at most this many bytes of them (the router's limit is 16 MiB)
 REFRESH_EVERY = 0.2  # seconds between forced refreshes of an index, at least
@@ -109,7 +117,7 @@ class Store:
 
     async def _ensure(self, index: str) -> None:
         try:
-            await self.engine.request("PUT", path(index), {"mappings": _MAPPING})
+            await self.engine.request("PUT", path(index), {"mappings": _NEW_MAPPING})
         except EngineError as e:
             if e.type != "resource_already_exists_exception":
                 raise

@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import gc
+import itertools
 import json
 import os
 import random
@@ -48,6 +50,7 @@ from bench import page
 from dev.stack import ROOT, Ports, Stack
 from estrom import api
 from estrom.testing import (
+    AggsStream,
     HttpStream,
     eventually,
     http_client,
@@ -88,10 +91,14 @@ def main() -> None:
     parser.add_argument("--stream-queries", type=int, default=1000, help="distinct queries of the streams")
     parser.add_argument("--stream-seconds", type=float, default=10.0, help="length of the streams run")
     parser.add_argument("--clients", type=int, default=100, help="slow stream clients in the overload run")
+    parser.add_argument(
+        "--aggs-rate", type=int, default=20_000, help="matching documents/s offered to one aggregation"
+    )
+    parser.add_argument("--aggs-streams", type=int, default=1000, help="aggregation streams on one Tailor")
     parser.add_argument("--page-rate", type=int, default=7000, help="matching documents/s sent to the page")
     parser.add_argument(
         "--phases",
-        default="throughput,beaters,routers,filter,sequential,large,streams,page,overload",
+        default="throughput,beaters,routers,filter,sequential,large,streams,aggs,page,overload",
         help="which runs, comma-separated (all by default)",
     )
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
@@ -167,6 +174,8 @@ class Bench:
             await self._large_bodies(f"bench-{min(counts)}")
         if "streams" in phases:
             await self._streams()
+        if "aggs" in phases:
+            await self._aggregations()
         if "page" in phases:
             await self._page()
         if "overload" in phases:
@@ -667,6 +676,100 @@ class Bench:
         self.results["memory"]["load"] = self._memory()
         print(f"bench: streams: {json.dumps(self.results['streams'])}", flush=True)
 
+    # --- 4b: the aggregated tail --------------------------------------------------------------
+
+    async def _aggregations(self) -> None:
+        """One aggregation stream (by two fields, statistics of one, every 1 s) on a query that
+        matches every document of --aggs-rate documents/s: Tailor's CPU per document aggregated
+        and each frame's lateness. Then --aggs-streams such streams on one Tailor, at a tenth of
+        the rate: memory per stream, and lateness."""
+        index = "bench-aggs"
+        params = {"i": index, "q": "service:*", "by": "service,host", "stats": "ms", "every": "1s"}
+
+        async def offer(rate: int, seconds: float) -> int:
+            url = f"{self.urls['estrom']}/api/v0.1/docs/{index}"
+            sent, started = 0, time.monotonic()
+            limit = DeferredSemaphore(8)
+
+            async def post_some(documents: list[dict]) -> None:
+                response = await self.http.post(url, json=documents)
+                await response.content()
+
+            posting = []
+            while time.monotonic() - started < seconds:
+                due = int(rate * (time.monotonic() - started)) - sent
+                if due <= 0:
+                    await task.deferLater(reactor, 0.005, lambda: None)
+                    continue
+                due = min(due, 500)
+                documents = [
+                    {
+                        "service": f"s{random.randrange(20)}",
+                        "host": f"h{random.randrange(500)}",
+                        "ms": random.lognormvariate(3, 1),
+                    }
+                    for _ in range(due)
+                ]
+                sent += due
+                posting.append(limit.run(lambda d=documents: Deferred.fromCoroutine(post_some(d))))
+                await task.deferLater(reactor, 0, lambda: None)
+            await DeferredList(posting)
+            return sent
+
+        def lateness(streams: list[AggsStream], every: float) -> list[float]:
+            """How late each frame came after the one before it, past ``every`` (ms)."""
+            late = []
+            for stream in streams:
+                times = [datetime.datetime.fromisoformat(frame["at"]).timestamp() for frame in stream.hits]
+                late += [max(0.0, (b - a - every) * 1000) for a, b in itertools.pairwise(times)]
+            return late
+
+        # One stream, at the full rate.
+        warm = await offer(1000, 2)  # the index and its mapping exist, the query is registered
+        one = await AggsStream.open(self.stack.tailor_url, **params)
+        await one.wait_for_head()
+        cpu_before = self._cpu()
+        seconds = self.args.stream_seconds
+        sent = await offer(self.args.aggs_rate, seconds)
+        await _until(lambda: bool(one.hits) and one.hits[-1]["count"] >= sent, 60)
+        cpu = _spent(cpu_before, self._cpu())
+        counted = one.hits[-1]["count"] if one.hits else 0
+        late_one = lateness([one], 1.0)
+        one.close()
+        # Many streams, at a tenth of the rate.
+        before = _mib(rss(self.stack.processes["tailor"].pid))
+        streams: list[AggsStream] = []
+        for start in range(0, self.args.aggs_streams, 100):
+            streams += await gatherResults(
+                [
+                    Deferred.fromCoroutine(AggsStream.open(self.stack.tailor_url, **params))
+                    for _ in range(start, min(self.args.aggs_streams, start + 100))
+                ]
+            )
+        for stream in streams:
+            await stream.wait_for_head()
+        opened = _mib(rss(self.stack.processes["tailor"].pid))
+        many_sent = await offer(self.args.aggs_rate // 10, seconds)
+        loaded = _mib(rss(self.stack.processes["tailor"].pid))
+        late_many = lateness(streams, 1.0)
+        for stream in streams:
+            stream.close()
+        self.results["aggs"] = {
+            "offered_docs_per_s": self.args.aggs_rate,
+            "sent": sent,
+            "warm_up_sent": warm,
+            "counted": counted,
+            "docs_per_s_aggregated": counted / seconds,
+            "tailor_cpu_us_per_doc": 1e6 * cpu["tailor"] / max(counted, 1),
+            "frame_lateness_ms": _percentiles(late_one),
+            "streams": len(streams),
+            "streams_docs_sent": many_sent,
+            "tailor_mib": {"before": before, "open": opened, "load": loaded},
+            "kib_per_stream": (loaded - before) * 1024 / max(len(streams), 1),
+            "frame_lateness_ms_many": _percentiles(late_many),
+        }
+        print(f"bench: aggs: {json.dumps(self.results['aggs'])}", flush=True)
+
     # --- 5: the live tail page under load ---------------------------------------------------
 
     async def _page(self) -> None:
@@ -819,6 +922,15 @@ class Bench:
                 f"{st['kib_per_stream']:.1f} KiB per stream, {st['tailor_cpu_ms_per_hit']:.3f} ms of Tailor CPU "
                 "per hit"
             )
+        if "aggs" in r:
+            a = r["aggs"]
+            print(
+                f"\nAggregation: one stream counted {a['counted']} of {a['sent']} documents "
+                f"({a['docs_per_s_aggregated']:.0f}/s), {a['tailor_cpu_us_per_doc']:.1f} µs of Tailor CPU each, "
+                f"frames late by {a['frame_lateness_ms']['p50']} ms (p50), {a['frame_lateness_ms']['p99']} ms "
+                f"(p99); {a['streams']} streams: {a['kib_per_stream']:.1f} KiB each, frames late by "
+                f"{a['frame_lateness_ms_many']['p99']} ms (p99)"
+            )
         if "page" in r:
             p = r["page"]
             print(
@@ -835,7 +947,7 @@ class Bench:
                 print(f"  {count:>6} queries, {design:>7}: {f[design]['cpu_seconds']}")
         if "streams" in r:
             print(f"  {'streams':>14}: {r['streams']['cpu_seconds']}")
-        print("\nGoals (issue 9)")
+        print("\nGoals (issues 9 and 23)")
         for goal in r["goals"]:
             print(
                 f"  {'met ' if goal['met'] else 'MISS'} {goal['figure']:<58} {goal['value']:>10} {goal['goal']:>10}"
@@ -870,6 +982,26 @@ class Bench:
             figure = f"p99 POST->hit, {st['streams']} streams, {st['offered_docs_per_s']} docs/s"
             goal(figure, st["p99_ms"], 100, False, " ms")
             goal("Tailor memory per stream", st["kib_per_stream"], 20, False, " KiB")
+        if "aggs" in r:
+            a = r["aggs"]
+            goal(
+                "aggregation: frame lateness p99, one stream",
+                a["frame_lateness_ms"]["p99"],
+                100,
+                False,
+                " ms",
+            )
+            goal(
+                f"aggregation: frame lateness p99, {a['streams']} streams",
+                a["frame_lateness_ms_many"]["p99"],
+                100,
+                False,
+                " ms",
+            )
+            goal(
+                "aggregation: documents/s aggregated by one stream", a["docs_per_s_aggregated"], 20_000, True
+            )
+            goal("aggregation: Tailor memory per stream", a["kib_per_stream"], 1024, False, " KiB")
         if "page" in r:
             p = r["page"]
             goal(f"page frames/s at {p['sent_per_s']:.0f} docs/s", p["frames_per_s"], 20, True)
@@ -1034,6 +1166,13 @@ async def _stream(tailor_url: str, index: str, query: str, latencies: list[float
     stream = await HttpStream.open(tailor_url, keep=False, on_hit=arrived, i=index, q=query)
     await stream.wait_for_head()
     return stream
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {"p50": values[0] if values else 0.0, "p99": values[0] if values else 0.0, "n": len(values)}
+    quantiles = statistics.quantiles(values, n=100)
+    return {"p50": round(quantiles[49], 1), "p99": round(quantiles[98], 1), "n": len(values)}
 
 
 def _mib(size: int) -> float:

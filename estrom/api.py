@@ -24,6 +24,7 @@ NAMED = "_named"
 REGISTER = "estrom.register"
 LOOKUP = "estrom.lookup"
 BACKLOG = "estrom.backlog"
+SUMMARY = "estrom.summary"
 TOPIC_PREFIX = "docs-for-"
 
 

@@ -40,8 +40,11 @@ def add_command(commands: Any) -> None:
     top.add_argument("--by", metavar="FIELDS", help="top values of these fields, e.g. service,host")
     top.add_argument("--stats", metavar="FIELDS", help="statistics of these numeric fields")
     top.add_argument("-k", type=int, default=10, help="top values per field (default: %(default)s)")
+    top.add_argument("--window", help="a rolling window (5m, 1h) or 'all' (default: 5m; with --since, all)")
     top.add_argument(
-        "--window", default="5m", help="a rolling window (5m, 1h) or 'all' (default: %(default)s)"
+        "--since",
+        metavar="TIME",
+        help="with the store: count the stored matches since then first (15m, 2h, or an ISO time)",
     )
     top.add_argument("--every", default="1s", help="how often the table is redrawn (default: %(default)s)")
     top.add_argument("--json", action="store_true", help="print the frames as NDJSON")
@@ -61,7 +64,9 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser, out: Text
     for name in ("by", "stats"):
         if getattr(args, name):
             params[name] = getattr(args, name)
-    params.update(k=str(args.k), window=args.window, every=args.every)
+    params.update(k=str(args.k), window=args.window or ("all" if args.since else "5m"), every=args.every)
+    if args.since:
+        params["since"] = args.since
     frames: queue.Queue = queue.Queue()
     url = f"{args.url.rstrip('/')}/api/v0.1/aggs"
     threading.Thread(target=_read, args=(url, params, args.token, frames), daemon=True).start()

@@ -17,7 +17,7 @@ called with the subscribe options too. It runs before the router listens, needs 
 
 With a token file, a reader may subscribe only to the topics of queries on the indexes its
 token may read: the index of a topic's query is asked of Beater (``estrom.lookup``) once and kept.
-``estrom.register`` / ``lookup`` / ``backlog`` are checked by Beater, to which the router
+``estrom.register`` / ``lookup`` / ``backlog`` / ``summary`` are checked by Beater, to which the router
 discloses the caller.
 
 It also puts the router worker's recursion limit back to Python's default (see
@@ -57,7 +57,7 @@ UNKNOWN_SECONDS = 5.0
 # refused (and asked again at the next subscription).
 LOOKUP_SECONDS = 10.0
 
-CALLABLE = frozenset({"estrom.register", "estrom.lookup", "estrom.backlog"})
+CALLABLE = frozenset({"estrom.register", "estrom.lookup", "estrom.backlog", "estrom.summary"})
 TOPIC = re.compile(r"docs-for-[0-9a-f]{16}")
 # What a subscriber may ask for besides the topic; "forward_for" is for router-to-router links.
 SUBSCRIBE_OPTIONS = frozenset({"match", "get_retained"})
@@ -77,7 +77,8 @@ def _decision(allow: bool, cache: bool = False) -> dict[str, bool]:
 def authorize(
     session: dict[str, Any], uri: str, action: str, options: dict[str, Any] | None
 ) -> dict[str, bool]:
-    """The decision for a ``client`` session: call ``estrom.register`` / ``lookup`` / ``backlog``, and
+    """The decision for a ``client`` session: call ``estrom.register`` / ``lookup`` / ``backlog`` /
+    ``summary``, and
     subscribe to one ``docs-for-<16 hex digits>`` topic with match ``exact``; nothing else
     (publish, register, other calls, prefix or wildcard subscriptions, the ``wamp.*`` meta API).
 

@@ -14,7 +14,7 @@ window it is taken off the totals: a frame costs what changed, not what the wind
   A value's count in the window is then off by at most the sum, over those slices, of the count
   each last gave away: the frame says ``"approximate": true`` and that bound (``"error"``).
 - Percentiles come from DDSketch (the ``ddsketch`` package, Datadog's), with a relative error
-  of ``ACCURACY``: mergeable, so the window's sketch is its slices' merged; its error bound holds
+  of ``estrom.sketch.ACCURACY``: mergeable, so the window's sketch is its slices' merged; its error bound holds
   for every quantile whatever the distribution (t-digest's does not).
 """
 
@@ -31,12 +31,12 @@ from typing import Any
 from ddsketch import LogCollapsingLowestDenseDDSketch
 from sortedcontainers import SortedKeyList
 
+from estrom import sketch as sketches
+
 SLICES = 30  # of a rolling window
 DISTINCT = 1_000  # values of a field one slice of a rolling window counts exactly
 DISTINCT_ALL = 10_000  # ... and the one slice of window=all
-ACCURACY = 0.01  # the sketch's relative error
-BINS = 2_048  # of a sketch, at most: past them its lowest values are put together
-QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+TEXT = 256  # characters of a value top values keep: a longer one is counted by its first ones
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Options:
     window: float | None = 300.0  # seconds; None: everything since the stream opened
     interval: float = 1.0  # of the histogram's buckets, seconds
     split: str | None = None
+    since: str | None = None  # from the store first (a duration back, or an ISO time): Beater reads it
 
 
 def values_at(source: Any, path: str) -> list[Any]:
@@ -78,8 +79,10 @@ def _collect(node: Any, parts: list[str], at: int, found: list[Any]) -> None:
 
 
 def text(value: Any) -> str:
-    """A value as top values show it: a string as it is, anything else as JSON writes it."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """A value as top values show it: a string as it is, anything else as JSON writes it; at
+    most TEXT characters (a longer one ends in "…")."""
+    shown = value if isinstance(value, str) else json.dumps(value)
+    return shown if len(shown) <= TEXT else shown[: TEXT - 1] + "…"
 
 
 def number(value: Any) -> float | None:
@@ -91,10 +94,6 @@ def number(value: Any) -> float | None:
     except OverflowError:
         return None
     return value if math.isfinite(value) else None
-
-
-def _sketch() -> LogCollapsingLowestDenseDDSketch:
-    return LogCollapsingLowestDenseDDSketch(ACCURACY, BINS)
 
 
 @dataclass
@@ -109,6 +108,7 @@ class _Slice:
     least: dict[str, SortedKeyList] = field(default_factory=dict)  # by field, once full: by count
     sketches: dict[str, LogCollapsingLowestDenseDDSketch] = field(default_factory=dict)
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # by field: min, max
+    sums: dict[str, float] = field(default_factory=dict)  # by field: exact, as the sketch's is not
 
 
 class Aggregation:
@@ -140,6 +140,7 @@ class Aggregation:
         self._values: dict[str, int] = dict.fromkeys(fields, 0)  # value-counts in the window
         self._missing: dict[str, int] = dict.fromkeys(fields, 0)
         self._hits = 0  # in the window
+        self._seam: tuple[str, list[tuple[str, str]]] | None = None  # see backfill
 
     def add(self, hits: Iterable[Any], now: float) -> None:
         """Count ``hits`` (as Beater publishes them), arrived at ``now``."""
@@ -148,6 +149,8 @@ class Aggregation:
             if not isinstance(hit, dict):
                 continue
             cursor = hit.get("_cursor")
+            if self._seam is not None and self._held(cursor):
+                continue
             ms = int(cursor[:12], 16) if isinstance(cursor, str) and len(cursor) == 20 else int(now * 1000)
             if isinstance(cursor, str) and (self.cursor is None or cursor > self.cursor):
                 self.cursor = cursor
@@ -182,17 +185,18 @@ class Aggregation:
                     if x is not None:
                         sketch = piece.sketches.get(name)
                         if sketch is None:
-                            sketch = piece.sketches[name] = _sketch()
+                            sketch = piece.sketches[name] = sketches.new()
                         sketch.add(x)
                         low, high = piece.bounds.get(name, (x, x))
                         piece.bounds[name] = (min(low, x), max(high, x))
+                        piece.sums[name] = piece.sums.get(name, 0.0) + x
 
-    def _count(self, piece: _Slice, name: str, value: str) -> None:
+    def _count(self, piece: _Slice, name: str, value: str, weight: int = 1) -> None:
         counts = piece.counts.setdefault(name, {})
         if value in counts:
-            self._move(piece, name, value, counts[value] + 1)
+            self._move(piece, name, value, counts[value] + weight)
         elif len(counts) < self._distinct:
-            self._move(piece, name, value, 1)
+            self._move(piece, name, value, weight)
         else:  # space-saving: the least counted value of the slice gives its place, and count
             least = piece.least.get(name)
             if least is None:
@@ -200,8 +204,63 @@ class Aggregation:
             gone, given = least[0]
             self._move(piece, name, gone, 0)
             piece.error[name] = max(piece.error.get(name, 0), given)
-            self._move(piece, name, value, given + 1)
-        self._values[name] += 1
+            self._move(piece, name, value, given + weight)
+        self._values[name] += weight
+
+    def backfill(self, summary: dict[str, Any]) -> None:
+        """Start from Beater's summary of the stored matches (``estrom.summary``, with ``bins``,
+        the top values of as many as a slice counts, and this aggregation's histogram); from now
+        on a hit counts only if the summary does not hold it: its cursor is past the summary's,
+        or in a batch that was in flight then (``pending``)."""
+        assert self._slice_ms is None, "a backfill is of window=all"
+        self._seam = (summary.get("cursor") or "", [tuple(batch) for batch in summary.get("pending", [])])
+        count = summary.get("count", 0)
+        if not count:
+            return
+        self.count += count
+        cursor = summary.get("cursor")
+        if cursor and (self.cursor is None or cursor > self.cursor):
+            self.cursor = cursor
+        for row in summary.get("histogram", {}).get("buckets", []):
+            moment = datetime.datetime.fromisoformat(row[0])
+            bucket = round(moment.timestamp() * 1000) // self._bucket_ms
+            if row[1]:
+                self._buckets[bucket] = self._buckets.get(bucket, 0) + row[1]
+                self._first_bucket = min(self._first_bucket, bucket)
+            if self.options.split is not None and len(row) > 2 and row[2]:
+                counts = self._split.setdefault(bucket, {})
+                for value, n in row[2].items():
+                    counts[value] = counts.get(value, 0) + n
+        piece = self._slices.setdefault(0, _Slice(0))
+        piece.hits += count
+        self._hits += count
+        for name, entry in summary.get("top", {}).items():
+            if name not in self._totals:
+                continue
+            for value, n in entry["values"]:
+                self._count(piece, name, text(value), n)
+            self._values[name] += entry.get("other", 0)
+            piece.missing[name] = piece.missing.get(name, 0) + entry.get("missing", 0)
+            self._missing[name] += entry.get("missing", 0)
+            if entry.get("error"):
+                piece.error[name] = max(piece.error.get(name, 0), entry["error"])
+        for name, figures in summary.get("stats", {}).items():
+            if name not in self.options.stats or not figures.get("count"):
+                continue
+            sketch = piece.sketches.get(name)
+            if sketch is None:
+                sketch = piece.sketches[name] = sketches.new()
+            sketch.merge(sketches.from_bins(figures.get("bins", {})))
+            low, high = piece.bounds.get(name, (figures["min"], figures["max"]))
+            piece.bounds[name] = (min(low, figures["min"]), max(high, figures["max"]))
+            piece.sums[name] = piece.sums.get(name, 0.0) + figures["sum"]
+
+    def _held(self, cursor: Any) -> bool:
+        """Whether the backfill holds the hit with ``cursor``."""
+        if self._seam is None or not isinstance(cursor, str):
+            return False
+        seam, pending = self._seam
+        return cursor <= seam and not any(first <= cursor <= last for first, last in pending)
 
     def _move(self, piece: _Slice, name: str, value: str, count: int) -> None:
         """Set ``value``'s count in ``piece`` to ``count``, and the window's total with it."""
@@ -314,25 +373,29 @@ class Aggregation:
                 counts = self._split.get(bucket, {})
                 row.append({value: counts[value] for value in shown if value in counts})
             buckets.append(row)
-        histogram: dict[str, Any] = {"interval": _duration(self.options.interval), "buckets": buckets}
+        histogram: dict[str, Any] = {"interval": duration_name(self.options.interval), "buckets": buckets}
         if split:
             histogram["split"] = {"field": split, "values": shown}
         return histogram
 
     def _stats(self, name: str) -> dict[str, Any]:
-        sketch, low, high = _sketch(), math.inf, -math.inf
+        sketch, low, high, total = sketches.new(), math.inf, -math.inf, 0.0
         for piece in self._slices.values():
             part = piece.sketches.get(name)
             if part is not None:
                 sketch.merge(part)
                 low, high = min(low, piece.bounds[name][0]), max(high, piece.bounds[name][1])
+                total += piece.sums[name]
         count = int(sketch.count)
         if not count:
-            return {"count": 0, "min": None, "max": None, "avg": None, **{p: None for p, _ in QUANTILES}}
-        stats = {"count": count, "min": low, "max": high, "avg": sketch.avg}
-        for label, quantile in QUANTILES:
-            stats[label] = sketch.get_quantile_value(quantile)
-        return stats
+            return {
+                "count": 0,
+                "min": None,
+                "max": None,
+                "avg": None,
+                **{p: None for p, _ in sketches.QUANTILES},
+            }
+        return {"count": count, "min": low, "max": high, "avg": total / count, **sketches.quantiles(sketch)}
 
 
 SPLIT_VALUES = 5  # a split histogram's stacks: the split field's top values in the window
@@ -351,7 +414,7 @@ def _bucket_time(ms: int) -> str:
     return iso(ms / 1000)
 
 
-def _duration(seconds: float) -> str:
+def duration_name(seconds: float) -> str:
     for unit, size in (("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

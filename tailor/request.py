@@ -105,7 +105,7 @@ def _asked(args: dict[str, str], limit: int | None, backlog: dict[str, Any]) -> 
 
 
 # What an aggregation may be asked for (tailor.aggregate.Options).
-AGGREGATION = {"by", "k", "stats", "window", "histogram", "split", "every"}
+AGGREGATION = {"by", "k", "stats", "window", "histogram", "split", "every", "since"}
 MAX_FIELDS = 10  # in `by`, and in `stats`
 MAX_K = 100
 INTERVALS = {"1s": 1.0, "10s": 10.0, "1m": 60.0}
@@ -123,13 +123,22 @@ def aggregation_parameters(query_args: dict[bytes, list[bytes]]) -> tuple[Asked,
     split = None
     if "split" in args:
         split = args["split"].strip()
-        if not split or "," in split or len(split) > 256:
+        if not split or any(mark in split for mark in ",*?") or len(split) > 256:
             raise ValueError("'split' must be one field's name")
     k = _positive(args, "k") or 10
     if k > MAX_K:
         raise ValueError(f"'k' must be at most {MAX_K}")
+    since = None
+    if "since" in args:
+        since = args["since"].strip()
+        if not since:
+            raise ValueError("'since' is empty")
+        if args.get("window", "all") != "all":
+            raise ValueError(
+                "'since' counts everything from a time on (window=all): leave 'window' out, or make it 'all'"
+            )
     window: float | None = 300.0
-    if args.get("window", "5m") == "all":
+    if args.get("window", "all" if since else "5m") == "all":
         window = None
     elif "window" in args:
         window = _seconds(args, "window", *WINDOWS)
@@ -152,7 +161,7 @@ def aggregation_parameters(query_args: dict[bytes, list[bytes]]) -> tuple[Asked,
     if window is not None and window < interval:
         raise ValueError("'window' must be at least the histogram's interval")
     every = _seconds(args, "every", *EVERY) if "every" in args else 1.0
-    options = Options(by=by, k=k, stats=stats, window=window, interval=interval, split=split)
+    options = Options(by=by, k=k, stats=stats, window=window, interval=interval, split=split, since=since)
     return _asked(args, None, {}), options, every
 
 
@@ -160,8 +169,8 @@ def _fields(args: dict[str, str], name: str) -> tuple[str, ...]:
     if name not in args:
         return ()
     fields = tuple(part.strip() for part in args[name].split(","))
-    if not all(fields) or any(len(f) > 256 for f in fields):
-        raise ValueError(f"'{name}' must be field names, separated by commas")
+    if not all(fields) or any(len(f) > 256 or "*" in f or "?" in f for f in fields):
+        raise ValueError(f"'{name}' must be field names (not patterns), separated by commas")
     if len(set(fields)) != len(fields):
         raise ValueError(f"'{name}' names a field more than once")
     if len(fields) > MAX_FIELDS:

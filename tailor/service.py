@@ -20,7 +20,7 @@ from twisted.web.server import Request
 from estrom import api
 from estrom.coalesce import Coalesce
 from estrom.http import ByteBudget, principal_of, send_error
-from tailor.aggregate import Aggregation, Options
+from tailor.aggregate import DISTINCT_ALL, Aggregation, Options, duration_name
 from tailor.resends import Resends
 from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameStream, Stream
 
@@ -194,7 +194,8 @@ class Tailor:
         stream.reader = reader.name
         stream.since = self.resends.deliveries + 1
         stream.after = (backlog or {}).get("after")
-        if backlog:
+        backfill = aggregation is not None and aggregation[0].since is not None
+        if backlog or backfill:
             stream.hold()
         self.opened += 1
         self.topics.setdefault(topic, set()).add(stream)
@@ -218,10 +219,43 @@ class Tailor:
             return
         if stream.closed:  # the client may have gone, or the router, meanwhile
             return
-        if not backlog:
+        if backfill:
+            await self._backfill(session, stream, sid)
+        elif backlog:
+            await self._backlog(session, stream, sid, backlog)
+        else:
             stream.start(sid)
+
+    async def _backfill(self, session: ApplicationSession, stream: FrameStream, sid: str) -> None:
+        """Start an aggregation ``since`` a time with Beater's summary of the stored matches
+        (subscribed first: the live hits it does not hold are counted after it), then go on."""
+        options = stream.aggregation.options
+        asked = {
+            "by": list(dict.fromkeys((*options.by, *((options.split,) if options.split else ())))),
+            "k": DISTINCT_ALL,
+            "stats": list(options.stats),
+            "histogram": duration_name(options.interval),
+            "since": options.since,
+            "bins": True,
+        }
+        if options.split:
+            asked["split"] = options.split
+        try:
+            summary = await self._call(session, api.SUMMARY, sid, asked)
+        except ApplicationError as e:
+            stream.discard()
+            _refused(stream.request, e)
             return
-        await self._backlog(session, stream, sid, backlog)
+        except (TransportLost, defer.TimeoutError, defer.CancelledError):
+            stream.discard()
+            send_error(
+                stream.request, 503, "Beater did not count the stored documents: retry", {"Retry-After": "1"}
+            )
+            return
+        if stream.closed:
+            return
+        stream.backfill(summary)
+        stream.start(sid)
 
     async def _backlog(
         self, session: ApplicationSession, stream: Stream, sid: str, options: dict[str, Any]

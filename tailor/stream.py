@@ -328,6 +328,10 @@ class Stream:
             self.request.write(data)
 
 
+# Hits an aggregation stream keeps back while Beater counts the stored ones, at most.
+MAX_WAITING_HITS = 200_000
+
+
 class FrameStream(Stream):
     """One client's endless aggregation (``/api/v0.1/aggs``): ``{"subscription_id": "<ID>",
     "frames": [ ... ]}``, a frame of ``aggregation`` every ``every`` seconds. A client that reads
@@ -342,13 +346,35 @@ class FrameStream(Stream):
         self._framing = LoopingCall(self.send_frame)
         self._framing.clock = self._clock
         self._last = (0, aggregation.opened)  # the count, and when, at the last frame
+        self._waiting: list[tuple[tuple, float]] | None = None  # hits kept back for a backfill
+        self._waiting_hits = 0
 
     def start(self, subscription_id: str, gap: bool = False) -> None:
         super().start(subscription_id, gap)
         self._framing.start(self._every, now=False)
 
     def add(self, hits: tuple, now: float) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        if self._waiting is not None:  # for the backfill: counted after it
+            self._waiting.append((hits, now))
+            self._waiting_hits += len(hits)
+            if self._waiting_hits > MAX_WAITING_HITS:
+                self.close(error="too many hits arrived while the stored ones were counted: open it again")
+            return
+        self.aggregation.add(hits, now)
+
+    def hold(self) -> None:
+        """Keep live hits back until ``backfill``."""
+        self._waiting, self._waiting_hits = [], 0
+
+    def backfill(self, summary: dict[str, Any]) -> None:
+        """Start from Beater's summary of the stored matches, then count the hits kept back (those
+        the summary does not hold), and go on live."""
+        self.aggregation.backfill(summary)
+        self._last = (self.aggregation.count, self._last[1])  # the rate is of live hits
+        waiting, self._waiting = self._waiting or [], None
+        for hits, now in waiting:
             self.aggregation.add(hits, now)
 
     def send_frame(self) -> None:

@@ -144,7 +144,7 @@ class _Beater:
         self.outcomes = outcomes
         self.metrics = BeaterMetrics()
 
-    async def ingest(self, index, documents, size=0, ids=None):
+    async def ingest(self, index, documents, size=0, ids=None, named=None):
         if self.outcomes[index] is not None:
             raise self.outcomes[index]
         return {"accepted": len(documents)}
@@ -195,7 +195,7 @@ class _Refusing(_Beater):
         super().__init__({})
         self.calls = 0
 
-    async def ingest(self, index, documents, size=0, ids=None):
+    async def ingest(self, index, documents, size=0, ids=None, named=None):
         self.calls += 1
         if any(document.get("bad") for document in documents):
             raise Rejected("mapper_parsing_exception: bad")

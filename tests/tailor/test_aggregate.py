@@ -6,8 +6,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from estrom import sketch
+from estrom.sketch import ACCURACY
 from tailor import aggregate
-from tailor.aggregate import ACCURACY, Aggregation, Options, values_at
+from tailor.aggregate import Aggregation, Options, values_at
 
 T0 = 1_800_000_000.0  # seconds: an even minute
 
@@ -109,3 +111,45 @@ def test_the_histogram_is_split_by_a_fields_top_values():
         ["2027-01-15T08:00:00.000Z", 2, {"api": 1, "web": 1}],
         ["2027-01-15T08:00:01.000Z", 2, {"api": 1}],
     ]
+
+
+def test_a_backfill_is_joined_to_the_live_hits_at_its_cursor():
+    options = Options(by=("service",), k=5, stats=("ms",), window=None, interval=60.0, split="service")
+    agg = Aggregation(options, T0)
+    seam = _hit((T0 - 10) * 1000, {})["_cursor"]
+    pending = [_hit((T0 - 20) * 1000, {}, node="00b2")["_cursor"]] * 2
+    stored = [1.0, 2.0, 3.0, 400.0]
+    bins: Counter = Counter()
+    for value in stored:
+        bins[f"p{sketch.key(value)}"] += 1
+    agg.backfill(
+        {
+            "cursor": seam,
+            "count": 4,
+            "pending": [pending],
+            "histogram": {"interval": "1m", "buckets": [[aggregate.iso(T0 - 60), 4, {"api": 3, "db": 1}]]},
+            "top": {"service": {"values": [["api", 3], ["db", 1]], "other": 0, "missing": 0}},
+            "stats": {"ms": {"count": 4, "min": 1.0, "max": 400.0, "sum": 406.0, "bins": dict(bins)}},
+        }
+    )
+    # Live: one the summary holds (at its cursor), one of a batch in flight at the seam (below
+    # it, but not held), and one after it.
+    agg.add([_hit((T0 - 10) * 1000, {"service": "api", "ms": 1000.0})], T0)
+    agg.add([_hit((T0 - 20) * 1000, {"service": "web", "ms": 5.0}, node="00b2")], T0)
+    agg.add([_hit((T0 + 1) * 1000, {"service": "api", "ms": 6.0})], T0 + 1)
+    frame = agg.frame(T0 + 2, 0.0)
+    assert frame["count"] == 6
+    assert frame["top"]["service"]["values"] == [["api", 4], ["db", 1], ["web", 1]]
+    assert frame["stats"]["ms"]["count"] == 6
+    assert frame["stats"]["ms"]["min"] == 1.0 and frame["stats"]["ms"]["max"] == 400.0
+    assert frame["stats"]["ms"]["avg"] == (406.0 + 5.0 + 6.0) / 6
+    assert abs(frame["stats"]["ms"]["p50"] - 3.0) <= ACCURACY * 5.0  # 1, 2, 3, 5, 6, 400
+    buckets = {at: n for at, n, *_ in frame["histogram"]["buckets"]}
+    assert buckets[aggregate.iso(T0 - 60)] == 5 and buckets[aggregate.iso(T0)] == 1
+
+
+def test_long_values_are_counted_by_their_first_characters():
+    agg = Aggregation(Options(by=("msg",), window=None), T0)
+    agg.add([_hit(T0 * 1000, {"msg": "x" * 10_000}), _hit(T0 * 1000, {"msg": "x" * 300})], T0)
+    ((value, count),) = agg.frame(T0, 0.0)["top"]["msg"]["values"]
+    assert count == 2 and len(value) == aggregate.TEXT and value.endswith("…")

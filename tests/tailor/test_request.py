@@ -93,8 +93,19 @@ def test_an_aggregation_is_asked_with_defaults_chosen_from_the_window():
         ({"split": "a,b"}, "'split'"),
         ({"every": "50ms"}, "'every'"),
         ({"limit": "3"}, "limit"),
+        ({"since": " "}, "'since'"),
+        ({"since": "15m", "window": "5m"}, "'since'"),
     ],
 )
 def test_a_bad_aggregation_parameter_is_named(given, named):
     with pytest.raises(ValueError, match=re.escape(named)):
         aggregation_parameters(args(i="events", q="a", **given))
+
+
+def test_since_counts_everything_from_then_on():
+    _, options, _ = aggregation_parameters(args(i="events", q="a", since="15m", histogram="1s"))
+    assert options.since == "15m" and options.window is None and options.interval == 1.0
+    _, options, _ = aggregation_parameters(
+        args(i="events", q="a", since="2026-12-06T00:00:00Z", window="all")
+    )
+    assert options.since == "2026-12-06T00:00:00Z" and options.window is None

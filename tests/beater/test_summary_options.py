@@ -1,0 +1,54 @@
+"""``estrom.summary``'s options (beater.summary.summary_options): what is taken, and a bad one
+named."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from beater.cursor import cursor_at
+from beater.summary import Asked, summary_options
+
+NOW = 1_800_000_000.0
+
+
+def test_the_options_taken():
+    assert summary_options(None, NOW) == Asked()
+    asked = summary_options(
+        {
+            "by": "service, host",
+            "stats": ["ms"],
+            "k": 50,
+            "histogram": "1s",
+            "split": "level",
+            "since": "15m",
+        },
+        NOW,
+    )
+    assert asked == Asked(("service", "host"), 50, ("ms",), 1.0, "level", cursor_at(NOW - 900), False)
+    assert summary_options({"bins": True}, NOW).bins is True
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ([], "the options are an object"),
+        ({"top": 3}, "unknown option"),
+        ({"by": [1]}, "'by'"),
+        ({"by": ["a", "a"]}, "'by'"),
+        ({"by": ["a*"]}, "not patterns"),
+        ({"stats": [f"f{n}" for n in range(11)]}, "'stats'"),
+        ({"k": 0}, "'k'"),
+        ({"k": 10_001}, "'k'"),
+        ({"k": True}, "'k'"),
+        ({"histogram": "5s"}, "'histogram'"),
+        ({"split": ""}, "'split'"),
+        ({"since": 5}, "'since'"),
+        ({"since": "yesterday"}, "'since'"),
+        ({"bins": "yes"}, "'bins'"),
+    ],
+)
+def test_a_bad_option_is_named(options, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        summary_options(options, NOW)
