@@ -109,6 +109,7 @@ class _Slice:
     sketches: dict[str, LogCollapsingLowestDenseDDSketch] = field(default_factory=dict)
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # by field: min, max
     sums: dict[str, float] = field(default_factory=dict)  # by field: exact, as the sketch's is not
+    changes: int = 0  # statistics added to it: a merge of it made before is stale
 
 
 class Aggregation:
@@ -141,6 +142,9 @@ class Aggregation:
         self._missing: dict[str, int] = dict.fromkeys(fields, 0)
         self._hits = 0  # in the window
         self._seam: tuple[str, list[tuple[str, str]]] | None = None  # see backfill
+        # By stats field: the slices but the newest merged, and which (with their changes) they
+        # were. A frame merges that and the newest slice, not every slice of the window.
+        self._merged: dict[str, tuple[tuple, Any, float, float, float]] = {}
 
     def add(self, hits: Iterable[Any], now: float) -> None:
         """Count ``hits`` (as Beater publishes them), arrived at ``now``."""
@@ -190,6 +194,7 @@ class Aggregation:
                         low, high = piece.bounds.get(name, (x, x))
                         piece.bounds[name] = (min(low, x), max(high, x))
                         piece.sums[name] = piece.sums.get(name, 0.0) + x
+                        piece.changes += 1
 
     def _count(self, piece: _Slice, name: str, value: str, weight: int = 1) -> None:
         counts = piece.counts.setdefault(name, {})
@@ -251,6 +256,7 @@ class Aggregation:
             if sketch is None:
                 sketch = piece.sketches[name] = sketches.new()
             sketch.merge(sketches.from_bins(figures.get("bins", {})))
+            piece.changes += 1
             low, high = piece.bounds.get(name, (figures["min"], figures["max"]))
             piece.bounds[name] = (min(low, figures["min"]), max(high, figures["max"]))
             piece.sums[name] = piece.sums.get(name, 0.0) + figures["sum"]
@@ -379,13 +385,21 @@ class Aggregation:
         return histogram
 
     def _stats(self, name: str) -> dict[str, Any]:
-        sketch, low, high, total = sketches.new(), math.inf, -math.inf, 0.0
-        for piece in self._slices.values():
-            part = piece.sketches.get(name)
-            if part is not None:
-                sketch.merge(part)
-                low, high = min(low, piece.bounds[name][0]), max(high, piece.bounds[name][1])
-                total += piece.sums[name]
+        newest = max(self._slices, default=None)
+        older = tuple((n, piece.changes) for n, piece in sorted(self._slices.items()) if n != newest)
+        merged = self._merged.get(name)
+        if merged is None or merged[0] != older:
+            pieces = [self._slices[n] for n, _ in older if name in self._slices[n].sketches]
+            merged = (older, *_merge(pieces, name))
+            self._merged[name] = merged
+        _, older_sketch, low, high, total = merged
+        sketch = sketches.new()
+        sketch.merge(older_sketch)
+        piece = self._slices.get(newest) if newest is not None else None
+        if piece is not None and name in piece.sketches:
+            sketch.merge(piece.sketches[name])
+            low, high = min(low, piece.bounds[name][0]), max(high, piece.bounds[name][1])
+            total += piece.sums[name]
         count = int(sketch.count)
         if not count:
             return {
@@ -396,6 +410,16 @@ class Aggregation:
                 **{p: None for p, _ in sketches.QUANTILES},
             }
         return {"count": count, "min": low, "max": high, "avg": total / count, **sketches.quantiles(sketch)}
+
+
+def _merge(pieces: Iterable[_Slice], name: str) -> tuple[Any, float, float, float]:
+    """The sketch of field ``name`` of ``pieces`` merged, and their min, max and sum."""
+    sketch, low, high, total = sketches.new(), math.inf, -math.inf, 0.0
+    for piece in pieces:
+        sketch.merge(piece.sketches[name])
+        low, high = min(low, piece.bounds[name][0]), max(high, piece.bounds[name][1])
+        total += piece.sums[name]
+    return sketch, low, high, total
 
 
 SPLIT_VALUES = 5  # a split histogram's stacks: the split field's top values in the window

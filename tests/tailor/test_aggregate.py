@@ -153,3 +153,18 @@ def test_long_values_are_counted_by_their_first_characters():
     agg.add([_hit(T0 * 1000, {"msg": "x" * 10_000}), _hit(T0 * 1000, {"msg": "x" * 300})], T0)
     ((value, count),) = agg.frame(T0, 0.0)["top"]["msg"]["values"]
     assert count == 2 and len(value) == aggregate.TEXT and value.endswith("…")
+
+
+def test_statistics_of_a_rolling_window_follow_late_hits_and_slices_leaving():
+    agg = Aggregation(Options(stats=("ms",), window=60.0, interval=1.0), T0)
+    for second in range(30):  # 2-second slices
+        agg.add([_hit((T0 + second) * 1000, {"ms": 10.0 + second})], T0 + second)
+    first = agg.frame(T0 + 30, 0.0)["stats"]["ms"]
+    assert first["count"] == 30 and first["min"] == 10.0 and first["max"] == 39.0
+    # A late hit, into a slice that is not the newest: the merge of the older slices is redone.
+    agg.add([_hit((T0 + 3) * 1000, {"ms": 1.0})], T0 + 30)
+    late = agg.frame(T0 + 30, 0.0)["stats"]["ms"]
+    assert late["count"] == 31 and late["min"] == 1.0 and late["avg"] == (sum(range(10, 40)) + 1.0) / 31
+    # 40 s on, the slices of the first 12 seconds (and the late hit) have left the window.
+    moved = agg.frame(T0 + 70, 0.0)["stats"]["ms"]
+    assert moved["count"] == 18 and moved["min"] == 22.0
