@@ -22,7 +22,7 @@ from estrom.coalesce import Coalesce
 from estrom.http import ByteBudget, principal_of, send_error
 from tailor.aggregate import DISTINCT_ALL, Aggregation, Options, duration_name
 from tailor.resends import Resends
-from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameStream, Stream
+from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameGroup, FrameStream, Stream
 
 log = Logger()
 
@@ -81,6 +81,7 @@ class Tailor:
         self.resends = Resends()  # named documents handed on: their resends are known
         self._subscriptions: dict[str, Any] = {}
         self._subscribing = Coalesce()  # by topic: never two subscriptions to one topic
+        self._groups: dict[tuple[str, Options, float], FrameGroup] = {}  # aggregation streams
 
     @property
     def streams(self) -> list[Stream]:
@@ -180,6 +181,7 @@ class Tailor:
             )
         else:
             options, every = aggregation
+            group = self._group(topic, options, every)
             stream = FrameStream(
                 request,
                 topic,
@@ -188,8 +190,9 @@ class Tailor:
                 self._ended,
                 self.bounds,
                 budget=self.pending,
-                aggregation=Aggregation(options, reactor.seconds()),
+                aggregation=group.aggregation if group else Aggregation(options, reactor.seconds()),
                 every=every,
+                group=group,
             )
         stream.reader = reader.name
         stream.since = self.resends.deliveries + 1
@@ -225,6 +228,20 @@ class Tailor:
             await self._backlog(session, stream, sid, backlog)
         else:
             stream.start(sid)
+
+    def _group(self, topic: str, options: Options, every: float) -> FrameGroup | None:
+        """The group of aggregation streams ``options`` and ``every`` on ``topic`` join: those of
+        a rolling window, whose frames are the same for every reader but for the count since it
+        opened (everything since a stream opened, or since a time, is its own)."""
+        if options.window is None or options.since is not None:
+            return None
+        key = (topic, options, every)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = FrameGroup(Aggregation(options, reactor.seconds()), every)
+            group.since = self.resends.deliveries + 1
+            group.ended = lambda ended: self._groups.pop(key) if self._groups.get(key) is ended else None
+        return group
 
     async def _backfill(self, session: ApplicationSession, stream: FrameStream, sid: str) -> None:
         """Start an aggregation ``since`` a time with Beater's summary of the stored matches
@@ -323,7 +340,14 @@ class Tailor:
         _, copies = self.resends.deliver(topic, hits)
         encoded = cursors = None
         now = reactor.seconds()
+        counted: set[FrameGroup] = set()
         for stream in streams:
+            if isinstance(stream, FrameStream) and stream.group is not None:
+                if stream.group not in counted:  # once for the whole group
+                    counted.add(stream.group)
+                    keep = self.resends.keep(stream.group, copies, len(hits))
+                    stream.add(hits if keep is None else [hits[slot] for slot in keep], now)
+                continue
             keep = self.resends.keep(stream, copies, len(hits))
             if isinstance(stream, FrameStream):
                 stream.add(hits if keep is None else [hits[slot] for slot in keep], now)

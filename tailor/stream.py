@@ -335,23 +335,39 @@ MAX_WAITING_HITS = 200_000
 class FrameStream(Stream):
     """One client's endless aggregation (``/api/v0.1/aggs``): ``{"subscription_id": "<ID>",
     "frames": [ ... ]}``, a frame of ``aggregation`` every ``every`` seconds. A client that reads
-    slower than frames come gets the newest: one frame waits for it at most."""
+    slower than frames come gets the newest: one frame waits for it at most.
+
+    In a ``group`` (streams of one topic asking for the same rolling window), the aggregation
+    and each frame are the group's: the stream adds its own ``count`` (since it opened) and
+    ``rate``."""
 
     ARRAY = b"frames"
 
-    def __init__(self, *args: Any, aggregation: Aggregation, every: float, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        aggregation: Aggregation,
+        every: float,
+        group: FrameGroup | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.aggregation = aggregation
+        self.group = group
         self._every = every
         self._framing = LoopingCall(self.send_frame)
         self._framing.clock = self._clock
-        self._last = (0, aggregation.opened)  # the count, and when, at the last frame
+        self._base = aggregation.count  # what the aggregation had counted before this stream opened
+        self._last = (aggregation.count, self._clock.seconds())  # the count, and when, at the last frame
         self._waiting: list[tuple[tuple, float]] | None = None  # hits kept back for a backfill
         self._waiting_hits = 0
 
     def start(self, subscription_id: str, gap: bool = False) -> None:
         super().start(subscription_id, gap)
-        self._framing.start(self._every, now=False)
+        if self.group is not None:
+            self.group.join(self)
+        else:
+            self._framing.start(self._every, now=False)
 
     def add(self, hits: tuple, now: float) -> None:
         if self.closed:
@@ -381,10 +397,25 @@ class FrameStream(Stream):
         if self.closed:
             return
         now = self._clock.seconds()
+        frame = self.aggregation.frame(now, self._rate(now))
+        frame["count"] -= self._base
+        self._push(json.dumps(frame).encode("utf-8"))
+
+    def send_shared(self, now: float, head: dict[str, Any], rest: bytes) -> None:
+        """Write the group's frame at ``now``: its ``head`` (``at``, ``cursor``) with this
+        stream's count and rate, then the ``rest`` (JSON of an object, as the group encoded it)."""
+        if self.closed:
+            return
+        own = {**head, "count": self.aggregation.count - self._base, "rate": self._rate(now)}
+        self._push(json.dumps(own).encode("utf-8")[:-1] + b", " + rest[1:])
+
+    def _rate(self, now: float) -> float:
+        """Hits a second since the last frame."""
         count, at = self._last
-        rate = (self.aggregation.count - count) / (now - at) if now > at else 0.0
         self._last = (self.aggregation.count, now)
-        frame = json.dumps(self.aggregation.frame(now, round(rate, 3))).encode("utf-8")
+        return round((self.aggregation.count - count) / (now - at), 3) if now > at else 0.0
+
+    def _push(self, frame: bytes) -> None:
         if self.paused:  # only the newest frame waits for a slow client
             self._pending.clear()
             self._pending_bytes = 0
@@ -395,4 +426,44 @@ class FrameStream(Stream):
     def _end(self) -> None:
         if self._framing.running:
             self._framing.stop()
+        if self.group is not None:
+            self.group.leave(self)
         super()._end()
+
+
+class FrameGroup:
+    """The aggregation streams of one topic that ask for the same rolling window and frame
+    interval: one aggregation counts the topic's hits for all of them, and one frame is made
+    for them all every ``every`` seconds. 1,000 readers of one query cost what one does."""
+
+    def __init__(self, aggregation: Aggregation, every: float, clock: IReactorTime = reactor):
+        self.aggregation = aggregation
+        self.streams: set[FrameStream] = set()
+        self.since = 0  # the first delivery it counts (tailor.resends): set by Tailor
+        self.after: str | None = None
+        self._clock = clock
+        self._framing = LoopingCall(self.send_frame)
+        self._framing.clock = clock
+        self._every = every
+        self.ended: Callable[[FrameGroup], None] = lambda group: None
+
+    def join(self, stream: FrameStream) -> None:
+        self.streams.add(stream)
+        if not self._framing.running:
+            self._framing.start(self._every, now=False)
+
+    def leave(self, stream: FrameStream) -> None:
+        self.streams.discard(stream)
+        if not self.streams:
+            if self._framing.running:
+                self._framing.stop()
+            self.ended(self)
+
+    def send_frame(self) -> None:
+        now = self._clock.seconds()
+        frame = self.aggregation.frame(now, 0.0)
+        head = {"at": frame.pop("at"), "cursor": frame.pop("cursor")}
+        del frame["count"], frame["rate"]
+        rest = json.dumps(frame).encode("utf-8")
+        for stream in list(self.streams):
+            stream.send_shared(now, head, rest)

@@ -8,7 +8,8 @@ from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
 from estrom.http import ByteBudget
-from tailor.stream import Bounds, Stream
+from tailor.aggregate import Aggregation, Options
+from tailor.stream import Bounds, FrameGroup, FrameStream, Stream
 
 
 class _Request(DummyRequest):
@@ -207,3 +208,52 @@ def test_past_the_budget_the_stream_furthest_behind_ends_not_the_one_a_burst_rea
     assert not bursting.closed
     bursting.resumeProducing()
     assert bursting.sent == 5 and budget.held == 0
+
+
+def test_aggregation_streams_in_a_group_share_one_frame_and_count_their_own():
+    clock = Clock()
+    aggregation = Aggregation(Options(by=("service",), window=60.0), 1_800_000_000.0)
+    clock.advance(1_800_000_000.0)
+    group = FrameGroup(aggregation, 1.0, clock)
+    made = []
+    frame = aggregation.frame
+    aggregation.frame = lambda now, rate: made.append(now) or frame(now, rate)
+
+    def hit(n):
+        cursor = f"{int(clock.seconds() * 1000):012x}{n:04x}beef"
+        return {"_cursor": cursor, "_source": {"service": "api"}}
+
+    def open_stream():
+        request = _Request([b""])
+        stream = FrameStream(
+            request,
+            "docs-for-x",
+            None,
+            15.0,
+            lambda s: None,
+            clock=clock,
+            aggregation=aggregation,
+            every=1.0,
+            group=group,
+        )
+        stream.start("x")
+        return stream, request
+
+    first, first_request = open_stream()
+    first.add([hit(0), hit(1)], clock.seconds())
+    second, second_request = open_stream()  # opened after two hits
+    second.add([hit(2)], clock.seconds())  # the group's aggregation: counted once
+    clock.advance(1.0)
+    assert made == [clock.seconds()]  # one frame for both
+    frames = [json.loads(b"".join(r.written) + b"]}")["frames"] for r in (first_request, second_request)]
+    assert [f[0]["count"] for f in frames] == [3, 1]
+    assert (
+        frames[0][0]["top"]
+        == frames[1][0]["top"]
+        == {"service": {"values": [["api", 3]], "other": 0, "missing": 0}}
+    )
+    assert frames[0][0]["rate"] == 3.0 and frames[1][0]["rate"] == 1.0
+    first.close()
+    second.close()
+    clock.advance(5.0)
+    assert made == [1_800_000_001.0]  # the group stopped with its last stream
