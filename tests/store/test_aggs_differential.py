@@ -23,7 +23,8 @@ from estrom.sketch import ACCURACY
 from estrom.testing import AggsStream, http, post, wamp_session
 from tests.conftest import STORE
 
-SEED = int(os.environ.get("ESTROM_DIFF_SEED", "23"))
+_SEED = os.environ.get("ESTROM_DIFF_SEED", "23")
+SEED = random.SystemRandom().randrange(2**32) if _SEED == "random" else int(_SEED)
 DOCS = int(os.environ.get("ESTROM_DIFF_DOCS", "400"))  # before the seam, and as many after
 QUERIES = int(os.environ.get("ESTROM_DIFF_QUERIES", "3"))
 BY = ("service", "host", "tags")
@@ -163,6 +164,7 @@ async def send(beater_url: str, index: str, batch: list[dict]) -> None:
 @pytest_twisted.ensureDeferred
 async def test_frames_and_summaries_are_the_engines_own_aggregations(stored, index):
     stack = stored
+    print(f"differential: seed {SEED}, {DOCS} documents each side of the seam, {QUERIES} queries")
     chance = random.Random(SEED)
     reference = f"ref-{index}"[:200]
     await http.delete(f"{stack.engine_url}/{reference}")
