@@ -26,9 +26,8 @@ from typing import Any
 from beater.cursor import cursor_at, cursor_time, parse_since
 from beater.engine import EngineError, path
 from beater.store import FIELD, Store
-from estrom import sketch
+from estrom import api, sketch
 
-MAX_FIELDS = 10  # in `by`, and in `stats`
 MAX_K = 10_000  # top values of a field
 TERMS = 20_000  # top values asked of the engine in all, shared by the `by` fields
 MAX_BUCKETS = 1_440  # of the histogram: the newest
@@ -93,21 +92,7 @@ def summary_options(options: Any, now: float) -> Asked:
 
 
 def _fields(options: dict[str, Any], name: str) -> tuple[str, ...]:
-    value = options.get(name, [])
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list) or not all(
-        isinstance(f, str) and f.strip() and len(f) <= 256 for f in value
-    ):
-        raise ValueError(f"'{name}' must be a list of field names")
-    fields = tuple(f.strip() for f in value)
-    if any(mark in f for f in fields for mark in "*?,"):
-        raise ValueError(f"'{name}' names fields, not patterns: no '*', '?' or ','")
-    if len(set(fields)) != len(fields):
-        raise ValueError(f"'{name}' names a field more than once")
-    if len(fields) > MAX_FIELDS:
-        raise ValueError(f"'{name}' may name at most {MAX_FIELDS} fields")
-    return fields
+    return api.field_names(options.get(name, []), name)
 
 
 async def summarize(

@@ -1,5 +1,9 @@
 """Names of the WAMP API (error URIs, procedures, topics): shared by Beater, Tailor and tests."""
 
+from __future__ import annotations
+
+from typing import Any
+
 INVALID_QUERY = "estrom.error.invalid_query"
 INVALID_INDEX = "estrom.error.invalid_index"
 UNKNOWN_SUBSCRIPTION = "estrom.error.unknown_subscription"
@@ -31,3 +35,24 @@ TOPIC_PREFIX = "docs-for-"
 def topic(query_id: str) -> str:
     """The topic on which the hits of the query ``query_id`` are published."""
     return TOPIC_PREFIX + query_id
+
+
+MAX_FIELDS = 10  # an aggregation's `by` fields, and its `stats` fields, at most
+
+
+def field_names(given: list[Any] | str, name: str) -> tuple[str, ...]:
+    """The fields an aggregation's option ``name`` names (a list, or text separated by commas);
+    ValueError says what is wrong with them."""
+    parts = given.split(",") if isinstance(given, str) else given
+    if not isinstance(parts, list) or not all(
+        isinstance(f, str) and f.strip() and len(f) <= 256 for f in parts
+    ):
+        raise ValueError(f"'{name}' must be field names, separated by commas")
+    fields = tuple(f.strip() for f in parts)
+    if any(mark in f for f in fields for mark in "*?,"):
+        raise ValueError(f"'{name}' names fields, not patterns: no '*', '?' or ','")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"'{name}' names a field more than once")
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"'{name}' may name at most {MAX_FIELDS} fields")
+    return fields

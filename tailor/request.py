@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from estrom import api
 from estrom.http import JsonResource, answer_later, error_answer
 from tailor.aggregate import MAX_BUCKETS, Options
 from tailor.service import Tailor
@@ -106,7 +107,6 @@ def _asked(args: dict[str, str], limit: int | None, backlog: dict[str, Any]) -> 
 
 # What an aggregation may be asked for (tailor.aggregate.Options).
 AGGREGATION = {"by", "k", "stats", "window", "histogram", "split", "every", "since"}
-MAX_FIELDS = 10  # in `by`, and in `stats`
 MAX_K = 100
 INTERVALS = {"1s": 1.0, "10s": 10.0, "1m": 60.0}
 WINDOWS = (10.0, 86400.0)  # seconds, the least and the most
@@ -166,16 +166,7 @@ def aggregation_parameters(query_args: dict[bytes, list[bytes]]) -> tuple[Asked,
 
 
 def _fields(args: dict[str, str], name: str) -> tuple[str, ...]:
-    if name not in args:
-        return ()
-    fields = tuple(part.strip() for part in args[name].split(","))
-    if not all(fields) or any(len(f) > 256 or "*" in f or "?" in f for f in fields):
-        raise ValueError(f"'{name}' must be field names (not patterns), separated by commas")
-    if len(set(fields)) != len(fields):
-        raise ValueError(f"'{name}' names a field more than once")
-    if len(fields) > MAX_FIELDS:
-        raise ValueError(f"'{name}' may name at most {MAX_FIELDS} fields")
-    return fields
+    return api.field_names(args[name], name) if name in args else ()
 
 
 def _seconds(args: dict[str, str], name: str, least: float, most: float) -> float:

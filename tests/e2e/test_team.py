@@ -631,7 +631,7 @@ async def test_rsyslog_ships_with_its_basic_auth_credentials_and_a_wrong_passwor
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_backlog_is_read_only_within_the_readers_patterns(team, stored):
+async def test_a_backlog_and_a_summary_are_read_only_within_the_readers_patterns(team, stored):
     alice = await wamp_session(team.stack.router_url, team.ticket("alice"))
     bob = await wamp_session(team.stack.router_url, team.ticket("bob"))
     try:
@@ -648,9 +648,20 @@ async def test_a_backlog_is_read_only_within_the_readers_patterns(team, stored):
         with pytest.raises(ApplicationError) as refused:
             await alice.call(api.BACKLOG, theirs, {"last": 5})
         assert refused.value.error == api.NOT_AUTHORIZED
+        # Nor its summary.
+        assert (await bob.call(api.SUMMARY, theirs, {"by": ["level"]}))["top"]["level"]["values"] == [
+            ["secret", 1]
+        ]
+        with pytest.raises(ApplicationError) as refused:
+            await alice.call(api.SUMMARY, theirs, {"by": ["level"]})
+        assert refused.value.error == api.NOT_AUTHORIZED
         # Nor through Tailor.
         status, _ = await get(
             f"{team.stack.tailor_url}/api/v0.1/docs", {"s": theirs, "backlog": "5"}, team.bearer("alice")
+        )
+        assert status == 403
+        status, _ = await get(
+            f"{team.stack.tailor_url}/api/v0.1/aggs", {"s": theirs, "since": "1h"}, team.bearer("alice")
         )
         assert status == 403
     finally:

@@ -71,6 +71,8 @@ async def test_frames_count_what_matched_exactly(stack, index):
         ({"histogram": "7s"}, "'histogram'"),
         ({"every": "1ms"}, "'every'"),
         ({"limit": "3"}, "limit"),
+        ({"since": "15m", "window": "5m"}, "'since'"),
+        ({"since": "15m"}, "keeps no documents"),  # this stack's Beater runs without the store
     ],
 )
 @pytest_twisted.ensureDeferred
