@@ -69,6 +69,7 @@ NAIVE = {
 }
 ALL_QUERIES = {"ESTROM_PERCOLATE_ONLY_ACTIVE": "false"}
 RESULTS = ROOT / "bench" / "results"
+ALONE = 200  # aggregation streams that each count for themselves (window=all), in the aggs phase
 
 
 def main() -> None:
@@ -755,6 +756,21 @@ class Bench:
         frames = sorted(len(stream.hits) for stream in streams)
         for stream in streams:
             stream.close()
+        # Streams that count for themselves (window=all: since each opened): one aggregation each.
+        alone_before = _mib(rss(self.stack.processes["tailor"].pid))
+        alone: list[AggsStream] = await gatherResults(
+            [
+                Deferred.fromCoroutine(AggsStream.open(self.stack.tailor_url, **params, window="all"))
+                for _ in range(ALONE)
+            ]
+        )
+        for stream in alone:
+            await stream.wait_for_head()
+        alone_sent = await offer(self.args.aggs_rate // 10, seconds)
+        alone_loaded = _mib(rss(self.stack.processes["tailor"].pid))
+        late_alone = lateness(alone, 1.0)
+        for stream in alone:
+            stream.close()
         self.results["aggs"] = {
             "offered_docs_per_s": self.args.aggs_rate,
             "sent": sent,
@@ -769,6 +785,12 @@ class Bench:
             "kib_per_stream": (loaded - before) * 1024 / max(len(streams), 1),
             "frame_lateness_ms_many": _percentiles(late_many),
             "frames_per_stream": {"min": frames[0], "median": frames[len(frames) // 2]} if frames else {},
+            "alone": {
+                "streams": len(alone),
+                "docs_sent": alone_sent,
+                "kib_per_stream": (alone_loaded - alone_before) * 1024 / max(len(alone), 1),
+                "frame_lateness_ms": _percentiles(late_alone),
+            },
             "seconds": seconds,
         }
         print(f"bench: aggs: {json.dumps(self.results['aggs'])}", flush=True)
@@ -1008,6 +1030,20 @@ class Bench:
                 True,
             )
             goal("aggregation: Tailor memory per stream", a["kib_per_stream"], 1024, False, " KiB")
+            goal(
+                f"aggregation: memory per window=all stream ({a['alone']['streams']})",
+                a["alone"]["kib_per_stream"],
+                1024,
+                False,
+                " KiB",
+            )
+            goal(
+                f"aggregation: frame lateness p99, {a['alone']['streams']} window=all streams",
+                a["alone"]["frame_lateness_ms"]["p99"],
+                100,
+                False,
+                " ms",
+            )
             goal(
                 f"aggregation: frames each of {a['streams']} streams got (median), of {a['seconds']:g}",
                 a["frames_per_stream"].get("median", 0),
