@@ -84,9 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     add_query_arguments(tail)
     shape = tail.add_mutually_exclusive_group()
     shape.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        help="line: time, level, service, host, message (the default on a terminal); raw: the "
+        "document as JSON (the default in a pipe); json: whole hits as NDJSON; template: see --format",
+    )
+    shape.add_argument(
         "--format", metavar="TEMPLATE", help="e.g. '{@timestamp} {level} {msg}'; {a.b} reads nested fields"
     )
-    shape.add_argument("--json", action="store_true", help="print whole hits as NDJSON (for jq)")
+    shape.add_argument("--json", action="store_true", help="print whole hits as NDJSON (for jq): -o json")
     tail.add_argument("--limit", type=int, metavar="N", help="stop after N documents")
     tail.add_argument(
         "-n", "--lines", type=int, metavar="N", help="first the last N stored documents (needs the store)"
@@ -123,7 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--limit must be a positive integer")
     if args.lines is not None and args.lines < 1:
         parser.error("-n must be a positive integer")
-    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not args.json)
+    if args.output == "template" and not args.format:
+        parser.error("-o template needs --format TEMPLATE")
+    if args.json:
+        args.output = "json"
+    elif args.format:
+        args.output = "template"
+    elif args.output is None:  # pipes get what they always got
+        args.output = "line" if sys.stdout.isatty() else "raw"
+    colour = args.color == "always" or (
+        args.color == "auto" and sys.stdout.isatty() and args.output != "json"
+    )
     try:
         return follow(args, sys.stdout, sys.stderr, colour)
     except KeyboardInterrupt:
@@ -378,22 +395,80 @@ def _error_message(error: urllib.error.HTTPError) -> str:
 
 
 def render(hit: dict[str, Any], args: argparse.Namespace, colour: bool) -> str:
-    """One line for ``hit``: the template, the whole hit (--json), or the document as JSON.
+    """One line for ``hit``, as ``args.output`` says: ``line`` (the document's time, level,
+    service and host, then its message), ``template``, ``json`` (the whole hit) or ``raw`` (the
+    document as JSON).
 
     Whatever comes from the document is escaped so that it can neither control the terminal nor
-    start a line of its own: JSON output stays valid JSON (``\\u009b``), template fields get
+    start a line of its own: JSON output stays valid JSON (``\\u009b``), the rest gets
     ``printable``.
     """
-    if args.json:
+    output = getattr(args, "output", None) or ("json" if args.json else "template" if args.format else "raw")
+    if output == "json":
         return _json(hit)
     source = hit.get("_source", {})
-    if args.format:
+    level = _first(source, LEVEL_FIELDS, scalar=True)
+    start = _COLOURS.get(str(level).lower()) if colour and level is not None else None
+    if output == "line":
+        return _line(hit, source, level, start)
+    if output == "template":
         line = _FIELD.sub(lambda match: _field(hit, source, match.group(1)), args.format)
     else:
         line = _json(source)
-    level = _lookup(source, "level") or _lookup(source, "log.level") or _lookup(source, "severity")
-    start = _COLOURS.get(str(level).lower()) if colour and level else None
     return f"{start}{line}{_RESET}" if start else line
+
+
+# What the line output reads of a document, each the first of its names that it holds.
+TIME_FIELDS = ("@timestamp", "timestamp", "time")
+LEVEL_FIELDS = ("level", "log.level", "severity")
+MESSAGE_FIELDS = ("message", "msg", "log", "event.original")
+SHOWN_FIELDS = ("service", "host")  # between the level and the message, when present
+OUTPUTS = ("line", "raw", "json", "template")
+
+
+def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None) -> str:
+    """``time LEVEL service host message``: the time the document says (else when Beater took
+    it), the level coloured, then the message; a document without one shows its other fields."""
+    when = _first(source, TIME_FIELDS, scalar=True)
+    if when is None:
+        cursor = hit.get("_cursor")
+        when = _cursor_time(cursor) if isinstance(cursor, str) and len(cursor) == 20 else "-"
+    parts = [_text(when)]
+    if level is not None:
+        shown = _text(level).upper()[:10].ljust(5)
+        parts.append(f"{start}{shown}{_RESET}" if start else shown)
+    for name in SHOWN_FIELDS:
+        value = _lookup(source, name)
+        if value is not None and not isinstance(value, dict | list):
+            parts.append(_text(value))
+    message = _first(source, MESSAGE_FIELDS, scalar=True)
+    if message is None:
+        rest = source
+        if isinstance(source, dict):
+            used = {*TIME_FIELDS, *LEVEL_FIELDS, *SHOWN_FIELDS}
+            rest = {key: value for key, value in source.items() if key not in used}
+        parts.append(_json(rest))
+    else:
+        parts.append(_text(message))
+    return " ".join(parts)
+
+
+def _first(source: Any, names: tuple[str, ...], scalar: bool = False) -> Any:
+    """The value of the first of ``names`` ``source`` holds (``scalar``: not an object or array)."""
+    for name in names:
+        value = _lookup(source, name)
+        if value is not None and not (scalar and isinstance(value, dict | list)):
+            return value
+    return None
+
+
+def _text(value: Any) -> str:
+    return printable(value) if isinstance(value, str) else _json(value)
+
+
+def _cursor_time(cursor: str) -> str:
+    moment = time.gmtime(int(cursor[:12], 16) / 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(cursor[:12], 16) % 1000:03d}Z"
 
 
 def printable(text: str) -> str:

@@ -52,6 +52,7 @@ SHAPES = {
     "compact": args(),
     "json": args(json=True),
     "format": args(format="{level} {msg} {nested} {nested.m} {_id}"),
+    "line": args(output="line"),
 }
 
 
@@ -106,3 +107,34 @@ def test_tailors_refusal_is_shown_not_obeyed(monkeypatch):
     )
     assert status == 2
     assert err.getvalue() == "estrom: invalid query: \\x1b]52;c;ZXZpbA==\\x07\\u009b2J\n"
+
+
+def test_a_line_reads_time_level_service_host_then_the_message():
+    hit = {
+        "_cursor": "018f0000000000000beef"[:20],
+        "_source": {
+            "@timestamp": "2026-12-06T03:00:00.250Z",
+            "level": "warn",
+            "service": "api",
+            "host": "h1",
+            "status": 503,
+            "msg": "upstream timed out",
+        },
+    }
+    assert (
+        render(hit, args(output="line"), False) == "2026-12-06T03:00:00.250Z WARN  api h1 upstream timed out"
+    )
+    coloured = render(hit, args(output="line"), True)
+    assert coloured == "2026-12-06T03:00:00.250Z \x1b[33mWARN \x1b[0m api h1 upstream timed out"
+
+
+def test_a_line_without_a_time_or_a_message_shows_when_it_was_taken_and_the_rest():
+    cursor = f"{1_800_000_000_123:012x}0000beef"
+    hit = {"_cursor": cursor, "_source": {"log": {"level": "error"}, "status": 500, "path": "/x"}}
+    line = render(hit, args(output="line"), False)
+    assert line == '2027-01-15T08:00:00.123Z ERROR {"log":{"level":"error"},"status":500,"path":"/x"}'
+    # Other names of the same things: timestamp, severity, message; objects are not shown as service.
+    hit = {
+        "_source": {"timestamp": 1700000000, "severity": "INFO", "service": {"name": "x"}, "message": "ok"}
+    }
+    assert render(hit, args(output="line"), False) == "1700000000 INFO  ok"

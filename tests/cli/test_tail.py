@@ -139,3 +139,27 @@ async def test_estrom_tail_without_a_store_refuses_n(stack, index):
     out, _ = run("--url", stack.tailor_url, "-i", index, "service:api", "-n", "3")
     await out.wait_for(lambda: out.ended, what="estrom tail to give up")
     assert out.status == 2 and b"ESTROM_STORE" in out.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_a_terminal_a_document_reads_as_time_level_service_host_and_message(stack, index):
+    query = "service:api"
+    out = ProcessLines()
+    env = {"TERM": "xterm-256color", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    args = [ESTROM, "tail", "--url", stack.tailor_url, "-i", index, query, "--limit", "1"]
+    reactor.spawnProcess(out, ESTROM, args, env=env, usePTY=True)
+    await until_subscribed(stack, index, query)
+    document = {
+        "@timestamp": "2026-12-06T03:00:00Z",
+        "level": "error",
+        "service": "api",
+        "host": "h1",
+        "msg": "disk full",
+    }
+    await post(docs_url(stack.beater_url, index), document)
+    await out.wait_for(lambda: out.ended, what="estrom tail to stop after --limit 1")
+    assert out.status == 0, out.stderr
+    # The level in red, the rest as the document says it; a terminal's line ends in CR LF.
+    assert [line.rstrip("\r") for line in out.lines] == [
+        "2026-12-06T03:00:00Z \x1b[31mERROR\x1b[0m api h1 disk full"
+    ]
