@@ -31,6 +31,38 @@ function parseQuery(text) {
   return text;
 }
 
+// What a row shows of a document, each the first of its names that it holds (as estrom tail).
+const TIME_FIELDS = ["@timestamp", "timestamp", "time"];
+const LEVEL_FIELDS = ["level", "log.level", "severity"];
+const MESSAGE_FIELDS = ["message", "msg", "log", "event.original"];
+const COLUMNS = ["service", "host"]; // between the level and the message, when present
+
+// source[name], or by the dotted path a.b.c through nested objects.
+function lookup(source, name) {
+  if (source && typeof source === "object" && !Array.isArray(source)) {
+    if (Object.prototype.hasOwnProperty.call(source, name)) return source[name];
+    const dot = name.indexOf(".");
+    if (dot > 0) return lookup(source[name.slice(0, dot)], name.slice(dot + 1));
+  }
+  return undefined;
+}
+
+// The first of `names` the document holds as a single value (not an object or array).
+function firstOf(source, names) {
+  for (const name of names) {
+    const value = lookup(source, name);
+    if (value !== undefined && value !== null && typeof value !== "object") return value;
+  }
+  return undefined;
+}
+
+// A document's own time as a Date (ISO text, or epoch milliseconds or seconds), else null.
+function documentTime(value) {
+  if (value === undefined) return null;
+  const date = typeof value === "number" ? new Date(value < 1e11 ? value * 1000 : value) : new Date(value);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
 function clock(date) {
   return date.toTimeString().slice(0, 8) + "." + String(date.getMilliseconds()).padStart(3, "0");
 }
@@ -261,20 +293,51 @@ class Tail {
     this.showCounts();
   }
 
+  // A row: the document's own time (else when it arrived), its level, a few fields, then its
+  // message, which takes the rest of the width and wraps rather than being cut off.
   row(hit, at) {
     const item = document.createElement("li");
     const source = hit._source || {};
-    const level = source.level || (source.log && source.log.level) || source.severity;
+    const level = firstOf(source, LEVEL_FIELDS);
     if (typeof level === "string") item.className = "level-" + level.toLowerCase();
     const details = document.createElement("details");
     const summary = document.createElement("summary");
     const time = document.createElement("time");
-    time.dateTime = at.toISOString();
-    time.textContent = clock(at);
-    const sid = document.createElement("span");
-    sid.className = "sid";
-    sid.textContent = this.sid;
-    summary.append(time, sid, document.createTextNode(JSON.stringify(source)));
+    const own = firstOf(source, TIME_FIELDS);
+    const when = documentTime(own) || at;
+    time.dateTime = when.toISOString();
+    time.textContent = clock(when);
+    time.title = own === undefined ? "arrived " + at.toISOString() : String(own);
+    summary.append(time);
+    if (level !== undefined) {
+      const shown = document.createElement("span");
+      shown.className = "level";
+      shown.textContent = String(level).toUpperCase();
+      summary.append(shown);
+    }
+    const used = new Set([...TIME_FIELDS, ...LEVEL_FIELDS]);
+    for (const name of COLUMNS) {
+      const value = lookup(source, name);
+      if (value === undefined || value === null || typeof value === "object") continue;
+      used.add(name);
+      const field = document.createElement("span");
+      field.className = "field";
+      field.title = name;
+      field.textContent = String(value);
+      summary.append(field);
+    }
+    const text = document.createElement("span");
+    text.className = "msg";
+    const message = firstOf(source, MESSAGE_FIELDS);
+    if (message !== undefined) {
+      text.textContent = String(message);
+    } else {
+      // No message: the other fields, so that nothing is hidden.
+      const rest = {};
+      for (const [key, value] of Object.entries(source)) if (!used.has(key)) rest[key] = value;
+      text.textContent = JSON.stringify(rest);
+    }
+    summary.append(text);
     details.append(summary);
     // The whole hit, pretty-printed, made when first opened.
     details.addEventListener(

@@ -71,8 +71,13 @@ def test_page_tails_a_query_and_shows_matching_documents_as_they_arrive(stack, p
     docs = section.locator(".docs li")
     expect(docs).to_have_count(2)
     expect(section.locator(".count")).to_have_text("2")
-    expect(docs.nth(0).locator("summary")).to_contain_text('"msg":"first"')
-    expect(docs.nth(0).locator("summary .sid")).to_have_text(sid)
+    # A row reads: the time, the level, the service, then the message itself, not JSON. The ID
+    # is the panel's, shown once in its header.
+    expect(docs.nth(0).locator("summary .msg")).to_have_text("first")
+    expect(docs.nth(0).locator("summary .level")).to_have_text("ERROR")
+    expect(docs.nth(0).locator("summary .field")).to_have_text("api")
+    expect(section.locator(".tail-id")).to_have_text(sid)
+    expect(section.locator(".docs").get_by_text(sid)).to_have_count(0)
     expect(docs.nth(0).locator("summary time")).to_have_text(re.compile(r"\d\d:\d\d:\d\d\.\d{3}"))
     expect(section.locator(".rate")).not_to_have_text("0.0")  # documents per second, updated each second
 
@@ -89,7 +94,7 @@ def test_page_tails_a_query_and_shows_matching_documents_as_they_arrive(stack, p
     section.locator(".order").click()
     post(stack, index, {"level": "error", "service": "api", "msg": "third"})
     expect(docs).to_have_count(3)
-    expect(docs.nth(0).locator("summary")).to_contain_text('"msg":"third"')
+    expect(docs.nth(0).locator("summary .msg")).to_have_text("third")
 
     # The URL reopens the same view.
     assert f"i={index}" in page.url and "q=level%3Aerror+AND+service%3Aapi" in page.url
@@ -252,3 +257,28 @@ def test_a_named_documents_resend_is_shown_once(stack, page, index):
     expect(docs).to_have_count(4)
     shown = [json.loads(text[text.index("{") :])["n"] for text in docs.all_text_contents()]
     assert sorted(shown) == [1, 2, 2, 3]
+
+
+def test_a_row_shows_the_documents_own_time_and_its_whole_message(stack, page, index):
+    page.set_viewport_size({"width": 700, "height": 800})  # a narrow window
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    message = "upstream timed out after 30 s while reading the answer of " + "the billing service " * 12
+    post(
+        stack,
+        index,
+        {
+            "@timestamp": "2026-12-06T03:00:00.250Z",
+            "level": "warn",
+            "service": "api",
+            "host": "h1",
+            "msg": message,
+        },
+    )
+    row = section.locator(".docs li summary").first
+    expect(row.locator(".msg")).to_have_text(message.strip())
+    expect(row.locator("time")).to_have_attribute("datetime", "2026-12-06T03:00:00.250Z")
+    expect(row.locator(".field")).to_have_text(["api", "h1"])
+    # Wrapped, not cut off: the message's box is no wider than the row.
+    assert row.locator(".msg").bounding_box()["width"] <= row.bounding_box()["width"]
+    assert row.locator(".msg").bounding_box()["height"] > 20
