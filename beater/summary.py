@@ -137,7 +137,7 @@ async def summarize(
     since_iso = _iso(asked.since) if asked.since else None
     if first is None or not first["hits"]["hits"]:
         return _empty(asked, since_iso, pending)
-    found = first["aggregations"]
+    found = first.get("aggregations", {})  # none when only the histogram is asked for
     cursor = first["hits"]["hits"][0]["sort"][0]
     total = first["hits"]["total"]
     count = total["value"] if isinstance(total, dict) else total
@@ -177,7 +177,7 @@ async def summarize(
         must_not,
         {"size": 0, "track_total_hits": False, "aggs": second_aggregations},
     )
-    more = second["aggregations"] if second is not None else {}
+    more = second.get("aggregations", {}) if second is not None else {}
     answer: dict[str, Any] = {
         "cursor": cursor,
         "since": since_iso,

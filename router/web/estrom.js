@@ -36,6 +36,16 @@ const TIME_FIELDS = ["@timestamp", "timestamp", "time"];
 const LEVEL_FIELDS = ["level", "log.level", "severity"];
 const MESSAGE_FIELDS = ["message", "msg", "log", "event.original"];
 const COLUMNS = ["service", "host"]; // between the level and the message, when present
+// The histogram: matches a second over the last 5 minutes, stacked by level.
+const HISTOGRAM_SECONDS = 300;
+const SVG = "http://www.w3.org/2000/svg";
+
+// A level's stack in the histogram.
+function levelKind(level) {
+  if (["error", "err", "fatal", "critical", "crit", "alert", "emerg"].includes(level)) return "error";
+  if (["warn", "warning"].includes(level)) return "warn";
+  return "other";
+}
 
 // source[name], or by the dotted path a.b.c through nested objects.
 function lookup(source, name) {
@@ -89,6 +99,9 @@ class Tail {
     this.holding = null; // live hits, kept back while the backlog is read
     this.backlogCursors = new Map(); // by Beater: cursors of backlog hits not yet seen live
     this.named = new Map(); // named documents' IDs -> {cursor, at} of the copy shown, oldest first
+    this.seconds = new Map(); // the histogram: second -> {error, warn, other}
+    this.seam = null; // what estrom.summary counted: {cursor, pending}
+    this.summarized = false;
     this.byId = query === null;
     this.count = 0; // documents received
     this.drawn = 0; // of them, drawn as rows
@@ -131,10 +144,21 @@ class Tail {
     }
     const resume = this.cursor !== null;
     const options = resume ? { after: this.cursor } : this.last ? { last: this.last } : null;
-    if (options) this.holding = [];
+    const summarize = !this.summarized;
+    if (options || summarize) this.holding = [];
     this.subscription = await session.subscribe("docs-for-" + this.sid, (hits, kwargs) =>
       kwargs && kwargs.ended ? this.ended(kwargs.ended) : this.live(hits),
     );
+    if (summarize) {
+      try {
+        await this.summarize(session);
+      } catch (error) {
+        this.holding = null;
+        session.unsubscribe(this.subscription).catch(() => {});
+        throw error;
+      }
+      if (!options) this.release();
+    }
     if (options) {
       try {
         await this.backfill(session, options);
@@ -154,6 +178,91 @@ class Tail {
     this.el.dataset.subscribed = "";
     this.showTitle();
     this.showError(null);
+  }
+
+  // With the store, the histogram starts from the engine's count of the last 5 minutes' matches
+  // (estrom.summary); live hits it counted (its cursor and before, but batches then in flight)
+  // are not counted again.
+  async summarize(session) {
+    let summary;
+    try {
+      summary = await session.call("estrom.summary", [
+        this.sid,
+        { histogram: "1s", since: HISTOGRAM_SECONDS + "s", split: "level" },
+      ]);
+    } catch (error) {
+      if (error.error === "estrom.error.no_store") {
+        this.summarized = true;
+        return;
+      }
+      throw error;
+    }
+    this.summarized = true;
+    this.seam = { cursor: summary.cursor || "", pending: summary.pending || [] };
+    for (const [time, count, levels] of summary.histogram.buckets) {
+      const second = Math.floor(Date.parse(time) / 1000);
+      let rest = count;
+      for (const [level, n] of Object.entries(levels || {})) {
+        this.countAt(second, levelKind(level.toLowerCase()), n);
+        rest -= n;
+      }
+      if (rest > 0) this.countAt(second, "other", rest);
+    }
+  }
+
+  countAt(second, kind, n) {
+    let counts = this.seconds.get(second);
+    if (!counts) this.seconds.set(second, (counts = { error: 0, warn: 0, other: 0 }));
+    counts[kind] += n;
+  }
+
+  // Every hit counts in the histogram (by the second Beater took it), but those the summary had.
+  countHits(hits) {
+    const seam = this.seam;
+    for (const hit of hits) {
+      const cursor = hit._cursor;
+      const taken = typeof cursor === "string" && cursor.length === 20;
+      if (seam && taken && cursor <= seam.cursor && !seam.pending.some(([a, b]) => a <= cursor && cursor <= b)) {
+        continue;
+      }
+      const second = Math.floor((taken ? parseInt(cursor.slice(0, 12), 16) : Date.now()) / 1000);
+      const level = firstOf(hit._source || {}, LEVEL_FIELDS);
+      this.countAt(second, levelKind(typeof level === "string" ? level.toLowerCase() : ""), 1);
+    }
+  }
+
+  // Bars of the last HISTOGRAM_SECONDS seconds, stacked: errors, warnings, the rest.
+  drawHistogram(now) {
+    const last = Math.floor(now / 1000);
+    const first = last - HISTOGRAM_SECONDS + 1;
+    for (const second of this.seconds.keys()) if (second < first) this.seconds.delete(second);
+    let total = 0;
+    let highest = 1;
+    for (const counts of this.seconds.values()) {
+      const n = counts.error + counts.warn + counts.other;
+      total += n;
+      highest = Math.max(highest, n);
+    }
+    const svg = this.el.querySelector(".histogram");
+    const bars = [];
+    for (const [second, counts] of this.seconds) {
+      let y = 40;
+      for (const kind of ["error", "warn", "other"]) {
+        if (!counts[kind]) continue;
+        const height = (counts[kind] / highest) * 40;
+        y -= height;
+        const bar = document.createElementNS(SVG, "rect");
+        bar.setAttribute("x", String(second - first));
+        bar.setAttribute("y", y.toFixed(2));
+        bar.setAttribute("width", "1");
+        bar.setAttribute("height", height.toFixed(2));
+        bar.setAttribute("class", kind);
+        bars.push(bar);
+      }
+    }
+    svg.replaceChildren(...bars);
+    svg.dataset.total = String(total);
+    svg.setAttribute("aria-label", `${total} matches in the last 5 minutes, ${highest} at most in a second`);
   }
 
   // The stored hits the options ask for, a page at a time, oldest first. Subscribed first: live
@@ -254,6 +363,7 @@ class Tail {
   receive(hits) {
     hits = this.unseen(hits);
     if (!hits.length) return;
+    this.countHits(hits);
     const at = new Date();
     this.count += hits.length;
     const cursor = hits[hits.length - 1]._cursor;
@@ -508,7 +618,10 @@ document.getElementById("new-tail").addEventListener("submit", async (event) => 
 
 setInterval(() => {
   const now = Date.now();
-  for (const tail of tails) tail.showRate(now);
+  for (const tail of tails) {
+    tail.showRate(now);
+    tail.drawHistogram(now);
+  }
 }, 1000);
 
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";

@@ -282,3 +282,16 @@ def test_a_row_shows_the_documents_own_time_and_its_whole_message(stack, page, i
     # Wrapped, not cut off: the message's box is no wider than the row.
     assert row.locator(".msg").bounding_box()["width"] <= row.bounding_box()["width"]
     assert row.locator(".msg").bounding_box()["height"] > 20
+
+
+def test_the_histogram_counts_every_match_stacked_by_level(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    levels = ["error", "error", "warn", "info", "debug"] * 40
+    post(stack, index, [{"service": "api", "level": level, "n": n} for n, level in enumerate(levels)])
+    expect(section.locator(".count")).to_have_text("200")
+    histogram = section.locator(".histogram")
+    expect(histogram).to_have_attribute("data-total", "200")  # every one, though fewer rows are drawn
+    for kind in ("error", "warn", "other"):
+        expect(histogram.locator(f"rect.{kind}")).not_to_have_count(0)
+    assert "200 matches" in histogram.get_attribute("aria-label")

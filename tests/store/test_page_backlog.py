@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.router.test_page import browser, page, page_url, post  # noqa: F401 - fixtures
+from tests.router.test_page import browser, page, page_url, post, tail  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)  # the page: one engine
 
@@ -38,3 +38,17 @@ def test_page_shows_the_last_n_then_live_and_resumes_after_a_lost_connection(sto
         expect(row.locator("summary")).to_contain_text(f'"n":{n}')
     expect(section.locator(".docs li.note")).to_contain_text("connection lost at")
     expect(section.locator(".docs li.note", has_text="missing")).to_have_count(0)
+
+
+def test_the_histogram_starts_from_the_stored_matches_and_counts_each_live_one_once(stored, page, index):  # noqa: F811
+    post(stored, index, [{"service": "api", "level": "error"}] * 2 + [{"service": "api", "level": "info"}])
+    page.goto(page_url(stored))
+    section = tail(page, index, "service:api")
+    histogram = section.locator(".histogram")
+    expect(histogram).to_have_attribute("data-total", "3")  # from estrom.summary: nothing shown yet
+    expect(section.locator(".count")).to_have_text("0")
+    post(stored, index, [{"service": "api", "level": "warn"}, {"service": "api", "level": "error"}])
+    expect(section.locator(".count")).to_have_text("2")
+    expect(histogram).to_have_attribute("data-total", "5")
+    expect(histogram.locator("rect.error")).not_to_have_count(0)
+    expect(histogram.locator("rect.warn")).not_to_have_count(0)
