@@ -17,6 +17,7 @@ const TRANSIENT = new Set(["wamp.error.no_such_procedure", "estrom.error.unavail
 
 const tails = [];
 let session = null;
+let current = null; // the tail the keys act on: the last one clicked, else the first
 
 // A JSON object is query DSL; anything else is a Lucene query string (as Tailor reads `q`).
 function parseQuery(text) {
@@ -121,7 +122,24 @@ class Tail {
     this.el.querySelector(".order").addEventListener("click", () => this.toggleOrder());
     this.el.querySelector(".clear").addEventListener("click", () => this.clear());
     this.el.querySelector(".close").addEventListener("click", () => this.close());
+    this.el.addEventListener("pointerdown", () => (current = this)); // the keys act on it
     this.showTitle();
+  }
+
+  // j / k: the next or the previous row; Enter unfolds or folds it.
+  select(step) {
+    const rows = [...this.list.querySelectorAll("li:not(.note)")];
+    if (!rows.length) return;
+    const at = rows.findIndex((row) => row.classList.contains("selected"));
+    const next = at < 0 ? (step > 0 ? 0 : rows.length - 1) : Math.min(rows.length - 1, Math.max(0, at + step));
+    if (at >= 0) rows[at].classList.remove("selected");
+    rows[next].classList.add("selected");
+    rows[next].scrollIntoView({ block: "nearest" });
+  }
+
+  unfoldSelected() {
+    const details = this.list.querySelector("li.selected details");
+    if (details) details.open = !details.open;
   }
 
   showTitle() {
@@ -574,6 +592,31 @@ function loadFromUrl() {
   }
   if (index) document.getElementById("index").value = index;
 }
+
+// Keys, as in other readers: / the query, space pause or resume, j / k move, Enter unfold.
+document.addEventListener("keydown", (event) => {
+  const target = event.target;
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement || target instanceof HTMLButtonElement) {
+    if (event.key === "Escape" && target instanceof HTMLInputElement) target.blur();
+    return;
+  }
+  const tail = tails.includes(current) ? current : tails[0];
+  if (event.key === "/") {
+    event.preventDefault();
+    document.getElementById("query").focus();
+  } else if (!tail) {
+    return;
+  } else if (event.key === " ") {
+    event.preventDefault();
+    tail.togglePause();
+  } else if (event.key === "j" || event.key === "k") {
+    tail.select(event.key === "j" ? 1 : -1);
+  } else if (event.key === "Enter") {
+    event.preventDefault();
+    tail.unfoldSelected();
+  }
+});
 
 function place(tail) {
   tails.push(tail);

@@ -295,3 +295,28 @@ def test_the_histogram_counts_every_match_stacked_by_level(stack, page, index):
     for kind in ("error", "warn", "other"):
         expect(histogram.locator(f"rect.{kind}")).not_to_have_count(0)
     assert "200 matches" in histogram.get_attribute("aria-label")
+
+
+def test_keys_focus_the_query_pause_move_and_unfold(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    post(stack, index, [{"service": "api", "msg": f"line {n}"} for n in range(3)])
+    rows = section.locator(".docs li")
+    expect(rows).to_have_count(3)
+    page.locator("h1").click()  # away from the form's inputs
+    page.keyboard.press("/")
+    expect(page.locator("#query")).to_be_focused()
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(rows.nth(1)).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("k")
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("Enter")
+    expect(rows.nth(0).locator("pre")).to_contain_text('"msg": "line 0"')
+    page.keyboard.press(" ")
+    expect(section).to_have_attribute("data-paused", "")
+    post(stack, index, {"service": "api", "msg": "while paused"})
+    expect(section.locator(".buffered")).to_have_text("· 1 waiting")
+    page.keyboard.press(" ")
+    expect(rows).to_have_count(4)
