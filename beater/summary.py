@@ -113,7 +113,7 @@ async def summarize(
     must_not = [
         {"range": {FIELD: {"gte": first, "lte": last}}} for first, last in [*pending, *(removing or [])]
     ]
-    size = max(asked.k, min(MAX_K, TERMS // max(1, len(asked.by))))
+    size = min(MAX_K, TERMS // max(1, len(asked.by)))  # TERMS in all, however large k is
     aggregations: dict[str, Any] = {}
     for position, name in enumerate(asked.by):
         aggregations[f"top{position}"] = {"terms": {"field": terms[name], "size": size}}
