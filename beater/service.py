@@ -295,7 +295,7 @@ class Beater:
 
     async def summary(self, query_id: Any, options: Any = None, details: Any = None) -> dict[str, Any]:
         """WAMP ``estrom.summary(id, {"by": [...], "k": N, "stats": [...], "histogram": "1m",
-        "split": field, "since": time, "bins": bool})``: the engine's aggregation of the stored
+        "split": field, "since": time, "bins": bool, "fields": bool})``: the engine's aggregation of the stored
         documents that match query ``id`` (beater.summary says what it holds), with the cursor it
         covers. Subscribe first, then ask: live hits with a greater cursor, or in ``pending``,
         are the ones the summary does not hold."""

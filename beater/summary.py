@@ -45,7 +45,8 @@ NUMERIC = {
     "unsigned_long",
 }
 INTEGERS = {"long", "integer", "short", "byte", "unsigned_long"}  # whose range bounds are whole
-OPTIONS = {"by", "k", "stats", "histogram", "split", "since", "bins"}
+OPTIONS = {"by", "k", "stats", "histogram", "split", "since", "bins", "fields"}
+MAX_LISTED = 1_000  # fields the answer's `fields` lists at most
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Asked:
     split: str | None = None
     since: str | None = None  # a cursor
     bins: bool = False  # give each statistic's sketch bins (to merge with a live sketch)
+    fields: bool = False  # list the fields the store maps, and which can be counted
 
 
 def summary_options(options: Any, now: float) -> Asked:
@@ -88,7 +90,10 @@ def summary_options(options: Any, now: float) -> Asked:
     bins = options.get("bins", False)
     if not isinstance(bins, bool):
         raise ValueError("'bins' must be true or false")  # noqa: TRY004 - an ApplicationError
-    return Asked(by, k, stats, INTERVALS[interval], split, since, bins)
+    fields = options.get("fields", False)
+    if not isinstance(fields, bool):
+        raise ValueError("'fields' must be true or false")  # noqa: TRY004 - an ApplicationError
+    return Asked(by, k, stats, INTERVALS[interval], split, since, bins, fields)
 
 
 def _fields(options: dict[str, Any], name: str) -> tuple[str, ...]:
@@ -108,6 +113,7 @@ async def summarize(
     and ``removing`` (batches not published whose copies wait to be removed)."""
     await store.refresh(index)
     kinds = await _kinds(store, index, asked)
+    listed = await _listed(store, index) if asked.fields else None
     terms = {name: kinds[name][0] for name in asked.by}
     bounds = {"gte": asked.since} if asked.since else {}
     must_not = [
@@ -136,7 +142,7 @@ async def summarize(
     )
     since_iso = _iso(asked.since) if asked.since else None
     if first is None or not first["hits"]["hits"]:
-        return _empty(asked, since_iso, pending)
+        return _empty(asked, since_iso, pending, listed)
     found = first.get("aggregations", {})  # none when only the histogram is asked for
     cursor = first["hits"]["hits"][0]["sort"][0]
     total = first["hits"]["total"]
@@ -192,7 +198,43 @@ async def summarize(
             name: _stats(found[f"stats{position}"], more.get(f"bins{position}"), asked.bins)
             for position, name in enumerate(asked.stats)
         }
+    if listed is not None:
+        answer["fields"] = listed
     return answer
+
+
+async def _listed(store: Store, index: str) -> list[dict[str, Any]]:
+    """The fields the store maps for ``index`` (estrom's own left out), by name, at most
+    MAX_LISTED: each with its type, whether `by` can count its values (a number, boolean, date,
+    keyword, or text with a keyword sub-field) and whether `stats` takes it."""
+    try:
+        mapping = await store.engine.request("GET", path(index, "_mapping"))
+    except EngineError as e:
+        if e.type == "index_not_found_exception":
+            return []
+        raise
+    leaves: dict[str, dict[str, Any]] = {}
+    for entry in mapping.values():
+        _leaves(entry.get("mappings", {}).get("properties", {}), "", leaves)
+    listed = []
+    for name in sorted(leaves)[:MAX_LISTED]:
+        kind = leaves[name].get("type", "object")
+        keyword = leaves[name].get("fields", {}).get("keyword", {}).get("type") == "keyword"
+        countable = (
+            kind in NUMERIC or kind in {"keyword", "boolean", "date", "ip"} or (kind == "text" and keyword)
+        )
+        listed.append({"name": name, "type": kind, "by": countable, "stats": kind in NUMERIC})
+    return listed
+
+
+def _leaves(properties: dict[str, Any], prefix: str, into: dict[str, dict[str, Any]]) -> None:
+    for name, field in properties.items():
+        if name.startswith("estrom_") or name == FIELD:
+            continue
+        if "properties" in field:
+            _leaves(field["properties"], f"{prefix}{name}.", into)
+        else:
+            into[prefix + name] = field
 
 
 async def _kinds(store: Store, index: str, asked: Asked) -> dict[str, tuple[str, str | None]]:
@@ -320,7 +362,9 @@ def _histogram(
     return {"interval": _duration(asked.interval), "buckets": buckets}
 
 
-def _empty(asked: Asked, since: str | None, pending: list[tuple[str, str]]) -> dict[str, Any]:
+def _empty(
+    asked: Asked, since: str | None, pending: list[tuple[str, str]], listed: list[dict[str, Any]] | None
+) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "cursor": None,
         "since": since,
@@ -332,6 +376,8 @@ def _empty(asked: Asked, since: str | None, pending: list[tuple[str, str]]) -> d
         answer["top"] = {name: {"values": [], "other": 0, "missing": 0} for name in asked.by}
     if asked.stats:
         answer["stats"] = {name: _stats({"count": 0}, None, asked.bins) for name in asked.stats}
+    if listed is not None:
+        answer["fields"] = listed
     return answer
 
 

@@ -36,9 +36,17 @@ function parseQuery(text) {
 const TIME_FIELDS = ["@timestamp", "timestamp", "time"];
 const LEVEL_FIELDS = ["level", "log.level", "severity"];
 const MESSAGE_FIELDS = ["message", "msg", "log", "event.original"];
-const COLUMNS = ["service", "host"]; // between the level and the message, when present
-// The histogram: matches a second over the last 5 minutes, stacked by level.
-const HISTOGRAM_SECONDS = 300;
+const COLUMNS = ["service", "host"]; // between the level and the message, unless chosen
+// The histogram: matches a second over the last 5 minutes, or per 10 seconds over the last 15,
+// stacked by level. Every second of the last 15 minutes is kept, so either draws at once.
+const WINDOWS = { "5m": { seconds: 300, bar: 1, label: "5 min" }, "15m": { seconds: 900, bar: 10, label: "15 min" } };
+const KEPT_SECONDS = 900;
+// The field list: with the store, estrom.summary counts these many fields' top values (and
+// these many numbers' statistics) first; the others are counted from the live hits only.
+const STORED_FIELDS = 10;
+const FACET_SHOWN = 5; // top values shown per unfolded field
+const FIELDS_SHOWN = 200; // fields listed, most present first
+const REFINED_LAST = 100; // stored documents a refined query opens with, with the store
 const SVG = "http://www.w3.org/2000/svg";
 
 // A level's stack in the histogram.
@@ -90,8 +98,27 @@ function beaterOf(cursor) {
   return typeof cursor === "string" && cursor.length === 20 ? cursor.slice(16) : null;
 }
 
+// The fields the store's summary counts first: levels and the usual columns, then by name;
+// never a time or a message (each value is its own).
+function storedFields(names) {
+  const skip = new Set([...TIME_FIELDS, ...MESSAGE_FIELDS]);
+  const first = [...LEVEL_FIELDS, ...COLUMNS].filter((name) => names.includes(name));
+  const rest = names.filter((name) => !skip.has(name) && !first.includes(name));
+  return [...first, ...rest].slice(0, STORED_FIELDS);
+}
+
+function share(count, of) {
+  if (!of) return "–";
+  const percent = (100 * count) / of;
+  return (percent >= 10 || percent === 0 ? percent.toFixed(0) : percent.toFixed(1)) + "%";
+}
+
+function number(value) {
+  return Number.isInteger(value) ? value.toLocaleString("en") : value.toPrecision(4).replace(/\.?0+$/, "");
+}
+
 class Tail {
-  constructor({ index, query, sid, last }) {
+  constructor({ index, query, sid, last, columns, window }) {
     this.index = index;
     this.query = query; // as typed; null when opened by ID
     this.sid = sid || null;
@@ -101,6 +128,11 @@ class Tail {
     this.backlogCursors = new Map(); // by Beater: cursors of backlog hits not yet seen live
     this.named = new Map(); // named documents' IDs -> {cursor, at} of the copy shown, oldest first
     this.seconds = new Map(); // the histogram: second -> {error, warn, other}
+    this.window = WINDOWS[window] ? window : "5m";
+    this.columns = Array.isArray(columns) ? columns : null; // null: COLUMNS, when present
+    this.facets = new Facets();
+    this.expanded = new Set([...LEVEL_FIELDS, ...COLUMNS]); // fields whose top values show
+    this.stored = null; // whether this estrom keeps a store; null until asked
     this.seam = null; // what estrom.summary counted: {cursor, pending}
     this.summarized = false;
     this.byId = query === null;
@@ -122,6 +154,12 @@ class Tail {
     this.el.querySelector(".order").addEventListener("click", () => this.toggleOrder());
     this.el.querySelector(".clear").addEventListener("click", () => this.clear());
     this.el.querySelector(".close").addEventListener("click", () => this.close());
+    this.el.querySelector(".show-fields").addEventListener("click", () => this.toggleFields());
+    this.el.querySelector(".span").addEventListener("click", () => span(this));
+    this.el.querySelector(".window").addEventListener("click", () => this.toggleWindow());
+    this.el.querySelector(".field-list").addEventListener("click", (event) => this.fieldClicked(event));
+    this.el.querySelector(".field-list").addEventListener("change", (event) => this.columnChosen(event));
+    this.showWindow();
     this.el.addEventListener("pointerdown", () => (current = this)); // the keys act on it
     this.showTitle();
   }
@@ -204,19 +242,27 @@ class Tail {
   async summarize(session) {
     let summary;
     try {
-      summary = await session.call("estrom.summary", [
-        this.sid,
-        { histogram: "1s", since: HISTOGRAM_SECONDS + "s", split: "level" },
-      ]);
+      // First the fields the store maps (which it can count), then one summary of them all.
+      const { fields } = await session.call("estrom.summary", [this.sid, { fields: true, since: "1s" }]);
+      const asked = { histogram: "1s", since: KEPT_SECONDS + "s", split: "level", k: 10 };
+      const by = storedFields(fields.filter((field) => field.by).map((field) => field.name));
+      const stats = storedFields(fields.filter((field) => field.stats).map((field) => field.name));
+      if (by.length) asked.by = by;
+      if (stats.length) asked.stats = stats;
+      summary = await session.call("estrom.summary", [this.sid, asked]);
     } catch (error) {
       if (error.error === "estrom.error.no_store") {
         this.summarized = true;
+        this.stored = false;
         return;
       }
       throw error;
     }
     this.summarized = true;
+    this.stored = true;
     this.seam = { cursor: summary.cursor || "", pending: summary.pending || [] };
+    this.facets.clear(new Date(summary.since));
+    this.facets.addStored(summary);
     for (const [time, count, levels] of summary.histogram.buckets) {
       const second = Math.floor(Date.parse(time) / 1000);
       let rest = count;
@@ -234,7 +280,8 @@ class Tail {
     counts[kind] += n;
   }
 
-  // Every hit counts in the histogram (by the second Beater took it), but those the summary had.
+  // Every hit counts in the histogram (by the second Beater took it) and the field list, but
+  // those the summary had.
   countHits(hits) {
     const seam = this.seam;
     for (const hit of hits) {
@@ -244,43 +291,72 @@ class Tail {
         continue;
       }
       const second = Math.floor((taken ? parseInt(cursor.slice(0, 12), 16) : Date.now()) / 1000);
-      const level = firstOf(hit._source || {}, LEVEL_FIELDS);
+      const source = hit._source || {};
+      const level = firstOf(source, LEVEL_FIELDS);
       this.countAt(second, levelKind(typeof level === "string" ? level.toLowerCase() : ""), 1);
+      this.facets.add(source);
     }
   }
 
-  // Bars of the last HISTOGRAM_SECONDS seconds, stacked: errors, warnings, the rest.
+  // Bars of the window, stacked: errors, warnings, the rest; each a second, or 10.
   drawHistogram(now) {
+    const { seconds, bar, label } = WINDOWS[this.window];
     const last = Math.floor(now / 1000);
-    const first = last - HISTOGRAM_SECONDS + 1;
-    for (const second of this.seconds.keys()) if (second < first) this.seconds.delete(second);
+    for (const second of this.seconds.keys()) if (second <= last - KEPT_SECONDS) this.seconds.delete(second);
+    const first = Math.floor((last - seconds + 1) / bar) * bar;
+    const bars = new Map(); // bar's start -> counts
+    for (const [second, counts] of this.seconds) {
+      if (second < first) continue;
+      const start = Math.floor(second / bar) * bar;
+      let sum = bars.get(start);
+      if (!sum) bars.set(start, (sum = { error: 0, warn: 0, other: 0 }));
+      sum.error += counts.error;
+      sum.warn += counts.warn;
+      sum.other += counts.other;
+    }
     let total = 0;
     let highest = 1;
-    for (const counts of this.seconds.values()) {
+    for (const counts of bars.values()) {
       const n = counts.error + counts.warn + counts.other;
       total += n;
       highest = Math.max(highest, n);
     }
     const svg = this.el.querySelector(".histogram");
-    const bars = [];
-    for (const [second, counts] of this.seconds) {
+    svg.setAttribute("viewBox", `0 0 ${Math.ceil(seconds / bar)} 40`);
+    const rects = [];
+    for (const [start, counts] of bars) {
       let y = 40;
       for (const kind of ["error", "warn", "other"]) {
         if (!counts[kind]) continue;
         const height = (counts[kind] / highest) * 40;
         y -= height;
-        const bar = document.createElementNS(SVG, "rect");
-        bar.setAttribute("x", String(second - first));
-        bar.setAttribute("y", y.toFixed(2));
-        bar.setAttribute("width", "1");
-        bar.setAttribute("height", height.toFixed(2));
-        bar.setAttribute("class", kind);
-        bars.push(bar);
+        const rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("x", String((start - first) / bar));
+        rect.setAttribute("y", y.toFixed(2));
+        rect.setAttribute("width", "1");
+        rect.setAttribute("height", height.toFixed(2));
+        rect.setAttribute("class", kind);
+        rects.push(rect);
       }
     }
-    svg.replaceChildren(...bars);
+    svg.replaceChildren(...rects);
     svg.dataset.total = String(total);
-    svg.setAttribute("aria-label", `${total} matches in the last 5 minutes, ${highest} at most in a second`);
+    const per = bar === 1 ? "a second" : `in ${bar} seconds`;
+    svg.setAttribute("aria-label", `${total} matches in the last ${label}, ${highest} at most ${per}`);
+    this.el.querySelector(".in-window").textContent = total.toLocaleString("en");
+  }
+
+  toggleWindow() {
+    this.window = this.window === "5m" ? "15m" : "5m";
+    this.showWindow();
+    this.drawHistogram(Date.now());
+    saveToUrl();
+  }
+
+  showWindow() {
+    const button = this.el.querySelector(".window");
+    button.textContent = WINDOWS[this.window].label;
+    button.setAttribute("aria-label", `window: the last ${WINDOWS[this.window].label}; change`);
   }
 
   // The stored hits the options ask for, a page at a time, oldest first. Subscribed first: live
@@ -425,6 +501,9 @@ class Tail {
   // message, which takes the rest of the width and wraps rather than being cut off.
   row(hit, at) {
     const item = document.createElement("li");
+    item.dataset.row = "";
+    item.hit = hit; // to draw it again with other columns
+    item.at = at;
     const source = hit._source || {};
     const level = firstOf(source, LEVEL_FIELDS);
     if (typeof level === "string") item.className = "level-" + level.toLowerCase();
@@ -444,9 +523,14 @@ class Tail {
       summary.append(shown);
     }
     const used = new Set([...TIME_FIELDS, ...LEVEL_FIELDS]);
-    for (const name of COLUMNS) {
-      const value = lookup(source, name);
-      if (value === undefined || value === null || typeof value === "object") continue;
+    const chosen = this.columns !== null;
+    for (const name of this.shownColumns()) {
+      let value = lookup(source, name);
+      if (Array.isArray(value)) value = value.join(", ");
+      if (value === undefined || value === null || typeof value === "object") {
+        if (!chosen) continue;
+        value = ""; // a chosen column keeps its place
+      }
       used.add(name);
       const field = document.createElement("span");
       field.className = "field";
@@ -519,7 +603,172 @@ class Tail {
     const oldest = Math.floor((now - RATE_WINDOW_MS) / 1000);
     while (this.arrivals.length && this.arrivals[0][0] <= oldest) this.arrivals.shift();
     const documents = this.arrivals.reduce((sum, [, n]) => sum + n, 0);
-    this.el.querySelector(".rate").textContent = (documents / (RATE_WINDOW_MS / 1000)).toFixed(1);
+    const rate = (documents / (RATE_WINDOW_MS / 1000)).toFixed(1);
+    this.el.querySelector(".rate").textContent = rate;
+    this.el.querySelector(".now").textContent = `${rate}/s now`;
+  }
+
+  // The field list: f, or the Fields button.
+  toggleFields() {
+    const aside = this.el.querySelector(".fields");
+    aside.hidden = !aside.hidden;
+    this.el.querySelector(".show-fields").setAttribute("aria-expanded", String(!aside.hidden));
+    if (!aside.hidden) this.drawFields();
+  }
+
+  // Every field seen, most present first: how many documents hold it; unfolded, its top values
+  // with counts and shares, and a number's min, avg and max. Redrawn once a second while shown.
+  drawFields() {
+    const aside = this.el.querySelector(".fields");
+    if (aside.hidden) return;
+    const facets = this.facets;
+    const since = this.stored ? "since " + clock(facets.since) + " (the store, then live)" : "since " + clock(facets.since);
+    aside.querySelector(".fields-since").textContent = `${facets.total.toLocaleString("en")} documents ${since}`;
+    const columns = this.shownColumns();
+    const fields = [...facets.fields.values()]
+      .sort((a, b) => b.count - a.count || (a.name < b.name ? -1 : 1))
+      .slice(0, FIELDS_SHOWN);
+    const items = fields.map((field) => {
+      const item = document.createElement("li");
+      item.dataset.field = field.name;
+      const head = document.createElement("div");
+      head.className = "field-head";
+      const name = document.createElement("button");
+      name.type = "button";
+      name.className = "field-name";
+      name.textContent = field.name;
+      const open = this.expanded.has(field.name);
+      name.setAttribute("aria-expanded", String(open));
+      const count = document.createElement("span");
+      count.className = "field-count";
+      const outOf = facets.outOf(field);
+      count.textContent = `${field.count.toLocaleString("en")} · ${share(field.count, outOf)}`;
+      count.title = field.fromStore || !facets.stored ? "documents with it" : "documents with it, since the tail opened";
+      const column = document.createElement("label");
+      column.className = "column-choice";
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = columns.includes(field.name);
+      box.setAttribute("aria-label", `${field.name} as a column`);
+      column.append(box, "col");
+      head.append(name, count, column);
+      item.append(head);
+      if (open) item.append(this.fieldDetail(field, outOf));
+      return item;
+    });
+    if (facets.fields.size > FIELDS_SHOWN || facets.fieldsCapped) {
+      const more = document.createElement("li");
+      more.className = "note";
+      more.textContent = `${facets.fields.size - fields.length} more fields not listed`;
+      items.push(more);
+    }
+    aside.querySelector(".field-list").replaceChildren(...items);
+  }
+
+  fieldDetail(field, outOf) {
+    const detail = document.createElement("div");
+    detail.className = "field-detail";
+    if (field.numbers) {
+      const numbers = document.createElement("p");
+      numbers.className = "numbers";
+      const avg = field.sum / field.numbers;
+      numbers.textContent = `min ${number(field.min)} · avg ${number(avg)} · max ${number(field.max)}`;
+      detail.append(numbers);
+    }
+    const values = document.createElement("ol");
+    values.className = "values";
+    for (const [text, count] of this.facets.top(field, FACET_SHOWN)) {
+      const item = document.createElement("li");
+      const value = document.createElement("button");
+      value.type = "button";
+      value.className = "value";
+      value.dataset.value = text;
+      value.textContent = text === "" ? '""' : text;
+      value.title = field.cut.has(text) ? "longer than shown: no filter" : "filter for or out";
+      if (field.cut.has(text)) value.disabled = true;
+      const n = document.createElement("span");
+      n.className = "n";
+      n.textContent = count.toLocaleString("en");
+      const part = document.createElement("span");
+      part.className = "share";
+      part.textContent = share(count, outOf);
+      const bar = document.createElement("span");
+      bar.className = "share-bar";
+      bar.style.width = outOf ? ((100 * count) / outOf).toFixed(1) + "%" : "0";
+      item.append(value, n, part, bar);
+      values.append(item);
+    }
+    detail.append(values);
+    if (field.others) {
+      const others = document.createElement("p");
+      others.className = "others";
+      others.textContent = field.capped
+        ? `more than ${FACET_VALUES.toLocaleString("en")} values: ${field.others.toLocaleString("en")} counted together`
+        : `${field.others.toLocaleString("en")} with other values`;
+      detail.append(others);
+    }
+    return detail;
+  }
+
+  fieldClicked(event) {
+    const target = event.target;
+    if (!(target instanceof HTMLButtonElement)) return;
+    const name = target.closest("li[data-field]").dataset.field;
+    if (target.classList.contains("field-name")) {
+      if (this.expanded.has(name)) this.expanded.delete(name);
+      else this.expanded.add(name);
+      this.drawFields();
+    } else if (target.classList.contains("value")) {
+      showValueMenu(this, name, target.dataset.value, target);
+    }
+  }
+
+  columnChosen(event) {
+    const box = event.target;
+    if (!(box instanceof HTMLInputElement)) return;
+    const name = box.closest("li[data-field]").dataset.field;
+    const columns = this.shownColumns().filter((column) => column !== name);
+    if (box.checked) columns.push(name);
+    this.setColumns(columns);
+  }
+
+  // The columns between the level and the message: chosen, else COLUMNS.
+  shownColumns() {
+    return this.columns === null ? COLUMNS : this.columns;
+  }
+
+  // Rows drawn again with these columns; kept in the URL.
+  setColumns(columns) {
+    this.columns = columns;
+    for (const item of this.list.querySelectorAll("li[data-row]")) {
+      const row = this.row(item.hit, item.at);
+      row.className = item.className; // keeps "selected"
+      item.replaceWith(row);
+    }
+    saveToUrl();
+  }
+
+  // The same query, and the documents whose `field` holds (or does not hold) `text`: a new
+  // panel beside this one, or this one, starting over.
+  filter(field, text, negate, here) {
+    const query = refine(parseQuery(this.query || ""), field, text, negate);
+    const shown = typeof query === "string" ? query : JSON.stringify(query);
+    const last = this.stored ? this.last || REFINED_LAST : 0;
+    const tail = new Tail({ index: this.index, query: shown, last, columns: this.columns, window: this.window });
+    if (here) {
+      const at = tails.indexOf(this);
+      this.close();
+      tails.splice(at, 0, tail);
+      const next = tails[at + 1];
+      document.getElementById("tails").insertBefore(tail.el, next ? next.el : null);
+      saveToUrl();
+      if (session) tail.keepAttached(session);
+    } else {
+      open(tail);
+    }
+    if (document.body.dataset.layout === "one") span(tail);
+    current = tail;
+    return tail;
   }
 
   showError(message) {
@@ -551,6 +800,8 @@ class Tail {
 
   clear() {
     this.list.replaceChildren();
+    this.facets.clear(new Date());
+    this.drawFields();
     this.count = 0;
     this.drawn = 0;
     this.pending = [];
@@ -564,6 +815,8 @@ class Tail {
     if (this.subscription && session) session.unsubscribe(this.subscription).catch(() => {});
     this.el.remove();
     tails.splice(tails.indexOf(this), 1);
+    if (this.el.classList.contains("spanned")) delete document.body.dataset.layout;
+    if (valueMenu.tail === this) hideValueMenu();
     saveToUrl();
   }
 }
@@ -574,35 +827,117 @@ function saveToUrl() {
     if (tail.byId) {
       params.append("s", tail.sid);
     } else {
-      params.append("i", tail.index);
+      if (params.getAll("i").at(-1) !== tail.index) params.append("i", tail.index);
       params.append("q", tail.query);
     }
+    if (tail.columns !== null) params.append("c", tail.columns.join(","));
+    if (tail.window !== "5m") params.append("h", tail.window);
   }
+  const spanned = tails.findIndex((tail) => tail.el.classList.contains("spanned"));
+  if (document.body.dataset.layout === "one" && spanned >= 0) params.append("one", String(spanned));
   const search = params.toString();
   history.replaceState(null, "", search ? "?" + search : location.pathname);
 }
 
-// ?i=a&q=x&q=y&s=ID: each q takes the i before it; each s opens a query by its ID.
+// ?i=a&q=x&q=y&s=ID: each q takes the i before it; each s opens a query by its ID. After a
+// query, c=a,b are its columns and h=15m its histogram's window; one=N shows the Nth alone.
 function loadFromUrl() {
   let index = null;
+  let one = null;
   for (const [name, value] of new URLSearchParams(location.search)) {
+    const last = tails[tails.length - 1];
     if (name === "i") index = value;
     else if (name === "q" && index) open(new Tail({ index, query: value }));
     else if (name === "s") open(new Tail({ sid: value, query: null }));
+    else if (name === "c" && last) last.columns = value.split(",").filter(Boolean);
+    else if (name === "h" && last && WINDOWS[value]) {
+      last.window = value;
+      last.showWindow();
+    } else if (name === "one") one = parseInt(value, 10);
   }
   if (index) document.getElementById("index").value = index;
+  if (one !== null && tails[one]) span(tails[one]);
+  saveToUrl();
 }
 
-// Keys, as in other readers: / the query, space pause or resume, j / k move, Enter unfold.
+// One query on the whole screen, or every query side by side again.
+function span(tail) {
+  const spanned = tail.el.classList.contains("spanned") && document.body.dataset.layout === "one";
+  for (const other of tails) {
+    other.el.classList.remove("spanned");
+    other.el.querySelector(".span").textContent = "Full screen";
+  }
+  if (spanned) {
+    delete document.body.dataset.layout;
+  } else {
+    document.body.dataset.layout = "one";
+    tail.el.classList.add("spanned");
+    tail.el.querySelector(".span").textContent = "All queries";
+    current = tail;
+  }
+  saveToUrl();
+}
+
+// The menu a facet's value opens: filter for it or out, in a new panel or in this one.
+const valueMenu = {
+  el: document.getElementById("value-menu"),
+  tail: null,
+  field: null,
+  text: null,
+};
+
+function showValueMenu(tail, field, text, button) {
+  Object.assign(valueMenu, { tail, field, text });
+  const menu = valueMenu.el;
+  menu.querySelector(".value-menu-field").textContent = field;
+  menu.querySelector(".value-menu-value").textContent = text;
+  const box = button.getBoundingClientRect();
+  menu.hidden = false;
+  menu.style.left = Math.max(0, Math.min(window.innerWidth - menu.offsetWidth - 8, box.left + window.scrollX)) + "px";
+  menu.style.top = box.bottom + window.scrollY + 2 + "px";
+  menu.querySelector(".filter-for").focus();
+}
+
+function hideValueMenu() {
+  valueMenu.el.hidden = true;
+  valueMenu.tail = null;
+}
+
+for (const [selector, negate] of [
+  [".filter-for", false],
+  [".filter-out", true],
+]) {
+  valueMenu.el.querySelector(selector).addEventListener("click", () => {
+    const { tail, field, text } = valueMenu;
+    const here = valueMenu.el.querySelector(".value-menu-here").checked;
+    hideValueMenu();
+    if (tail && tails.includes(tail)) tail.filter(field, text, negate, here);
+  });
+}
+
+document.addEventListener("pointerdown", (event) => {
+  if (!valueMenu.el.hidden && !valueMenu.el.contains(event.target) && !event.target.closest(".value")) {
+    hideValueMenu();
+  }
+});
+
+// Keys, as in other readers: / the query, space pause or resume, j / k move, Enter unfold,
+// f the field list, Escape back from one query on the whole screen.
 document.addEventListener("keydown", (event) => {
   const target = event.target;
   if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.key === "Escape" && !valueMenu.el.hidden) {
+    hideValueMenu();
+    return;
+  }
   if (target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement || target instanceof HTMLButtonElement) {
     if (event.key === "Escape" && target instanceof HTMLInputElement) target.blur();
     return;
   }
   const tail = tails.includes(current) ? current : tails[0];
-  if (event.key === "/") {
+  if (event.key === "Escape" && document.body.dataset.layout === "one" && tail) {
+    span(tail); // back to every query
+  } else if (event.key === "/") {
     event.preventDefault();
     document.getElementById("query").focus();
   } else if (!tail) {
@@ -615,6 +950,8 @@ document.addEventListener("keydown", (event) => {
   } else if (event.key === "Enter") {
     event.preventDefault();
     tail.unfoldSelected();
+  } else if (event.key === "f") {
+    tail.toggleFields();
   }
 });
 
@@ -664,6 +1001,7 @@ setInterval(() => {
   for (const tail of tails) {
     tail.showRate(now);
     tail.drawHistogram(now);
+    tail.drawFields();
   }
 }, 1000);
 

@@ -28,6 +28,8 @@ def test_the_options_taken():
     )
     assert asked == Asked(("service", "host"), 50, ("ms",), 1.0, "level", cursor_at(NOW - 900), False)
     assert summary_options({"bins": True}, NOW).bins is True
+    assert summary_options({"fields": True}, NOW).fields is True
+    assert summary_options({}, NOW).fields is False
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,7 @@ def test_the_options_taken():
         ({"since": 5}, "'since'"),
         ({"since": "yesterday"}, "'since'"),
         ({"bins": "yes"}, "'bins'"),
+        ({"fields": 1}, "'fields'"),
     ],
 )
 def test_a_bad_option_is_named(options, named):

@@ -320,3 +320,210 @@ def test_keys_focus_the_query_pause_move_and_unfold(stack, page, index):
     expect(section.locator(".buffered")).to_have_text("· 1 waiting")
     page.keyboard.press(" ")
     expect(rows).to_have_count(4)
+
+
+def _field(section, name: str):
+    return section.locator(f'.field-list > li[data-field="{name}"]')
+
+
+def _values(field) -> list[tuple[str, str, str]]:
+    """A field's top values as shown: (value, count, share)."""
+    return [
+        (
+            item.locator(".value").inner_text(),
+            item.locator(".n").inner_text(),
+            item.locator(".share").inner_text(),
+        )
+        for item in field.locator(".values li").all()
+    ]
+
+
+def test_the_field_list_counts_what_was_sent_and_filter_for_opens_the_refined_query(stack, page, index):
+    page.goto(page_url(stack))
+    tail(page, index, "level:error")
+    section = page.locator(".tail").first
+    sent = [{"level": "error", "service": "api", "status": 500 + n % 3} for n in range(7)]
+    sent += [{"level": "error", "service": "web gateway", "status": 502}] * 3
+    post(stack, index, sent + [{"level": "info", "service": "api"}])
+    expect(section.locator(".count")).to_have_text("10")
+    page.locator("h1").click()
+    page.keyboard.press("f")  # the field list
+    expect(section.locator(".fields")).to_be_visible()
+    service = _field(section, "service")
+    expect(service.locator(".field-count")).to_have_text("10 · 100%")
+    expect(service.locator(".values li")).to_have_count(2)
+    assert _values(service) == [("api", "7", "70%"), ("web gateway", "3", "30%")]
+    status = _field(section, "status")
+    status.locator(".field-name").click()  # unfolded: top values and the numbers
+    expect(status.locator(".numbers")).to_have_text("min 500 · avg 501.2 · max 502")
+    assert _values(status)[0] == ("502", "5", "50%")
+
+    # "filter for" opens the refined query beside this one: its stream gets exactly its matches.
+    service.locator(".value", has_text="web gateway").click()
+    page.locator("#value-menu .filter-for").click()
+    refined = page.locator(".tail[data-subscribed]").nth(1)
+    expect(refined.locator(".tail-query")).to_have_text('(level:error) AND service:"web gateway"')
+    expect(page.locator(".tail")).to_have_count(2)
+    later = [
+        {"level": "error", "service": "web gateway", "msg": "a"},
+        {"level": "error", "service": "web", "msg": "b"},
+        {"level": "error", "service": "api", "msg": "c"},
+        {"level": "info", "service": "web gateway", "msg": "d"},
+    ]
+    post(stack, index, later)
+    expect(section.locator(".count")).to_have_text("13")
+    expect(refined.locator(".count")).to_have_text("1")
+    expect(refined.locator(".docs li .msg")).to_have_text(["a"])
+    assert "service%3A%22web+gateway%22" in page.url
+
+    # "filter out", in this panel: the refined query takes its place.
+    page.locator("h1").click()
+    refined.locator(".show-fields").click()
+    _field(refined, "service").locator(".value").first.click()
+    page.locator("#value-menu .value-menu-here").check()
+    page.locator("#value-menu .filter-out").click()
+    expect(page.locator(".tail")).to_have_count(2)
+    replaced = page.locator(".tail").nth(1)
+    expect(replaced.locator(".tail-query")).to_have_text(
+        '((level:error) AND service:"web gateway") AND NOT service:"web gateway"'
+    )
+    expect(replaced).to_have_attribute("data-subscribed", "")
+    post(stack, index, {"level": "error", "service": "web gateway", "msg": "e"})
+    expect(section.locator(".count")).to_have_text("14")
+    expect(replaced.locator(".count")).to_have_text("0")
+
+
+def test_filter_on_a_query_in_json_is_its_bool(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, '{"term": {"level": "error"}}')
+    post(stack, index, [{"level": "error", "service": "api"}, {"level": "error", "service": "db"}])
+    expect(section.locator(".count")).to_have_text("2")
+    section.locator(".show-fields").click()
+    _field(section, "service").locator(".value", has_text="db").click()
+    page.locator("#value-menu .filter-out").click()
+    refined = page.locator(".tail[data-subscribed]").nth(1)
+    expect(refined.locator(".tail-query")).to_have_text(
+        json.dumps(
+            {
+                "bool": {
+                    "must": [{"term": {"level": "error"}}],
+                    "must_not": [{"match_phrase": {"service": "db"}}],
+                }
+            },
+            separators=(",", ":"),
+        )
+    )
+    post(
+        stack,
+        index,
+        [{"level": "error", "service": "api", "msg": "kept"}, {"level": "error", "service": "db"}],
+    )
+    expect(refined.locator(".docs li .msg")).to_have_text(["kept"])
+
+
+def test_columns_are_chosen_from_the_field_list_and_kept_in_the_url(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    post(stack, index, {"service": "api", "host": "h1", "status": 503, "msg": "slow"})
+    row = section.locator(".docs li summary").first
+    expect(row.locator(".field")).to_have_text(["api", "h1"])
+    section.locator(".show-fields").click()
+    _field(section, "host").locator(".column-choice input").uncheck()
+    _field(section, "status").locator(".column-choice input").check()
+    expect(row.locator(".field")).to_have_text(["api", "503"])  # the rows drawn again
+    assert "c=service%2Cstatus" in page.url
+    page.reload()
+    section = page.locator(".tail[data-subscribed]")
+    expect(section).to_be_visible()
+    post(stack, index, {"service": "api", "host": "h2", "status": 200, "msg": "fine"})
+    expect(section.locator(".docs li summary .field")).to_have_text(["api", "200"])
+    expect(section.locator(".docs li summary .msg")).to_have_text("fine")
+
+
+def test_the_histogram_shows_15_minutes_by_10_seconds_and_the_rate_now(stack, page, index):
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    post(stack, index, [{"service": "api", "level": "error"}] * 30 + [{"service": "api"}] * 12)
+    expect(section.locator(".count")).to_have_text("42")
+    histogram = section.locator(".histogram")
+    expect(histogram).to_have_attribute("data-total", "42")
+    expect(section.locator(".now")).not_to_have_text("0.0/s now")
+    section.locator(".window").click()
+    expect(section.locator(".window")).to_have_text("15 min")
+    expect(histogram).to_have_attribute("viewBox", "0 0 90 40")
+    expect(histogram).to_have_attribute("data-total", "42")  # the buckets add up to the count
+    assert "in 10 seconds" in histogram.get_attribute("aria-label")
+    assert "h=15m" in page.url
+    page.reload()
+    expect(page.locator(".tail .window")).to_have_text("15 min")
+
+
+def test_one_query_takes_the_whole_screen_and_escape_brings_the_others_back(stack, page, index):
+    page.goto(page_url(stack, f"?i={index}&q=service:api&q=service:db"))
+    expect(page.locator(".tail[data-subscribed]")).to_have_count(2)
+    first, second = page.locator(".tail").nth(0), page.locator(".tail").nth(1)
+    second.locator(".span").click()
+    expect(first).to_be_hidden()
+    assert second.bounding_box()["width"] > 1200
+    assert "one=1" in page.url
+    page.locator("h1").click()
+    page.keyboard.press("f")
+    expect(second.locator(".fields")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(first).to_be_visible()
+    assert "one=" not in page.url
+
+
+# WCAG 2.1 AA: text at least 4.5:1 against what is behind it (3:1 when large), and every control
+# with a name a screen reader can say.
+CONTRAST = """() => {
+  const rgb = (text) => text.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const behind = (el) => {
+    for (let at = el; at; at = at.parentElement) {
+      const [r, g, b, a = 1] = rgb(getComputedStyle(at).backgroundColor);
+      if (a > 0.5) return [r, g, b];
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (!el.checkVisibility() || ![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const style = getComputedStyle(el);
+    const [l1, l2] = [lum(rgb(style.color)), lum(behind(el))].sort((a, b) => b - a);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && style.fontWeight >= 700);
+    if (ratio < (large ? 3 : 4.5)) low.push(`${el.className || el.tagName}: ${ratio.toFixed(2)} "${el.textContent.trim().slice(0, 30)}"`);
+  }
+  const unnamed = [];
+  for (const el of document.querySelectorAll("button, input, select")) {
+    if (!el.checkVisibility()) continue;
+    const named = el.getAttribute("aria-label") || el.labels?.length || (el.tagName === "BUTTON" && el.textContent.trim());
+    if (!named) unnamed.push(el.outerHTML.slice(0, 80));
+  }
+  return { low, unnamed };
+}"""
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (420, 800)])
+def test_text_meets_wcag_aa_contrast_and_controls_have_labels(stack, page, index, width, height):
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(page_url(stack))
+    section = tail(page, index, "service:api")
+    post(
+        stack,
+        index,
+        [
+            {"service": "api", "level": level, "status": 200, "msg": f"{level} line"}
+            for level in ("error", "warn", "info")
+        ],
+    )
+    expect(section.locator(".count")).to_have_text("3")
+    section.locator(".show-fields").click()
+    _field(section, "service").locator(".value").first.click()
+    expect(page.locator("#value-menu")).to_be_visible()
+    found = page.evaluate(CONTRAST)
+    assert found == {"low": [], "unnamed": []}, found
+    # Nothing wider than the window: no sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
