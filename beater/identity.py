@@ -15,7 +15,7 @@ fields a query names, for the engine's mapping, are beater.fields's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import xxhash
@@ -54,6 +54,12 @@ class Identified:
     index: str
     query: Query  # canonical, in the user's form: a string stays a string
     clause: dict  # the DSL clause stored in the engine
+    highlight: bool = False  # its hits carry the engine's highlights: another ID
+
+
+def highlighted(identified: Identified) -> Identified:
+    """The same query registered for highlights: its own ID, so that only its readers pay."""
+    return replace(identified, id=query_id(identified.index, identified.clause, True), highlight=True)
 
 
 def identify(index: str, query: Any, limits: Limits = DEFAULT_LIMITS) -> Identified:
@@ -75,9 +81,11 @@ def identify(index: str, query: Any, limits: Limits = DEFAULT_LIMITS) -> Identif
     return Identified(id=query_id(index, clause), index=index, query=canonical, clause=clause)
 
 
-def query_id(index: str, clause: dict) -> str:
-    """The ID of a canonical clause on an index: 16 lowercase hex digits of xxh3_64."""
-    return xxhash.xxh3_64_hexdigest(_canonical_json([index, _identity_form(clause)]).encode("utf-8"))
+def query_id(index: str, clause: dict, highlight: bool = False) -> str:
+    """The ID of a canonical clause on an index (registered for highlights, or not): 16
+    lowercase hex digits of xxh3_64."""
+    identity = [index, _identity_form(clause), *(["highlight"] if highlight else [])]
+    return xxhash.xxh3_64_hexdigest(_canonical_json(identity).encode("utf-8"))
 
 
 def _canonical_json(value: Any) -> str:

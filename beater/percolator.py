@@ -46,6 +46,13 @@ SEEN_FIELD = "estrom_seen"  # when someone last registered, looked up or listene
 # Why the engine could not run a stored query at percolation time: the query is kept without
 # its clause (out of percolation), so that a lookup can say why.
 TAKEN_OUT_FIELD = "estrom_taken_out"
+# A query registered for highlights: how the engine highlights its matches. "fields": in the
+# fields it searches; "any": its terms wherever they are (it searches ALL_FIELD, a copy that is
+# not in the document's source, so the fields it searches there cannot be told apart).
+HIGHLIGHT_FIELD = "estrom_highlight"
+# Asked of the engine's highlighter: whole values (no fragments), HTML-escaped with <em> marks,
+# so that a reader can tell the marks from the document's own text.
+HIGHLIGHT = {"encoder": "html", "number_of_fragments": 0, "pre_tags": ["<em>"], "post_tags": ["</em>"]}
 META_KEY = "estrom"  # in the percolator index's mapping _meta: how it was made
 # Leases of the work one Beater at a time does (the sweep): no index a sender can name starts
 # with "." (check_index), nor is it a percolator index.
@@ -114,6 +121,7 @@ class Percolator:
         # By source index: the field paths of stored documents its percolator index followed.
         self._followed: dict[str, set[str]] = {}
         self._serving_indexes: set[str] = set()  # percolator indexes seen with a started primary
+        self._highlight_mapped: set[str] = set()  # indexes whose percolator index maps HIGHLIGHT_FIELD
         self._clock = clock
         self.page_size = page_size
         self.replicas = replicas  # of each percolator index: a count, or auto-expanded ("0-1")
@@ -169,12 +177,17 @@ class Percolator:
             await self._follow_source(query.index, made)
         else:
             await self._map_fields(query, made.known)
+        clause = with_default_fields(query.clause, made.default_fields)
         document = {
-            QUERY_FIELD: with_default_fields(query.clause, made.default_fields),
+            QUERY_FIELD: clause,
             ID_FIELD: query.id,
             META_FIELD: {"index": query.index, "query": query.query},
             SEEN_FIELD: int(self._clock.seconds()),
         }
+        if query.highlight:
+            document[META_FIELD]["highlight"] = True
+            document[HIGHLIGHT_FIELD] = "any" if ALL_FIELD in json.dumps(clause) else "fields"
+            await self._mapped_for_highlights(query.index)
         try:
             # refresh=true: a stored query matches only after a refresh of its index.
             await self.engine.request(
@@ -437,15 +450,31 @@ class Percolator:
         await self._listened(hits[0]["_index"], query_id, int(hits[0]["_source"].get(SEEN_FIELD) or 0))
         return hits[0]["_source"][META_FIELD]
 
-    async def percolate(
-        self, index: str, documents: list[dict], only: list[str] | None = None
-    ) -> dict[str, list[int]]:
+    async def _mapped_for_highlights(self, index: str) -> None:
+        """HIGHLIGHT_FIELD mapped in the percolator index of ``index``, made before it was (a
+        percolation asks for it unmapped there: the engine gives nothing for it)."""
+        if index in self._highlight_mapped:
+            return
+        try:
+            await self.engine.request(
+                "PUT",
+                path(percolator_index(index), "_mapping"),
+                {"properties": {HIGHLIGHT_FIELD: _HIGHLIGHT_MODE}},
+            )
+        except EngineError as e:
+            if e.type != "index_not_found_exception":
+                raise
+            return
+        self._highlight_mapped.add(index)
+
+    async def percolate(self, index: str, documents: list[dict], only: list[str] | None = None) -> Matches:
         """Match ``documents`` against the queries of ``index`` in one percolation: those in
         ``only`` (if given: those this Beater knows to be listened to), and those any Beater
         registered or looked up within ``listened_window`` seconds.
 
-        Fires with ``{query_id: [positions of the matching documents]}``. Pages through all
-        matching queries: a search returns only a page of hits at a time.
+        Fires with ``{query_id: [positions of the matching documents]}`` (Matches: also which
+        of them were registered for highlights). Pages through all matching queries: a search
+        returns only a page of hits at a time.
         """
         # Encoded once, for every page and every probe.
         percolate = {"percolate": {"field": QUERY_FIELD, "documents": await encode(documents)}}
@@ -462,12 +491,12 @@ class Percolator:
         body: dict[str, Any] = {
             "query": query,
             "_source": False,
-            **({"docvalue_fields": [SEEN_FIELD]} if wanted is not None else {}),
+            "docvalue_fields": [HIGHLIGHT_FIELD, *([SEEN_FIELD] if wanted is not None else [])],
             "size": self.page_size,
             "sort": [{ID_FIELD: "asc"}],
             "track_total_hits": False,
         }
-        matches: dict[str, list[int]] = {}
+        matches = Matches()
         rounds = 0
         while True:
             try:
@@ -478,7 +507,7 @@ class Percolator:
                 if wanted is None and only is not None and "max_terms_count" in json.dumps(e.body):
                     # The index allows fewer terms than are listened to: filter here instead.
                     body["query"], wanted = percolate, set(only)
-                    body["docvalue_fields"] = [SEEN_FIELD]
+                    body["docvalue_fields"] = [HIGHLIGHT_FIELD, SEEN_FIELD]
                     continue
                 if e.misconfiguration or rounds == _TAKE_OUT_ROUNDS:
                     raise
@@ -486,16 +515,63 @@ class Percolator:
                 # out, and the batch percolated again, from its first page.
                 rounds += 1
                 await self._take_out_failing(index, percolate, e)
-                matches.clear()
+                matches = Matches()
                 body.pop("search_after", None)
                 continue
             hits = answer["hits"]["hits"]
             for hit in hits:
                 if wanted is None or hit["_id"] in wanted or _seen(hit) >= since:
                     matches[hit["_id"]] = hit["fields"]["_percolator_document_slot"]
+                    mode = hit["fields"].get(HIGHLIGHT_FIELD)
+                    if mode:
+                        matches.highlight[hit["_id"]] = mode[0]
             if len(hits) < self.page_size:
                 return matches
             body["search_after"] = hits[-1]["sort"]
+
+    async def highlights(
+        self, index: str, documents: list[dict], matches: Matches
+    ) -> dict[str, dict[int, dict[str, list[str]]]]:
+        """The engine's highlights of the matches of the queries registered for them:
+        ``{query_id: {position: {field: [the whole value, HTML-escaped, matched terms in
+        <em>]}}}``. A field the engine does not highlight (a range on a number, ``_exists_``)
+        is left out. One percolation of the documents they matched per way of highlighting."""
+        found: dict[str, dict[int, dict[str, list[str]]]] = {}
+        for mode in ("fields", "any"):
+            ids = sorted(query_id for query_id, how in matches.highlight.items() if how == mode)
+            if not ids:
+                continue
+            slots = sorted({slot for query_id in ids for slot in matches[query_id]})
+            body = {
+                "query": {
+                    "bool": {
+                        "filter": [
+                            {
+                                "percolate": {
+                                    "field": QUERY_FIELD,
+                                    "documents": await encode([documents[slot] for slot in slots]),
+                                }
+                            },
+                            {"terms": {ID_FIELD: ids}},
+                        ]
+                    }
+                },
+                "_source": False,
+                "size": len(ids),
+                "highlight": {**HIGHLIGHT, "require_field_match": mode == "fields", "fields": {"*": {}}},
+            }
+            answer = await self.engine.request("POST", path(percolator_index(index), "_search"), body)
+            for hit in answer["hits"]["hits"]:
+                for key, values in hit.get("highlight", {}).items():
+                    # With several documents the engine names a field with its document's slot
+                    # first ("3_msg"); with one, by its name alone.
+                    slot, field = (
+                        ("0", key) if len(slots) == 1 else key.split("_", 1) if "_" in key else ("", key)
+                    )
+                    if not slot.isdigit() or field.startswith("estrom_") or int(slot) >= len(slots):
+                        continue
+                    found.setdefault(hit["_id"], {}).setdefault(slots[int(slot)], {})[field] = values
+        return found
 
     async def _take_out_failing(self, index: str, percolate: dict[str, Any], error: EngineError) -> None:
         """After the percolation of documents (the query ``percolate``) failed with ``error``: raise it if the
@@ -640,6 +716,7 @@ class Percolator:
                 META_FIELD: {"type": "object", "enabled": False},
                 SEEN_FIELD: {"type": "long"},
                 TAKEN_OUT_FIELD: _TAKEN_OUT,
+                HIGHLIGHT_FIELD: _HIGHLIGHT_MODE,
             }
         )
         try:
@@ -818,6 +895,16 @@ class Percolator:
 
 
 _TAKEN_OUT = {"type": "keyword"}
+_HIGHLIGHT_MODE = {"type": "keyword"}
+
+
+class Matches(dict):
+    """``{query_id: [positions of the matching documents]}``, and ``highlight``: the matching
+    queries registered for highlights, with how (HIGHLIGHT_FIELD)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.highlight: dict[str, str] = {}
 
 
 def _taken_out_message(why: str) -> str:

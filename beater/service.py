@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from beater.cursor import CURSOR, Cursors, cursor_at, parse_since
 from beater.documents import CBOR_PER_JSON_BYTE, DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
-from beater.identity import Identified, identify
+from beater.identity import Identified, highlighted, identify
 from beater.interest import Interest
 from beater.percolator import (
     InvalidIndex,
@@ -191,12 +191,16 @@ class Beater:
         if not reader.may_read(index):
             raise ApplicationError(api.NOT_AUTHORIZED, f"the token {reader.name!r} may not read {what}")
 
-    async def register(self, index: Any, query: Any, details: Any = None) -> str:
-        """WAMP ``estrom.register(index, query) -> id``."""
+    async def register(self, index: Any, query: Any, options: Any = None, details: Any = None) -> str:
+        """WAMP ``estrom.register(index, query[, {"highlight": true}]) -> id``. With highlights,
+        the query has its own ID, whose hits carry the engine's highlights (api.HIGHLIGHT)."""
         try:
+            highlight = _register_options(options)
             index = check_index(index, self.index_patterns)
             self._may_read(details, index, f"the index {index!r}")
             identified = self._identify(index, query)
+            if highlight:
+                identified = highlighted(identified)
             if self.store is not None:
                 # Before the percolator index is made: it is made like the source index (if
                 # there may be one more).
@@ -282,11 +286,13 @@ class Beater:
             wanted = _backlog_options(options, self.store.max_backlog, self.cursors.now())
         except ValueError as e:
             raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
-        index, clause = await self._stored_query(query_id, details)
+        index, clause, highlight = await self._stored_query(query_id, details)
         try:
             page = await self._engine_calls.run(
                 lambda: Deferred.fromCoroutine(
-                    self.store.backlog(index, clause, **wanted, unpublished=self._unpublished(index))
+                    self.store.backlog(
+                        index, clause, **wanted, unpublished=self._unpublished(index), highlight=highlight
+                    )
                 )
             )
         except (EngineUnavailable, EngineError) as e:
@@ -305,7 +311,7 @@ class Beater:
             asked = summary_options(options, self.cursors.now())
         except ValueError as e:
             raise ApplicationError(api.INVALID_ARGUMENT, str(e)) from None
-        index, clause = await self._stored_query(query_id, details)
+        index, clause, _ = await self._stored_query(query_id, details)
         # Batches of this index in flight now: stored (maybe), published later, with cursors
         # below the seam's. Those whose copies wait to be removed are never published.
         pending = sorted(self._in_flight.get(index, ()))
@@ -321,9 +327,10 @@ class Beater:
         except EngineUnavailable as e:
             raise ApplicationError(api.UNAVAILABLE, str(e)) from None
 
-    async def _stored_query(self, query_id: Any, details: Any) -> tuple[str, dict[str, Any]]:
-        """The index and the clause of query ``query_id``, for a read of the store; refused when
-        too many calls wait for the engine already."""
+    async def _stored_query(self, query_id: Any, details: Any) -> tuple[str, dict[str, Any], bool]:
+        """The index and the clause of query ``query_id``, and whether it was registered for
+        highlights, for a read of the store; refused when too many calls wait for the engine
+        already."""
         found = await self.lookup(query_id, details)
         try:
             clause = self._identify(found["index"], found["query"]).clause
@@ -331,7 +338,7 @@ class Beater:
             raise ApplicationError(api.INVALID_QUERY, str(e)) from None
         if self._engine_busy():
             raise ApplicationError(api.UNAVAILABLE, "too many calls wait for the search engine: retry")
-        return found["index"], clause
+        return found["index"], clause, found.get("highlight") is True
 
     def _unpublished(self, index: str):
         """Whether a cursor is of one of this Beater's batches of ``index`` not published yet (in
@@ -427,6 +434,7 @@ class Beater:
                 only = self.interest.active() if self.interest is not None else None
                 matches, stored = await self._percolate_and_store(index, documents, ids, cursors, only)
                 percolated = time.monotonic() - started
+                highlights = await self._highlights(index, documents, matches)
             except EngineError as e:
                 if e.misconfiguration:
                     log.error(
@@ -449,7 +457,7 @@ class Beater:
             for slot, given in enumerate(named or ()):
                 if given:
                     hits[slot][api.NAMED] = True
-            events = _events(hits, matches, requests)
+            events = _events(hits, matches, requests, highlights)
             # One session's messages reach the router, and each subscriber, in the order they
             # were sent, and crossbar handles each as it arrives: the acknowledgement of a
             # batch's last publication says the router took them all. One PUBLISHED per batch
@@ -493,6 +501,23 @@ class Beater:
                 raise
         self.metrics.delivered(index, len(documents), sum(map(len, matches.values())), percolated)
         return matches
+
+    async def _highlights(
+        self, index: str, documents: list[dict], matches: dict[str, list[int]]
+    ) -> dict[str, dict[int, dict[str, list[str]]]]:
+        """The engine's highlights for the matching queries registered for them. Without them
+        (the engine fails to highlight) the hits go out as they are: nothing is held back."""
+        if not getattr(matches, "highlight", None):
+            return {}
+        try:
+            return await self.percolator.highlights(index, documents, matches)
+        except (EngineError, EngineUnavailable) as e:
+            log.warn(
+                "Beater: the search engine did not highlight a batch of {index}: {error}",
+                index=index,
+                error=e,
+            )
+            return {}
 
     async def _percolate_and_store(
         self, index: str, documents: list[dict], ids: list[str], cursors: list[str], only: list[str] | None
@@ -555,13 +580,19 @@ def _written(error: BaseException) -> list | None:
 
 
 def _events(
-    hits: list[dict], matches: dict[str, list[int]], requests: list[tuple[int, int]] | None
+    hits: list[dict],
+    matches: dict[str, list[int]],
+    requests: list[tuple[int, int]] | None,
+    highlights: dict[str, dict[int, dict[str, list[str]]]] | None = None,
 ) -> list[tuple[str, list[dict]]]:
     """The (query ID, hits) of each event: a query's hits in one, or, if that could come to
     more than EVENT_BYTES, in as few as hold at most that each (a larger hit alone).
 
     A request's bytes bound what its documents become as CBOR (CBOR_PER_JSON_BYTE times them),
-    so only the hits of a query that matched in enough bytes of requests are measured."""
+    so only the hits of a query that matched in enough bytes of requests are measured. A query
+    registered for highlights has them on its hits (api.HIGHLIGHT), measured with the hit."""
+    if highlights:
+        return _highlighted_events(hits, matches, requests, highlights)
     # "_index", "_id", "_cursor", "_source", "_named" and theirs (an _id a sender gave: up to 512 bytes)
     per_hit = 80 + len(hits[0]["_index"]) + max(len(hit["_id"]) for hit in hits) if hits else 0
     ends = list(accumulate(documents for documents, _ in requests or ()))
@@ -594,6 +625,45 @@ def _events(
             size += sizes[slot]
         events.append((query_id, event))
     return events
+
+
+def _highlighted_events(
+    hits: list[dict],
+    matches: dict[str, list[int]],
+    requests: list[tuple[int, int]] | None,
+    highlights: dict[str, dict[int, dict[str, list[str]]]],
+) -> list[tuple[str, list[dict]]]:
+    """_events, the queries registered for highlights with them on their hits: as large as the
+    hit again at most (whole values), so their events are measured hit by hit."""
+    plain = {query_id: slots for query_id, slots in matches.items() if query_id not in highlights}
+    events = _events(hits, plain, requests)
+    for query_id, marks in highlights.items():
+        event: list[dict] = []
+        size = 0
+        for slot in matches.get(query_id, ()):
+            hit = {**hits[slot], api.HIGHLIGHT: marks[slot]} if slot in marks else hits[slot]
+            measured = len(cbor2.dumps(hit))
+            if event and size + measured > EVENT_BYTES:
+                events.append((query_id, event))
+                event, size = [], 0
+            event.append(hit)
+            size += measured
+        if event:
+            events.append((query_id, event))
+    return events
+
+
+def _register_options(options: Any) -> bool:
+    """Whether ``estrom.register``'s options ask for highlights; ValueError-free: an
+    ApplicationError names what is wrong."""
+    if options is None:
+        return False
+    if not isinstance(options, dict) or set(options) - {"highlight"}:
+        raise ApplicationError(api.INVALID_ARGUMENT, 'the options are an object: {"highlight": true}')
+    highlight = options.get("highlight", False)
+    if not isinstance(highlight, bool):
+        raise ApplicationError(api.INVALID_ARGUMENT, "'highlight' must be true or false")
+    return highlight
 
 
 def _backlog_options(options: Any, most: int, now: float) -> dict[str, Any]:

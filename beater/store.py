@@ -22,6 +22,8 @@ from twisted.python.failure import Failure
 
 from beater.documents import CBOR_PER_JSON_BYTE
 from beater.engine import Engine, EngineError, EngineUnavailable, path
+from beater.percolator import HIGHLIGHT
+from estrom import api
 from estrom.coalesce import Coalesce
 
 log = Logger()
@@ -301,6 +303,7 @@ class Store:
         since: str | None = None,
         page: dict[str, str] | None = None,
         unpublished: Callable[[str], bool] = lambda cursor: False,
+        highlight: bool = False,
     ) -> Page:
         """The first page of the backlog of a query (``clause``, on ``index``), or the page that
         ``page`` (a previous Page's ``next``) names. Oldest first.
@@ -310,11 +313,12 @@ class Store:
         that it holds every document published before the call. Documents stored but not yet
         published (``unpublished(cursor)``, as far as this Beater knows: its own batches in
         flight) are left out: they arrive live, in cursor order, and one that fails to publish
-        is deleted again.
+        is deleted again. With ``highlight``, each hit has the engine's highlights of what
+        matched (api.HIGHLIGHT), as live hits of such a query have.
         """
         if page is not None:
             return await self._page(
-                index, clause, {"gt": page["after"], "lte": page["until"]}, False, unpublished
+                index, clause, {"gt": page["after"], "lte": page["until"]}, False, unpublished, highlight
             )
         await self.refresh(index)
         bounds: dict[str, str] = {}
@@ -347,7 +351,7 @@ class Store:
         matched = (total["value"] if isinstance(total, dict) else total) - (len(found) - len(published))
         more = matched > len(cursors)
         bounds = {"gte": cursors[-1], "lte": cursors[0]}
-        return await self._page(index, clause, bounds, more and last is None, unpublished)
+        return await self._page(index, clause, bounds, more and last is None, unpublished, highlight)
 
     async def _page(
         self,
@@ -356,6 +360,7 @@ class Store:
         bounds: dict[str, str],
         gap: bool,
         unpublished: Callable[[str], bool],
+        highlight: bool = False,
     ) -> Page:
         """One page from ``bounds``: up to PAGE_HITS hits and about PAGE_BYTES as Beater sends
         them (CBOR, counted at its most), a hit larger than that alone. Asked of the engine a few
@@ -364,9 +369,17 @@ class Store:
         until = bounds["lte"]
         hits: list[dict] = []
         size, fetch, range_ = 0, PAGE_FIRST, dict(bounds)
+        marks = (
+            {"highlight": {**HIGHLIGHT, "require_field_match": True, "fields": {"*": {}}}}
+            if highlight
+            else {}
+        )
         while True:
             answer = await self._search(
-                index, clause, range_, {"sort": [{FIELD: "asc"}], "size": fetch, "track_total_hits": False}
+                index,
+                clause,
+                range_,
+                {"sort": [{FIELD: "asc"}], "size": fetch, "track_total_hits": False, **marks},
             )
             found = answer["hits"]["hits"] if answer is not None else []
             largest = 1
@@ -375,11 +388,15 @@ class Store:
                 cursor = source.pop(FIELD, None)
                 if unpublished(cursor):
                     continue
-                weight = len(json.dumps(source)) * CBOR_PER_JSON_BYTE + 128
+                weight = len(json.dumps(source)) * CBOR_PER_JSON_BYTE * (2 if highlight else 1) + 128
                 largest = max(largest, weight)
                 if hits and size + weight > PAGE_BYTES:
                     return Page(hits, {"after": hits[-1]["_cursor"], "until": until}, gap)
-                hits.append({"_index": index, "_id": hit["_id"], "_cursor": cursor, "_source": source})
+                found_hit = {"_index": index, "_id": hit["_id"], "_cursor": cursor, "_source": source}
+                shown = {k: v for k, v in hit.get("highlight", {}).items() if not k.startswith("estrom_")}
+                if shown:
+                    found_hit[api.HIGHLIGHT] = shown
+                hits.append(found_hit)
                 size += weight
                 if len(hits) >= PAGE_HITS:
                     done = position == len(found) - 1 and len(found) < fetch

@@ -24,6 +24,11 @@ ENDED = "ended"
 # The key a hit has (true) when its sender named the document (a ``_bulk`` action's ``_id``):
 # a resend of it may follow, which a reader that has it drops (tailor.resends, the page).
 NAMED = "_named"
+# The key of a hit of a query registered for highlights (``estrom.register(index, query,
+# {"highlight": true})``, its own ID): ``{field: [its whole value, HTML-escaped, the terms that
+# matched in <em>...</em>]}``, as the engine's highlighter gives it; fields it cannot highlight
+# (a range on a number, ``_exists_``) are left out, and a hit with none has no key.
+HIGHLIGHT = "highlight"
 
 REGISTER = "estrom.register"
 LOOKUP = "estrom.lookup"

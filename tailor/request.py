@@ -1,5 +1,5 @@
 """What a client asks for: ``GET /api/v0.1/docs?i=<index>&q=<query>`` or ``?s=<ID>``, with
-``limit``, ``backlog``, ``since`` or ``after``; read and checked here, then opened by Tailor
+``limit``, ``backlog``, ``since``, ``after`` or ``highlight``; read and checked here, then opened by Tailor
 (tailor.service).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.web.server import Request
@@ -39,7 +39,15 @@ class DocsResource(JsonResource):
     def open(self, request: Request) -> Coroutine[Any, Any, None]:
         """The stream ``request`` asks for, opening; ValueError says what is wrong with it."""
         asked = parameters(request.args)
-        return self.tailor.open(request, asked.index, asked.query, asked.sid, asked.limit, asked.backlog)
+        return self.tailor.open(
+            request,
+            asked.index,
+            asked.query,
+            asked.sid,
+            asked.limit,
+            asked.backlog,
+            highlight=asked.highlight,
+        )
 
 
 class AggsResource(DocsResource):
@@ -59,12 +67,16 @@ class Asked:
     sid: str | None
     limit: int | None
     backlog: dict[str, Any]  # Beater checks these options further
+    highlight: bool = False  # hits with the engine's highlights (a registration of its own)
 
 
 def parameters(query_args: dict[bytes, list[bytes]]) -> Asked:
     """What the URL's parameters (``request.args``) ask for; ValueError says what is wrong."""
-    args = _decoded(query_args, {"limit", "backlog", "since", "after"})
+    args = _decoded(query_args, {"limit", "backlog", "since", "after", "highlight"})
     limit = _positive(args, "limit")
+    highlight = args.pop("highlight", "false")
+    if highlight not in ("true", "false"):
+        raise ValueError("'highlight' is true or false")
     backlog: dict[str, Any] = {}
     if "backlog" in args:
         backlog["last"] = _positive(args, "backlog")
@@ -73,7 +85,7 @@ def parameters(query_args: dict[bytes, list[bytes]]) -> Asked:
             if not args[name].strip():
                 raise ValueError(f"'{name}' is empty")
             backlog[name] = args[name]
-    return _asked(args, limit, backlog)
+    return replace(_asked(args, limit, backlog), highlight=highlight == "true")
 
 
 def _decoded(query_args: dict[bytes, list[bytes]], known: set[str]) -> dict[str, str]:

@@ -140,9 +140,11 @@ class Tailor:
         limit: int | None,
         backlog: dict[str, Any] | None = None,
         aggregation: tuple[Options, float] | None = None,
+        highlight: bool = False,
     ) -> None:
         """Open a stream of the hits of a query (or of ``aggregation``'s frames: its options,
-        and seconds between frames) for ``request``, or answer it with why not."""
+        and seconds between frames) for ``request``, or answer it with why not. With
+        ``highlight``, the query registered for highlights (its own ID) is streamed."""
         session = self.session
         if session is None:
             send_error(request, 503, "Tailor is not connected to the router", {"Retry-After": "1"})
@@ -153,8 +155,9 @@ class Tailor:
             return
         finished = request.notifyFinish().addErrback(lambda _: None)  # fired: the client is gone
         try:
+            marked = [{"highlight": True}] if highlight else []
             if sid is None:
-                sid = await self._call(session, api.REGISTER, index, query)
+                sid = await self._call(session, api.REGISTER, index, query, *marked)
             else:
                 found = await self._call(session, api.LOOKUP, sid)
                 if not reader.may_read(found["index"]):
@@ -162,6 +165,8 @@ class Tailor:
                         request, 403, f"the token {reader.name!r} may not read the index of this subscription"
                     )
                     return
+                if highlight and not found.get("highlight"):
+                    sid = await self._call(session, api.REGISTER, found["index"], found["query"], *marked)
         except ApplicationError as e:
             _refused(request, e)
             return

@@ -32,6 +32,8 @@ def args(**values: str | list[str]) -> dict[bytes, list[bytes]]:
             args(s="x", after="00000000000000010001"),
             Asked(None, None, "x", None, {"after": "00000000000000010001"}),
         ),
+        (args(i="events", q="a", highlight="true"), Asked("events", "a", None, None, {}, highlight=True)),
+        (args(s="x", highlight="false"), Asked(None, None, "x", None, {}, highlight=False)),
     ],
 )
 def test_what_a_url_asks_for(given, asked):
@@ -45,6 +47,7 @@ def test_what_a_url_asks_for(given, asked):
         ({b"q": [b"\xff"], b"i": [b"events"]}, "parameter 'q' is not UTF-8"),
         (args(i="events", q="a", index="x"), "unknown parameter(s): index"),
         (args(i="events", q="a", limit="0"), "'limit' must be a positive integer"),
+        (args(i="events", q="a", highlight="yes"), "'highlight' is true or false"),
         (args(s="x", backlog="-1"), "'backlog' must be a positive integer"),
         (args(s="x", since="  "), "'since' is empty"),
         (args(s="x", i="events"), "give either 's', or 'i' and 'q', not both"),
