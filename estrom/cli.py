@@ -12,6 +12,7 @@ This is a plain blocking program, not a reactor process.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any, TextIO
 import ijson
 from twisted.web.iweb import IResponse
 
-from estrom import tokens
+from estrom import api, tokens
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 RECONNECT_MAX_SECONDS = 10.0
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         "--color", choices=["auto", "always", "never"], default="auto", help="colour lines by level"
     )
     tail.add_argument(
+        "--highlight",
+        action="store_true",
+        help="why each matched: the engine's highlights of the terms, in reverse video in line output "
+        "(in colour), under the hit's 'highlight' key with -o json",
+    )
+    tail.add_argument(
         "--token",
         default=os.environ.get("ESTROM_TOKEN"),
         help="a token that may read the index, when Tailor asks for one; $ESTROM_TOKEN keeps it out "
@@ -177,6 +184,8 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
             params = {"i": args.index, "q": args.query}
         if args.limit:
             params["limit"] = str(args.limit - printed)
+        if getattr(args, "highlight", False):
+            params["highlight"] = "true"
         if cursor is not None:
             params["after"] = cursor
         elif printed == 0:  # the backlog asked for, on the first connection only
@@ -410,7 +419,7 @@ def render(hit: dict[str, Any], args: argparse.Namespace, colour: bool) -> str:
     level = _first(source, LEVEL_FIELDS, scalar=True)
     start = _COLOURS.get(str(level).lower()) if colour and level is not None else None
     if output == "line":
-        return _line(hit, source, level, start)
+        return _line(hit, source, level, start, hit.get(api.HIGHLIGHT) if colour else None)
     if output == "template":
         line = _FIELD.sub(lambda match: _field(hit, source, match.group(1)), args.format)
     else:
@@ -426,9 +435,10 @@ SHOWN_FIELDS = ("service", "host")  # between the level and the message, when pr
 OUTPUTS = ("line", "raw", "json", "template")
 
 
-def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None) -> str:
+def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None, highlight: Any = None) -> str:
     """``time LEVEL service host message``: the time the document says (else when Beater took
-    it), the level coloured, then the message; a document without one shows its other fields."""
+    it), the level coloured, then the message; a document without one shows its other fields.
+    The terms the engine highlighted (``highlight``) in reverse video."""
     when = _first(source, TIME_FIELDS, scalar=True)
     if when is None:
         cursor = hit.get("_cursor")
@@ -440,7 +450,8 @@ def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None) -> st
     for name in SHOWN_FIELDS:
         value = _lookup(source, name)
         if value is not None and not isinstance(value, dict | list):
-            parts.append(_text(value))
+            parts.append(_marked(highlight, name, value))
+    named = next((name for name in MESSAGE_FIELDS if _first(source, (name,), scalar=True) is not None), None)
     message = _first(source, MESSAGE_FIELDS, scalar=True)
     if message is None:
         rest = source
@@ -449,8 +460,32 @@ def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None) -> st
             rest = {key: value for key, value in source.items() if key not in used}
         parts.append(_json(rest))
     else:
-        parts.append(_text(message))
+        parts.append(_marked(highlight, named, message))
     return " ".join(parts)
+
+
+_MARK, _UNMARK = "\x1b[7m", "\x1b[27m"
+
+
+def _marked(highlight: Any, name: str | None, value: Any) -> str:
+    """``value`` as text, the parts the engine highlighted in it (api.HIGHLIGHT: the whole value,
+    HTML-escaped, the terms in <em>) in reverse video; as it is when no highlight is of it."""
+    fragments = highlight.get(name) if isinstance(highlight, dict) and name else None
+    if not isinstance(value, str) or not isinstance(fragments, list):
+        return _text(value)
+    for fragment in fragments:
+        if not isinstance(fragment, str):
+            continue
+        pieces = [html.unescape(piece) for piece in re.split(r"<em>|</em>", fragment)]
+        if "".join(pieces) != value:
+            continue  # another value of an array
+        # Split on the tags, the pieces alternate: outside, inside, outside...
+        return "".join(
+            f"{_MARK}{printable(piece)}{_UNMARK}" if inside % 2 else printable(piece)
+            for inside, piece in enumerate(pieces)
+            if piece
+        )
+    return _text(value)
 
 
 def _first(source: Any, names: tuple[str, ...], scalar: bool = False) -> Any:

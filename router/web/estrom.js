@@ -68,11 +68,70 @@ function lookup(source, name) {
 
 // The first of `names` the document holds as a single value (not an object or array).
 function firstOf(source, names) {
+  return firstNamed(source, names)[1];
+}
+
+// [name, value] of the first of `names` the document holds as a single value.
+function firstNamed(source, names) {
   for (const name of names) {
     const value = lookup(source, name);
-    if (value !== undefined && value !== null && typeof value !== "object") return value;
+    if (value !== undefined && value !== null && typeof value !== "object") return [name, value];
   }
-  return undefined;
+  return [null, undefined];
+}
+
+// `into` gets `text`, its parts the engine highlighted (marks.js) in <mark>.
+function appendMarked(into, text, marks) {
+  if (!marks) {
+    into.append(text);
+    return;
+  }
+  for (const piece of marks) {
+    if (!piece.marked) {
+      into.append(piece.text);
+      continue;
+    }
+    const mark = document.createElement("mark");
+    mark.textContent = piece.text;
+    into.append(mark);
+  }
+}
+
+// The hit as pretty JSON in `pre`, the values the engine highlighted marked in place.
+function showHit(pre, hit) {
+  const highlight = hit.highlight;
+  if (!highlight || typeof highlight !== "object") {
+    pre.textContent = JSON.stringify(hit, null, 2);
+    return;
+  }
+  const marked = [];
+  const walk = (value, path) => {
+    if (typeof value === "string") {
+      const marks = marksOf(highlight, path, value);
+      if (!marks) return value;
+      marked.push(marks);
+      return "\ue000" + (marked.length - 1) + "\ue001"; // replaced below
+    }
+    if (Array.isArray(value)) return value.map((item) => walk(item, path));
+    if (value && typeof value === "object") {
+      const out = {};
+      for (const [key, inner] of Object.entries(value)) out[key] = walk(inner, path ? path + "." + key : key);
+      return out;
+    }
+    return value;
+  };
+  const { highlight: _, ...rest } = hit;
+  const text = JSON.stringify({ ...rest, _source: walk(hit._source, "") }, null, 2);
+  const parts = text.split(/"\ue000(\d+)\ue001"/);
+  parts.forEach((part, at) => {
+    if (at % 2 === 0) {
+      pre.append(part);
+      return;
+    }
+    pre.append('"');
+    appendMarked(pre, "", marked[Number(part)].map((piece) => ({ ...piece, text: JSON.stringify(piece.text).slice(1, -1) })));
+    pre.append('"');
+  });
 }
 
 // A document's own time as a Date (ISO text, or epoch milliseconds or seconds), else null.
@@ -118,10 +177,14 @@ function number(value) {
 }
 
 class Tail {
-  constructor({ index, query, sid, last, columns, window }) {
+  constructor({ index, query, sid, last, columns, window, highlight }) {
     this.index = index;
     this.query = query; // as typed; null when opened by ID
-    this.sid = sid || null;
+    this.sid = sid || null; // of the stream: with highlights, the ID registered for them
+    this.asked = sid || null; // the ID it was opened by, if so
+    this.highlight = highlight === true; // the engine's highlights on its hits
+    this.switching = null; // hits of the ID switched to, while the other one still streams
+    this.lastOf = new Map(); // Beater -> the greatest cursor received from it
     this.last = last || 0; // stored documents to show first, when it opens (needs the store)
     this.cursor = null; // of the newest hit received: a reconnect resumes after it
     this.holding = null; // live hits, kept back while the backlog is read
@@ -157,6 +220,8 @@ class Tail {
     this.el.querySelector(".show-fields").addEventListener("click", () => this.toggleFields());
     this.el.querySelector(".span").addEventListener("click", () => span(this));
     this.el.querySelector(".window").addEventListener("click", () => this.toggleWindow());
+    this.el.querySelector(".marks").addEventListener("click", () => this.toggleHighlight());
+    this.showHighlight();
     this.el.querySelector(".field-list").addEventListener("click", (event) => this.fieldClicked(event));
     this.el.querySelector(".field-list").addEventListener("change", (event) => this.columnChosen(event));
     this.showWindow();
@@ -191,20 +256,12 @@ class Tail {
   // Register (or look up) and subscribe; again after every reconnect, then resume after the
   // last hit received (the store gives what was sent meanwhile).
   async attach(session) {
-    if (!this.byId) {
-      this.sid = await session.call("estrom.register", [this.index, parseQuery(this.query)]);
-    } else {
-      const found = await session.call("estrom.lookup", [this.sid]);
-      this.index = found.index;
-      this.query = typeof found.query === "string" ? found.query : JSON.stringify(found.query);
-    }
+    this.sid = await this.streamId(session);
     const resume = this.cursor !== null;
     const options = resume ? { after: this.cursor } : this.last ? { last: this.last } : null;
     const summarize = !this.summarized;
     if (options || summarize) this.holding = [];
-    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits, kwargs) =>
-      kwargs && kwargs.ended ? this.ended(kwargs.ended) : this.live(hits),
-    );
+    this.subscription = await session.subscribe("docs-for-" + this.sid, (hits, kwargs) => this.event(hits, kwargs));
     if (summarize) {
       try {
         await this.summarize(session);
@@ -234,6 +291,60 @@ class Tail {
     this.el.dataset.subscribed = "";
     this.showTitle();
     this.showError(null);
+  }
+
+  // The ID to stream: registered (with highlights, if asked), or looked up; the same query's
+  // ID for highlights when they are asked of one opened by its ID.
+  async streamId(session) {
+    const marked = this.highlight ? [{ highlight: true }] : [];
+    if (!this.byId) return session.call("estrom.register", [this.index, parseQuery(this.query), ...marked]);
+    const found = await session.call("estrom.lookup", [this.asked]);
+    this.index = found.index;
+    this.query = typeof found.query === "string" ? found.query : JSON.stringify(found.query);
+    if (this.highlight === (found.highlight === true)) return this.asked;
+    return session.call("estrom.register", [found.index, found.query, ...marked]);
+  }
+
+  event(hits, kwargs) {
+    if (kwargs && kwargs.ended) this.ended(kwargs.ended);
+    else if (this.switching) this.switching.push(...hits);
+    else this.live(hits);
+  }
+
+  // Highlights on or off: the same query's other ID. Subscribed to it first, its hits held
+  // while the old one still streams; then those the old one gave (by each Beater's cursor)
+  // are left out.
+  async toggleHighlight() {
+    this.highlight = !this.highlight;
+    this.showHighlight();
+    saveToUrl();
+    const current = session;
+    if (!current || !this.subscription) return;
+    const old = this.subscription;
+    this.switching = [];
+    try {
+      const sid = await this.streamId(current);
+      this.subscription = await current.subscribe("docs-for-" + sid, (hits, kwargs) => this.event(hits, kwargs));
+      this.sid = sid;
+      this.showTitle();
+      await current.unsubscribe(old).catch(() => {});
+    } catch (error) {
+      this.showError(errorText(error));
+    } finally {
+      const held = this.switching || [];
+      this.switching = null;
+      const fresh = held.filter((hit) => {
+        const beater = beaterOf(hit._cursor);
+        return beater === null || !this.lastOf.has(beater) || hit._cursor > this.lastOf.get(beater);
+      });
+      if (fresh.length) this.live(fresh);
+    }
+  }
+
+  showHighlight() {
+    const button = this.el.querySelector(".marks");
+    button.setAttribute("aria-pressed", String(this.highlight));
+    button.textContent = this.highlight ? "Why: on" : "Why: off";
   }
 
   // With the store, the histogram starts from the engine's count of the last 5 minutes' matches
@@ -462,6 +573,10 @@ class Tail {
     this.count += hits.length;
     const cursor = hits[hits.length - 1]._cursor;
     if (typeof cursor === "string") this.cursor = cursor;
+    for (const hit of hits) {
+      const beater = beaterOf(hit._cursor);
+      if (beater !== null && !(this.lastOf.get(beater) >= hit._cursor)) this.lastOf.set(beater, hit._cursor);
+    }
     const second = Math.floor(at.getTime() / 1000);
     const last = this.arrivals[this.arrivals.length - 1];
     if (last && last[0] === second) last[1] += hits.length;
@@ -535,14 +650,14 @@ class Tail {
       const field = document.createElement("span");
       field.className = "field";
       field.title = name;
-      field.textContent = String(value);
+      appendMarked(field, String(value), marksOf(hit.highlight, name, value));
       summary.append(field);
     }
     const text = document.createElement("span");
     text.className = "msg";
-    const message = firstOf(source, MESSAGE_FIELDS);
+    const [named, message] = firstNamed(source, MESSAGE_FIELDS);
     if (message !== undefined) {
-      text.textContent = String(message);
+      appendMarked(text, String(message), marksOf(hit.highlight, named, message));
     } else {
       // No message: the other fields, so that nothing is hidden.
       const rest = {};
@@ -556,7 +671,7 @@ class Tail {
       "toggle",
       () => {
         const pre = document.createElement("pre");
-        pre.textContent = JSON.stringify(hit, null, 2);
+        showHit(pre, hit);
         details.append(pre);
       },
       { once: true },
@@ -754,7 +869,14 @@ class Tail {
     const query = refine(parseQuery(this.query || ""), field, text, negate);
     const shown = typeof query === "string" ? query : JSON.stringify(query);
     const last = this.stored ? this.last || REFINED_LAST : 0;
-    const tail = new Tail({ index: this.index, query: shown, last, columns: this.columns, window: this.window });
+    const tail = new Tail({
+      index: this.index,
+      query: shown,
+      last,
+      columns: this.columns,
+      window: this.window,
+      highlight: this.highlight,
+    });
     if (here) {
       const at = tails.indexOf(this);
       this.close();
@@ -825,13 +947,14 @@ function saveToUrl() {
   const params = new URLSearchParams();
   for (const tail of tails) {
     if (tail.byId) {
-      params.append("s", tail.sid);
+      params.append("s", tail.asked);
     } else {
       if (params.getAll("i").at(-1) !== tail.index) params.append("i", tail.index);
       params.append("q", tail.query);
     }
     if (tail.columns !== null) params.append("c", tail.columns.join(","));
     if (tail.window !== "5m") params.append("h", tail.window);
+    if (tail.highlight) params.append("why", "1");
   }
   const spanned = tails.findIndex((tail) => tail.el.classList.contains("spanned"));
   if (document.body.dataset.layout === "one" && spanned >= 0) params.append("one", String(spanned));
@@ -840,7 +963,8 @@ function saveToUrl() {
 }
 
 // ?i=a&q=x&q=y&s=ID: each q takes the i before it; each s opens a query by its ID. After a
-// query, c=a,b are its columns and h=15m its histogram's window; one=N shows the Nth alone.
+// query, c=a,b are its columns, h=15m its histogram's window and why=1 its highlights; one=N
+// shows the Nth alone.
 function loadFromUrl() {
   let index = null;
   let one = null;
@@ -853,6 +977,9 @@ function loadFromUrl() {
     else if (name === "h" && last && WINDOWS[value]) {
       last.window = value;
       last.showWindow();
+    } else if (name === "why" && last) {
+      last.highlight = value === "1";
+      last.showHighlight();
     } else if (name === "one") one = parseInt(value, 10);
   }
   if (index) document.getElementById("index").value = index;

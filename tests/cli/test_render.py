@@ -138,3 +138,22 @@ def test_a_line_without_a_time_or_a_message_shows_when_it_was_taken_and_the_rest
         "_source": {"timestamp": 1700000000, "severity": "INFO", "service": {"name": "x"}, "message": "ok"}
     }
     assert render(hit, args(output="line"), False) == "1700000000 INFO  ok"
+
+
+def test_highlights_are_in_reverse_video_and_a_hostile_one_controls_nothing():
+    hit = {
+        "_source": {"level": "info", "service": "api", "msg": "a <b>timeout</b> \x1b[2J"},
+        "highlight": {
+            "msg": ["a &lt;b&gt;<em>timeout</em>&lt;&#x2F;b&gt; \x1b[2J"],
+            "service": ["<em>api</em>"],
+            "host": ["<em>h9</em>"],  # not in the document: nothing to mark
+        },
+    }
+    line = render(hit, args(output="line"), colour=True)
+    assert line.endswith("\x1b[7mapi\x1b[27m a <b>\x1b[7mtimeout\x1b[27m</b> \\x1b[2J")
+    # A highlight that is not of the value (forged, or of another value) marks nothing.
+    forged = {**hit, "highlight": {"msg": ["<em>\x1b[31m</em>"]}}
+    assert render(forged, args(output="line"), colour=True).endswith(" api a <b>timeout</b> \\x1b[2J")
+    # Without colour (a pipe), the line is the same text, unmarked.
+    assert render(hit, args(output="line"), colour=False).endswith(" api a <b>timeout</b> \\x1b[2J")
+    assert controls(OWN_COLOUR.sub("", line)) == []

@@ -11,7 +11,16 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from estrom.testing import ProcessLines, docs_url, eventually, post, until_subscribed
+from estrom import api
+from estrom.testing import (
+    ProcessLines,
+    docs_url,
+    eventually,
+    post,
+    subscribers,
+    until_subscribed,
+    wamp_session,
+)
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
@@ -162,4 +171,33 @@ async def test_on_a_terminal_a_document_reads_as_time_level_service_host_and_mes
     # The level in red, the rest as the document says it; a terminal's line ends in CR LF.
     assert [line.rstrip("\r") for line in out.lines] == [
         "2026-12-06T03:00:00Z \x1b[31mERROR\x1b[0m api h1 disk full"
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_highlight_marks_why_a_document_matched_on_a_terminal(stack, index):
+    query = "msg:disk OR service:api"
+    out = ProcessLines()
+    env = {"TERM": "xterm-256color", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    args = [ESTROM, "tail", "--url", stack.tailor_url, "-i", index, query, "--limit", "1", "--highlight"]
+    reactor.spawnProcess(out, ESTROM, args, env=env, usePTY=True)
+
+    async def marked_id_listened() -> bool:
+        client = await wamp_session(stack.router_url)
+        meta = await wamp_session(stack.router_url, {"ticket": {"authid": "beater", "ticket": stack.secret}})
+        try:
+            return bool(
+                await subscribers(meta, await client.call(api.REGISTER, index, query, {"highlight": True}))
+            )
+        finally:
+            client.leave()
+            meta.leave()
+
+    await eventually(marked_id_listened, what="estrom tail on the query's ID for highlights")
+    document = {"@timestamp": "2026-12-06T03:00:00Z", "service": "api", "host": "h1", "msg": "disk full"}
+    await post(docs_url(stack.beater_url, index), document)
+    await out.wait_for(lambda: out.ended, what="estrom tail to stop after --limit 1")
+    assert out.status == 0, out.stderr
+    assert [line.rstrip("\r") for line in out.lines] == [
+        "2026-12-06T03:00:00Z \x1b[7mapi\x1b[27m h1 \x1b[7mdisk\x1b[27m full"
     ]

@@ -1,5 +1,5 @@
-"""The page's facets and refined queries (router/web/facets.js): unit tests in Node's own test
-runner (tests/js/facets.test.mjs)."""
+"""The page's facets and refined queries (router/web/facets.js) and highlights (marks.js): unit tests in Node's own test
+runner (tests/js/*.test.mjs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_facets_js_unit_tests_pass_in_node():
     ran = subprocess.run(
-        ["node", "--test", "tests/js/facets.test.mjs"],
+        ["node", "--test", "tests/js/facets.test.mjs", "tests/js/marks.test.mjs"],
         check=False,
         cwd=ROOT,
         capture_output=True,
@@ -19,4 +19,4 @@ def test_facets_js_unit_tests_pass_in_node():
         timeout=120,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "# fail 0" in ran.stdout and "# pass 6" in ran.stdout, ran.stdout
+    assert "# fail 0" in ran.stdout and "# pass 8" in ran.stdout, ran.stdout
