@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers clean
+.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers screenshots clean
 
 # `make`, `make up` and `make test` first name whatever this machine lacks for them, and how to
 # install it (dev/prereqs), before anything is built: checked as the Makefile is read, so it
@@ -150,6 +150,10 @@ chaos: install
 # (about 20 minutes; BENCH_ARGS="--phases ..." runs some).
 bench: install
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# The pictures README and docs/ show, taken of the real stack (dev/screenshots.py).
+screenshots: install browser tests/js/node_modules/.installed
+	$(VENV)/bin/python -m dev.screenshots
 
 clean:
 	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom \

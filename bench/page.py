@@ -1,7 +1,9 @@
 """The live tail page under load, in Chromium: frames drawn, input answered, documents counted.
 
-`measure` opens the page the router serves on one query, sends it ``rate`` matching documents/s
-for ``seconds`` (through Beater, from a thread of its own), and meanwhile:
+`measure` opens the page the router serves on one query, with its field list open (three
+fields unfolded, their top values and numbers redrawn each second) and its histogram, sends it
+``rate`` matching documents/s for ``seconds`` (through Beater, from a thread of its own): log
+lines with a level, service, status, duration and message. Meanwhile it:
 - counts the animation frames the page draws;
 - types into the query field every quarter of a second, and times each key, in the page, from
   the input event to the frame drawn after its handler;
@@ -41,6 +43,7 @@ def measure(page_url: str, beater_url: str, index: str, rate: int, seconds: floa
             page.goto(f"{page_url}/?i={index}&q=user:page")
             tail = page.locator(".tail[data-subscribed]")
             expect(tail).to_have_count(1, timeout=30_000)
+            tail.locator(".show-fields").click()  # the field list; the histogram is always on
             page.evaluate(PROBES)
             page.click("#query")
             # Senders side by side, as one alone would wait out each request's round trip.
@@ -58,6 +61,8 @@ def measure(page_url: str, beater_url: str, index: str, rate: int, seconds: floa
             page.wait_for_timeout(5000)
             counted = int(tail.locator(".count").inner_text())
             rows = tail.locator(".docs li").count()
+            histogram = int(tail.locator(".histogram").get_attribute("data-total"))
+            service = tail.locator('.field-list > li[data-field="service"] .field-count').inner_text()
         finally:
             browser.close()
     for load in loads:
@@ -78,11 +83,29 @@ def measure(page_url: str, beater_url: str, index: str, rate: int, seconds: floa
         "counted": counted,
         "counted_share": counted / sent,
         "rows_on_page": rows,
+        "histogram_total": histogram,
+        "facet_service": service,
+    }
+
+
+LEVELS = ("info",) * 7 + ("warn",) * 2 + ("error",)
+
+
+def _document(n: int) -> dict:
+    """A log line matching ``user:page``: a level, a service, a status, a duration, a message."""
+    return {
+        "user": "page",
+        "n": n,
+        "level": LEVELS[n % len(LEVELS)],
+        "service": ("api", "web", "db", "auth")[n % 4],
+        "status": (200, 200, 200, 404, 500)[n % 5],
+        "ms": n % 97,
+        "msg": f"GET /items/{n % 1000}",
     }
 
 
 class _Load(threading.Thread):
-    """``rate`` documents/s matching ``user:page``, up to 100 per request, for ``seconds``."""
+    """``rate`` documents/s matching ``user:page``, up to 500 per request, for ``seconds``."""
 
     def __init__(self, url: str, rate: float, seconds: float):
         super().__init__(daemon=True)
@@ -95,11 +118,11 @@ class _Load(threading.Thread):
         started = time.monotonic()
         try:
             while (now := time.monotonic()) < started + self.seconds:
-                due = min(100, int(self.rate * (now - started)) - self.sent)
+                due = min(500, int(self.rate * (now - started)) - self.sent)
                 if due <= 0:
                     time.sleep(0.002)
                     continue
-                answer = post_blocking(self.url, [{"user": "page", "n": self.sent + n} for n in range(due)])
+                answer = post_blocking(self.url, [_document(self.sent + n) for n in range(due)])
                 if answer["published"] != due:
                     raise RuntimeError(f"{due} documents sent, {answer['published']} published")
                 self.sent += due
