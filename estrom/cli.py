@@ -446,12 +446,14 @@ def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None, highl
     parts = [_text(when)]
     if level is not None:
         shown = _text(level).upper()[:10].ljust(5)
+        if _marked(highlight, _named(source, LEVEL_FIELDS), level) != _text(level):
+            shown = f"{_MARK}{shown.rstrip()}{_UNMARK}" + " " * (len(shown) - len(shown.rstrip()))
         parts.append(f"{start}{shown}{_RESET}" if start else shown)
     for name in SHOWN_FIELDS:
         value = _lookup(source, name)
         if value is not None and not isinstance(value, dict | list):
             parts.append(_marked(highlight, name, value))
-    named = next((name for name in MESSAGE_FIELDS if _first(source, (name,), scalar=True) is not None), None)
+    named = _named(source, MESSAGE_FIELDS)
     message = _first(source, MESSAGE_FIELDS, scalar=True)
     if message is None:
         rest = source
@@ -465,6 +467,11 @@ def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None, highl
 
 
 _MARK, _UNMARK = "\x1b[7m", "\x1b[27m"
+
+
+def _named(source: Any, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that ``source`` holds as a single value."""
+    return next((name for name in names if _first(source, (name,), scalar=True) is not None), None)
 
 
 def _marked(highlight: Any, name: str | None, value: Any) -> str:

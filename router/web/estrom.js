@@ -620,7 +620,7 @@ class Tail {
     item.hit = hit; // to draw it again with other columns
     item.at = at;
     const source = hit._source || {};
-    const level = firstOf(source, LEVEL_FIELDS);
+    const [levelField, level] = firstNamed(source, LEVEL_FIELDS);
     if (typeof level === "string") item.className = "level-" + level.toLowerCase();
     const details = document.createElement("details");
     const summary = document.createElement("summary");
@@ -634,7 +634,8 @@ class Tail {
     if (level !== undefined) {
       const shown = document.createElement("span");
       shown.className = "level";
-      shown.textContent = String(level).toUpperCase();
+      const marks = marksOf(hit.highlight, levelField, level);
+      appendMarked(shown, String(level).toUpperCase(), marks && marks.map((piece) => ({ ...piece, text: piece.text.toUpperCase() })));
       summary.append(shown);
     }
     const used = new Set([...TIME_FIELDS, ...LEVEL_FIELDS]);

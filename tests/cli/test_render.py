@@ -157,3 +157,8 @@ def test_highlights_are_in_reverse_video_and_a_hostile_one_controls_nothing():
     # Without colour (a pipe), the line is the same text, unmarked.
     assert render(hit, args(output="line"), colour=False).endswith(" api a <b>timeout</b> \\x1b[2J")
     assert controls(OWN_COLOUR.sub("", line)) == []
+
+
+def test_a_highlighted_level_is_in_reverse_video_in_its_colour():
+    hit = {"_source": {"level": "error", "msg": "x"}, "highlight": {"level": ["<em>error</em>"]}}
+    assert render(hit, args(output="line"), colour=True).startswith("- \x1b[31m\x1b[7mERROR\x1b[27m\x1b[0m x")

@@ -531,7 +531,7 @@ def test_text_meets_wcag_aa_contrast_and_controls_have_labels(stack, page, index
 
 def test_why_it_matched_marks_the_engines_highlights_in_the_row_and_the_unfolded_hit(stack, page, index):
     page.goto(page_url(stack))
-    section = tail(page, index, "msg:timeout OR service:api")
+    section = tail(page, index, "msg:timeout OR service:api OR level:warn")
     post(stack, index, {"service": "web", "msg": "<b>before</b> the switch: timeout", "n": 0})
     expect(section.locator(".count")).to_have_text("1")
     plain_id = section.get_attribute("data-sid")
@@ -543,7 +543,7 @@ def test_why_it_matched_marks_the_engines_highlights_in_the_row_and_the_unfolded
         stack,
         index,
         [
-            {"service": "api", "host": "h1", "msg": "upstream timeout after 30 s", "n": 1},
+            {"service": "api", "host": "h1", "level": "warn", "msg": "upstream timeout after 30 s", "n": 1},
             {"service": "web", "msg": "nothing", "n": 2},
             {"service": "api", "msg": "a <b>timeout</b> & more", "n": 3},
         ],
@@ -554,12 +554,13 @@ def test_why_it_matched_marks_the_engines_highlights_in_the_row_and_the_unfolded
     expect(rows.nth(0).locator("mark")).to_have_count(0)  # came before highlights were asked
     expect(rows.nth(1).locator(".msg mark")).to_have_text(["timeout"])
     expect(rows.nth(1).locator(".field mark")).to_have_text(["api"])  # service:api matched it too
+    expect(rows.nth(1).locator(".level mark")).to_have_text(["WARN"])
     # The document's own markup is text, never a mark.
     expect(rows.nth(2).locator(".msg")).to_have_text("a <b>timeout</b> & more")
     expect(rows.nth(2).locator(".msg mark")).to_have_text(["timeout"])
     rows.nth(1).locator("summary").click()
     pre = rows.nth(1).locator("pre")
-    expect(pre.locator("mark")).to_have_text(["api", "timeout"])
+    expect(pre.locator("mark")).to_have_text(["api", "warn", "timeout"])
     assert json.loads(pre.inner_text())["_source"]["msg"] == "upstream timeout after 30 s"
     page.reload()  # kept in the URL
     expect(page.locator(".tail .marks")).to_have_attribute("aria-pressed", "true")
