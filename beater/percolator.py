@@ -538,40 +538,52 @@ class Percolator:
         is left out. One percolation of the documents they matched per way of highlighting."""
         found: dict[str, dict[int, dict[str, list[str]]]] = {}
         for mode in ("fields", "any"):
-            ids = sorted(query_id for query_id, how in matches.highlight.items() if how == mode)
-            if not ids:
-                continue
-            slots = sorted({slot for query_id in ids for slot in matches[query_id]})
-            body = {
-                "query": {
-                    "bool": {
-                        "filter": [
-                            {
-                                "percolate": {
-                                    "field": QUERY_FIELD,
-                                    "documents": await encode([documents[slot] for slot in slots]),
-                                }
-                            },
-                            {"terms": {ID_FIELD: ids}},
-                        ]
-                    }
-                },
-                "_source": False,
-                "size": len(ids),
-                "highlight": {**HIGHLIGHT, "require_field_match": mode == "fields", "fields": {"*": {}}},
-            }
-            answer = await self.engine.request("POST", path(percolator_index(index), "_search"), body)
-            for hit in answer["hits"]["hits"]:
-                for key, values in hit.get("highlight", {}).items():
-                    # With several documents the engine names a field with its document's slot
-                    # first ("3_msg"); with one, by its name alone.
-                    slot, field = (
-                        ("0", key) if len(slots) == 1 else key.split("_", 1) if "_" in key else ("", key)
-                    )
-                    if not slot.isdigit() or field.startswith("estrom_") or int(slot) >= len(slots):
-                        continue
-                    found.setdefault(hit["_id"], {}).setdefault(slots[int(slot)], {})[field] = values
+            chosen = sorted(query_id for query_id, how in matches.highlight.items() if how == mode)
+            for start in range(0, len(chosen), _HIGHLIGHTED_AT_ONCE):
+                ids = chosen[start : start + _HIGHLIGHTED_AT_ONCE]
+                await self._highlight(index, documents, matches, ids, mode, found)
         return found
+
+    async def _highlight(
+        self,
+        index: str,
+        documents: list[dict],
+        matches: Matches,
+        ids: list[str],
+        mode: str,
+        found: dict[str, dict[int, dict[str, list[str]]]],
+    ) -> None:
+        """The highlights of the queries ``ids`` (highlighted as ``mode`` says) into ``found``."""
+        slots = sorted({slot for query_id in ids for slot in matches[query_id]})
+        body = {
+            "query": {
+                "bool": {
+                    "filter": [
+                        {
+                            "percolate": {
+                                "field": QUERY_FIELD,
+                                "documents": await encode([documents[slot] for slot in slots]),
+                            }
+                        },
+                        {"terms": {ID_FIELD: ids}},
+                    ]
+                }
+            },
+            "_source": False,
+            "size": len(ids),
+            "highlight": {**HIGHLIGHT, "require_field_match": mode == "fields", "fields": {"*": {}}},
+        }
+        answer = await self.engine.request("POST", path(percolator_index(index), "_search"), body)
+        for hit in answer["hits"]["hits"]:
+            for key, values in hit.get("highlight", {}).items():
+                # With several documents the engine names a field with its document's slot
+                # first ("3_msg"); with one, by its name alone.
+                slot, field = (
+                    ("0", key) if len(slots) == 1 else key.split("_", 1) if "_" in key else ("", key)
+                )
+                if not slot.isdigit() or field.startswith("estrom_") or int(slot) >= len(slots):
+                    continue
+                found.setdefault(hit["_id"], {}).setdefault(slots[int(slot)], {})[field] = values
 
     async def _take_out_failing(self, index: str, percolate: dict[str, Any], error: EngineError) -> None:
         """After the percolation of documents (the query ``percolate``) failed with ``error``: raise it if the
@@ -802,9 +814,10 @@ class Percolator:
 
     async def _store_again(self, index: str) -> None:
         """Index every stored query of ``index`` again, as it is: each only if unchanged since it
-        was read (a query changed since was indexed again by the engine, with the mapping of
-        now; indexing the copy read before would undo that change). Queries the engine refuses
-        are logged, counted, and stored again at the next sweep."""
+        was read (indexing the copy read before would undo a change made since). A query changed
+        meanwhile (its ``estrom_seen`` updated) may have been parsed just before the new mapping
+        applied: it is read and stored again, a few times at most. Queries the engine refuses,
+        or that keep changing, are logged, counted, and stored again at the next sweep."""
         name = percolator_index(index)
         body: dict[str, Any] = {
             "size": 500,
@@ -814,22 +827,30 @@ class Percolator:
         }
         stored = failed = 0
         self._store_again_pending.add(index)
+        changed: list[str] = []  # since they were read
         while True:
             answer = await self.engine.request("POST", path(name, "_search"), body)
             hits = answer["hits"]["hits"]
             if hits:
-                refused = await self.engine.bulk_items(
-                    [[_versioned("index", hit), hit["_source"]] for hit in hits]
-                )
-                refused = [r for r in refused if r.status not in (404, 409)]  # changed or gone since
-                self._refused(
-                    f"store again under the new mapping of {index!r}", refused, [h["_id"] for h in hits]
-                )
-                stored += len(hits) - len(refused)
-                failed += len(refused)
+                done, refused = await self._index_again(index, hits, changed)
+                stored += done
+                failed += refused
             if len(hits) < body["size"]:
                 break
             body["search_after"] = hits[-1]["sort"]
+        for _ in range(_STORE_AGAIN_ROUNDS):
+            if not changed:
+                break
+            ids, changed = changed, []
+            answer = await self.engine.request(
+                "POST",
+                path(name, "_search"),
+                {"query": {"ids": {"values": ids}}, "size": len(ids), "seq_no_primary_term": True},
+            )
+            done, refused = await self._index_again(index, answer["hits"]["hits"], changed)
+            stored += done
+            failed += refused
+        failed += len(changed)
         await self.engine.request("POST", path(name, "_refresh"))
         if not failed:
             self._store_again_pending.discard(index)
@@ -839,6 +860,18 @@ class Percolator:
             count=stored,
             failed=f", {failed} refused (tried again at the next sweep)" if failed else "",
         )
+
+    async def _index_again(self, index: str, hits: list[dict], changed: list[str]) -> tuple[int, int]:
+        """Index ``hits`` (stored queries read with their sequence numbers) again, each only if
+        unchanged since: how many were, and how many the engine refused. The IDs of those changed
+        since go to ``changed``; those gone since are done."""
+        answered = await self.engine.bulk_items([[_versioned("index", hit), hit["_source"]] for hit in hits])
+        ids = [hit["_id"] for hit in hits]
+        conflicts = [ids[r.position] for r in answered if r.status == 409]
+        changed += conflicts
+        refused = [r for r in answered if r.status not in (404, 409)]
+        self._refused(f"store again under the new mapping of {index!r}", refused, ids)
+        return len(hits) - len(conflicts) - len(refused), len(refused)
 
     def _refused(self, what: str, refused: list[Refused], ids: list[str]) -> None:
         """Log and count the items of one of the sweep's bulk requests that the engine refused
@@ -896,6 +929,8 @@ class Percolator:
 
 _TAKEN_OUT = {"type": "keyword"}
 _HIGHLIGHT_MODE = {"type": "keyword"}
+_HIGHLIGHTED_AT_ONCE = 1_000  # queries highlighted by one search (its hits, at most)
+_STORE_AGAIN_ROUNDS = 3  # of storing again the queries changed while they were stored again
 
 
 class Matches(dict):

@@ -11,11 +11,12 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from twisted.internet.defer import Deferred, fail, succeed
 
-from beater.engine import Engine
+from beater.engine import Engine, EngineUnavailable
 from beater.identity import identify
-from beater.percolator import Percolator
+from beater.percolator import Matches, Percolator
 from beater.service import EVENT_BYTES, Beater, RouterUnavailable
 from beater.store import Store
+from estrom import api
 from estrom.testing import http
 
 
@@ -227,3 +228,43 @@ async def test_a_publication_that_fails_otherwise_than_a_lost_router_leaves_no_c
     await http.post(f"{stack.engine_url}/{index}/_refresh")
     response = await http.get(f"{stack.engine_url}/{index}/_doc/sent-once")
     assert (await response.json())["found"] is False  # the sender will send it again: no copy stays
+
+
+class _Highlighting:
+    """Two queries match both documents; the second was registered for highlights."""
+
+    def __init__(self, fails: bool = False):
+        self.fails = fails
+
+    async def percolate(self, index, documents, only=None):
+        matches = Matches()
+        matches.update({"a" * 16: [0, 1], "b" * 16: [0, 1]})
+        matches.highlight["b" * 16] = "fields"
+        return matches
+
+    async def highlights(self, index, documents, matches):
+        if self.fails:
+            raise EngineUnavailable("the engine went away")
+        return {"b" * 16: {1: {"msg": ["<em>x</em>"]}}}
+
+
+class _Published:
+    def __init__(self):
+        self.events: list[tuple[str, tuple]] = []
+
+    def publish(self, topic, *hits, options=None):
+        self.events.append((topic, hits))
+        return succeed(None)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["highlighted", "engine-fails"])
+@pytest_twisted.ensureDeferred
+async def test_only_the_highlight_registrations_hits_carry_highlights_and_none_is_held_back(fails):
+    service = Beater(_Highlighting(fails))
+    service.session = session = _Published()
+    await service.deliver("events", [{"msg": "y"}, {"msg": "x"}], ids=["1", "2"])
+    events = {topic: hits for topic, hits in session.events}
+    plain, marked = events["docs-for-" + "a" * 16], events["docs-for-" + "b" * 16]
+    assert [api.HIGHLIGHT in hit for hit in plain] == [False, False]
+    assert [hit["_id"] for hit in marked] == ["1", "2"]
+    assert [hit.get(api.HIGHLIGHT) for hit in marked] == [None, None if fails else {"msg": ["<em>x</em>"]}]
