@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers screenshots clean
+.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers clients screenshots clean
 
 # `make`, `make up` and `make test` first name whatever this machine lacks for them, and how to
 # install it (dev/prereqs), before anything is built: checked as the Makefile is read, so it
@@ -39,6 +39,17 @@ router/web/node_modules/.installed: router/web/package.json router/web/package-l
 # autobahn-js for Node.js: the tests' WAMP client that no one here wrote.
 tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
+
+# The official Elasticsearch clients 8 and 9 and opensearch-py, each in a virtualenv of its own
+# (one environment cannot hold two versions of a package), pinned in tests/clients/.
+CLIENTS := es8 es9 opensearch
+clients: $(foreach c,$(CLIENTS),.clients/$(c)/.installed)
+
+.clients/%/.installed: tests/clients/%.txt
+	rm -rf .clients/$*
+	$(PYTHON) -m venv .clients/$*
+	.clients/$*/bin/pip install -q -r tests/clients/$*.txt
 	touch $@
 
 # The page is tested in Debian's Chromium (Playwright cannot download a browser here).
@@ -98,7 +109,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint browser shippers tests/js/node_modules/.installed
+test: install lint browser shippers clients tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
 
 # The unit layer alone: no search engine, router, browser or Java (the tests that do not use the
@@ -157,4 +168,4 @@ screenshots: install browser tests/js/node_modules/.installed
 
 clean:
 	rm -rf $(VENV) $(ROUTER_VENV) engine/target engine/elasticsearch7/target .estrom \
-		router/web/node_modules tests/js/node_modules .shippers
+		router/web/node_modules tests/js/node_modules .shippers .clients

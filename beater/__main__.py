@@ -8,6 +8,7 @@ from functools import partial
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from beater.compat import Compat
 from beater.engine import Engine, engine_answers
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     serve(
         settings,
         IngestSite(
-            IngestRoot(beater),
+            IngestRoot(beater, Compat(settings.compat_version)),
             settings.max_body_bytes,
             settings.max_bytes_in_flight,
             settings.off_reactor_bytes,

@@ -11,6 +11,7 @@ Either takes a gzip body (``Content-Encoding: gzip``).
 from __future__ import annotations
 
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from beater.bulk import BulkItem, parse_bulk
+from beater import compat
+from beater.bulk import MAX_ID_BYTES, BulkItem, parse_bulk
+from beater.compat import Compat
 from beater.documents import JSON_TYPES, NDJSON_TYPES, BadDocuments, TooManyDocuments, parse_documents
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
@@ -125,7 +128,15 @@ class LimitedRequest(Request):
     def process(self) -> None:
         if self.over_budget:  # answered already: the client closes, or LINGER_SECONDS do
             return
+        # Every answer says which product it is: the official clients 8 and 9 refuse any other.
+        self.setHeader(compat.PRODUCT_HEADER, compat.PRODUCT)
         super().process()
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        # JSON is answered in the versioned type the client's Accept asks for (beater.compat).
+        if isinstance(name, bytes) and name.lower() == b"content-type" and value == b"application/json":
+            value = compat.answer_type(self) or value
+        super().setHeader(name, value)
 
 
 class IngestSite(GuardedSite):
@@ -227,40 +238,122 @@ class IndexDocsResource(_Ingest):
         if read is None:
             return
         body, documents = read
+        counts = await self.ingest(request, index, documents, len(body))
+        if counts is not None:
+            send_json(request, 200, counts)
+
+    async def ingest(
+        self,
+        request: LimitedRequest,
+        index: str,
+        documents: list[dict],
+        size: int,
+        ids: list[str] | None = None,
+        named: list[bool] | None = None,
+    ) -> dict[str, int] | None:
+        """Percolate and publish ``documents``: their counts, or None once ``request`` was
+        answered with why not (a status a sender that retries mends, or not)."""
         try:
-            counts = await self.beater.ingest(index, documents, len(body))
+            counts = await self.beater.ingest(index, documents, size, ids, named)
         except Rejected as e:
             self.beater.metrics.refused(index, len(documents), 422)
             send_error(request, 422, f"the search engine refused the documents: {e}")
-            return
+            return None
         except Misconfigured as e:
             self.beater.metrics.refused(index, len(documents), 500)
             send_error(request, 500, f"{e} (a misconfiguration, logged): not the sender's to mend")
-            return
+            return None
         except Overloaded as e:
             self.beater.metrics.refused(index, len(documents), 429)
             # Logstash's http output retries on 429 (and 503): nothing is lost, memory stays flat.
             send_error(request, 429, f"{e}: retry later", RETRY_AFTER)
-            return
+            return None
         except (EngineUnavailable, RouterUnavailable) as e:
             self.beater.metrics.refused(index, len(documents), 503)
             send_error(request, 503, str(e), RETRY_AFTER)
-            return
+            return None
         self.beater.metrics.took(index, len(documents))
-        send_json(request, 200, counts)
+        return counts
+
+
+class DocResource(IndexDocsResource):
+    """The engine's document APIs, as the clients' ``index()`` and ``create()`` call them:
+    ``POST /<index>/_doc`` (Beater names it), ``PUT``/``POST /<index>/_doc/<id>`` and
+    ``/<index>/_create/<id>``: one JSON object, answered 201 as the engine answers."""
+
+    allowedMethods = (b"POST", b"PUT")
+
+    def __init__(self, beater: Beater, index: str | None, compat: Compat, action: str):
+        super().__init__(beater, index)
+        self.compat, self.action = compat, action
+
+    async def answer(self, request: LimitedRequest) -> None:
+        given = request.postpath[0] if request.postpath and request.postpath[0] else None
+        if len(request.postpath) > 1 or (
+            given is None and (self.action == "create" or request.method == b"PUT")
+        ):
+            send_error(
+                request, 404 if len(request.postpath) > 1 else 405, f"{self.action}: use /<index>/_doc/<id>"
+            )
+            return
+        document_id = _index_name(given) if given is not None else uuid.uuid4().hex
+        if not document_id or len(document_id.encode()) > MAX_ID_BYTES:
+            send_error(request, 400, f"a document's _id is UTF-8 text of 1 to {MAX_ID_BYTES} bytes")
+            return
+        if self.index is None:
+            send_error(request, 400, "the index name is not UTF-8")
+            return
+        try:
+            index = check_index(self.index, self.beater.index_patterns)
+        except InvalidIndex as e:
+            send_error(request, 400, str(e))
+            return
+        principal = principal_of(request)
+        if not principal.may_send(index):
+            send_error(request, 403, f"the token {principal.name!r} may not send to the index {index!r}")
+            return
+        read = await self.read(
+            request,
+            lambda body, kind: _one_document(parse_documents(body, kind, self.beater.document_limits)),
+        )
+        if read is None:
+            return
+        body, documents = read
+        if (
+            await self.ingest(request, index, documents, len(body), [document_id], [given is not None])
+            is None
+        ):
+            return
+        answer = {
+            "_index": index,
+            "_id": document_id,
+            "_version": 1,
+            "result": "created",
+            "_shards": {"total": 1, "successful": 1, "failed": 0},
+            "_seq_no": 0,
+            "_primary_term": 1,
+        }
+        send_json(request, 201, self.compat.bulk_item(answer))
+
+
+def _one_document(documents: list[dict]) -> list[dict]:
+    if len(documents) != 1:
+        raise BadDocuments("the document API takes one JSON object")
+    return documents
 
 
 class IngestRoot(JsonResource):
     """``/``: Beater's API (``/api/v0.1/docs/<index>``), and the Elasticsearch endpoints that
     shippers speak: ``/_bulk``, ``/<index>/_bulk``, and ``GET /`` (which version they talk to)."""
 
-    def __init__(self, beater: Beater):
+    def __init__(self, beater: Beater, compat: Compat | None = None):
         super().__init__()
         self.beater = beater
+        self.compat = compat = compat or Compat()
         api = api_root(DocsResource(beater)).children[b"api"]
-        api.putChild(b"_bulk", BulkResource(beater, "api"))  # "api" is an index name too
+        api.putChild(b"_bulk", BulkResource(beater, "api", compat))  # "api" is an index name too
         self.putChild(b"api", api)
-        self.putChild(b"_bulk", BulkResource(beater, None))
+        self.putChild(b"_bulk", BulkResource(beater, None, compat))
         for branch, answer in ((b"_cat", "line"), (b"_cluster", "object")):
             self.putChild(branch, Branch())
             self.children[branch].putChild(b"health", _Health(beater, answer))
@@ -268,27 +361,12 @@ class IngestRoot(JsonResource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         if name == b"" and not request.postpath:
             return self
-        return _IndexBranch(self.beater, name)
+        return _IndexBranch(self.beater, name, self.compat)
 
     def render_GET(self, request: Request) -> bytes:
-        return json_answer(request, 200, ENGINE_INFO)
-
-
-# What Beater answers at GET /: shippers read "version.number" to choose how to talk (7.x: one
-# mapping type, "_doc"), as they do with OpenSearch, which answers 7.10.2 in its compatibility mode.
-ENGINE_INFO = {
-    "name": "estrom",
-    "cluster_name": "estrom",
-    "version": {
-        "number": "7.10.2",
-        "build_flavor": "oss",
-        "build_type": "estrom",
-        "lucene_version": "8.7.0",
-        "minimum_wire_compatibility_version": "6.8.0",
-        "minimum_index_compatibility_version": "6.0.0-beta1",
-    },
-    "tagline": "You Know, for Search",
-}
+        # Shippers read "version.number" to choose how to talk; the clients 8 and 9 check the
+        # product (beater.compat).
+        return json_answer(request, 200, self.compat.info())
 
 
 class _Health(JsonResource):
@@ -318,15 +396,17 @@ class _Health(JsonResource):
 
 
 class _IndexBranch(Branch):
-    """``/<index>``: only ``/<index>/_bulk`` is served."""
+    """``/<index>``: ``/<index>/_bulk``, ``/<index>/_doc[/<id>]`` and ``/<index>/_create/<id>``."""
 
-    def __init__(self, beater: Beater, name: bytes):
+    def __init__(self, beater: Beater, name: bytes, compat: Compat):
         super().__init__()
-        self.beater, self.name = beater, name
+        self.beater, self.name, self.compat = beater, name, compat
 
     def getChild(self, name: bytes, request: Request) -> Resource:
         if name == b"_bulk":
-            return BulkResource(self.beater, _index_name(self.name))
+            return BulkResource(self.beater, _index_name(self.name), self.compat)
+        if name in (b"_doc", b"_create"):
+            return DocResource(self.beater, _index_name(self.name), self.compat, name[1:].decode())
         return NotFound()
 
 
@@ -337,6 +417,10 @@ class BulkResource(_Ingest):
     gets that status, so that shippers that read only the status retry it."""
 
     allowedMethods = (b"POST", b"PUT")
+
+    def __init__(self, beater: Beater, index: str | None, compat: Compat | None = None):
+        super().__init__(beater, index)
+        self.compat = compat or Compat()
 
     async def answer(self, request: LimitedRequest) -> None:
         started = time.monotonic()
@@ -387,7 +471,11 @@ class BulkResource(_Ingest):
             {
                 "took": round((time.monotonic() - started) * 1000),
                 "errors": any(item.status >= 300 for item in items),
-                "items": [item.answer() for item in items],
+                "items": [
+                    {action: self.compat.bulk_item(result)}
+                    for item in items
+                    for action, result in item.answer().items()
+                ],
             },
         )
 
@@ -462,6 +550,10 @@ def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tup
     if request.body_too_large:
         raise Refused(413, f"the body is larger than {limit} bytes")
     content_type, charset = _content_type(request)
+    try:
+        content_type = compat.plain_type(content_type, _content_params(request))
+    except compat.MediaTypeError as e:
+        raise Refused(400, str(e)) from None
     if content_type not in content_types:
         raise Refused(
             415, f"unsupported Content-Type '{content_type}': use application/json or application/x-ndjson"
@@ -493,6 +585,10 @@ def gunzip(body: bytes, limit: int) -> bytes:
         parts.append(part)
         rest = inflater.unused_data
     return b"".join(parts)
+
+
+def _content_params(request: Request) -> str:
+    return (request.getHeader(b"content-type") or b"").decode("latin-1").partition(";")[2]
 
 
 def _content_type(request: Request) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from beater.compat import ElasticsearchVersion
 from beater.documents import DocumentLimits
 from beater.validation import Limits
 from estrom.settings import ServiceSettings, setting
@@ -55,6 +56,12 @@ class BeaterSettings(ServiceSettings):
     )
     max_determinized_states: int = setting(
         10_000, "ESTROM_MAX_DETERMINIZED_STATES", "highest max_determinized_states a query may ask for"
+    )
+    compat_version: str = setting(
+        ElasticsearchVersion("8.17.0"),
+        "ESTROM_COMPAT_VERSION",
+        "the Elasticsearch version Beater answers as at GET / and in _bulk answers (7.x.y, 8.x.y or "
+        "9.x.y): the official clients 8 and 9 and the shippers built on them take 8.x and 9.x",
     )
     index_patterns: str = setting(
         "*", "ESTROM_INDEX_PATTERNS", "comma-separated shell patterns of the index names served (e.g. logs-*)"

@@ -111,8 +111,9 @@ async def test_gzip_bodies_are_taken_by_both_apis_and_a_gzip_bomb_is_refused(sta
 async def test_the_start_up_probes_of_shippers_are_answered(stack):
     response = await http.get(stack.beater_url + "/")
     info = await response.json()
-    assert response.code == 200 and info["version"]["number"].startswith("7.")
+    assert response.code == 200 and info["version"]["number"].startswith("8.")
     assert info["tagline"] == "You Know, for Search"
+    assert response.headers.getRawHeaders("X-Elastic-Product") == ["Elasticsearch"]
     response = await http.head(stack.beater_url + "/")
     assert response.code == 200
     # rsyslog's omelasticsearch sends nothing before a HEAD /_cat/health answers 200.

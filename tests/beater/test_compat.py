@@ -1,0 +1,124 @@
+"""Beater answers as an Elasticsearch cluster where clients look (beater.compat): the product
+header, versioned media types in and out, the version ESTROM_COMPAT_VERSION names, `_bulk`
+answers worded as that version words them, and the document API the clients' `index()` calls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+
+from beater.compat import Compat, ElasticsearchVersion, answer_type, plain_type
+from estrom.testing import HttpStream, http
+
+V8 = "application/vnd.elasticsearch+json; compatible-with=8"
+V8_NDJSON = "application/vnd.elasticsearch+x-ndjson; compatible-with=8"
+
+
+def test_versions_taken_and_refused():
+    assert ElasticsearchVersion(" 9.1.0") == "9.1.0" and Compat("7.10.2").major == 7
+    for bad in ("8", "10.0.0", "6.8.0", "8.x.0", ""):
+        with pytest.raises(ValueError):
+            ElasticsearchVersion(bad)
+    assert plain_type("application/vnd.elasticsearch+json", "compatible-with=9") == "application/json"
+    assert plain_type("application/vnd.elasticsearch+x-ndjson", "") == "application/x-ndjson"
+    assert plain_type("text/plain", "") == "text/plain"
+    with pytest.raises(ValueError, match="compatible-with=6"):
+        plain_type("application/vnd.elasticsearch+json", "compatible-with=6")
+
+
+def test_bulk_items_are_worded_as_the_version_announced():
+    item = {"_index": "events", "_id": "1", "status": 201}
+    assert Compat("7.10.2").bulk_item(item) == {
+        "_index": "events",
+        "_type": "_doc",
+        "_id": "1",
+        "status": 201,
+    }
+    assert Compat("8.17.0").bulk_item(item) == item
+    assert Compat("9.0.0").info()["version"]["build_flavor"] == "default"
+    assert Compat("7.10.2").info()["version"]["build_flavor"] == "oss"
+
+
+class _Request:
+    def __init__(self, accept: bytes | None):
+        self.accept = accept
+
+    def getHeader(self, name):
+        return self.accept
+
+
+def test_the_answer_is_in_the_type_accepted():
+    assert answer_type(_Request(b"application/vnd.elasticsearch+json; compatible-with=9")) == (
+        b"application/vnd.elasticsearch+json; compatible-with=9"
+    )
+    assert answer_type(_Request(b"application/json")) is None
+    assert answer_type(_Request(None)) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_versioned_media_types_in_and_out(stack, index):
+    stream = await HttpStream.open(stack.tailor_url, i=index, q="service:api")
+    try:
+        await stream.wait_for_head()
+        body = "".join(json.dumps(line) + "\n" for line in ({"index": {}}, {"service": "api", "n": 1}))
+        response = await http.post(
+            f"{stack.beater_url}/{index}/_bulk",
+            data=body.encode(),
+            headers={"Content-Type": V8_NDJSON, "Accept": V8},
+        )
+        assert response.code == 200
+        assert response.headers.getRawHeaders("Content-Type") == [V8]
+        assert response.headers.getRawHeaders("X-Elastic-Product") == ["Elasticsearch"]
+        answer = await response.json()
+        assert "_type" not in answer["items"][0]["index"] and answer["items"][0]["index"]["status"] == 201
+        # The document API: POST names it, PUT takes the sender's _id.
+        response = await http.post(
+            f"{stack.beater_url}/{index}/_doc",
+            data=json.dumps({"service": "api", "n": 2}).encode(),
+            headers={"Content-Type": V8, "Accept": V8},
+        )
+        assert response.code == 201 and (await response.json())["result"] == "created"
+        response = await http.put(
+            f"{stack.beater_url}/{index}/_create/mine",
+            data=json.dumps({"service": "api", "n": 3}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.code == 201 and (await response.json())["_id"] == "mine"
+        hits = await stream.wait_for_hits(3)
+        assert [hit["_source"]["n"] for hit in hits] == [1, 2, 3]
+        assert hits[2]["_id"] == "mine" and hits[2].get("_named") is True
+        # Refused clearly: another compatible-with, an array to the document API, no _id on PUT.
+        for method, path, data, content_type, status, says in [
+            (
+                "POST",
+                "/_bulk",
+                body,
+                "application/vnd.elasticsearch+x-ndjson; compatible-with=6",
+                400,
+                "compatible-with=6",
+            ),
+            ("POST", f"/{index}/_doc", "[{}, {}]", "application/json", 422, "one JSON object"),
+            ("PUT", f"/{index}/_doc", "{}", "application/json", 405, "_doc/<id>"),
+            ("PUT", f"/{index}/_doc/a/b", "{}", "application/json", 404, "_doc/<id>"),
+        ]:
+            response = await http.request(
+                method, stack.beater_url + path, data=data.encode(), headers={"Content-Type": content_type}
+            )
+            assert response.code == status, (path, response.code)
+            assert says in (await response.json())["error"], path
+    finally:
+        stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_as_elasticsearch_7_the_bulk_items_have_a_type(stack, sole_beater, index):
+    sole_beater(ESTROM_COMPAT_VERSION="7.10.2")
+    response = await http.get(stack.beater_url + "/")
+    assert (await response.json())["version"]["number"] == "7.10.2"
+    body = "".join(json.dumps(line) + "\n" for line in ({"index": {"_index": index}}, {"n": 1}))
+    response = await http.post(
+        stack.beater_url + "/_bulk", data=body.encode(), headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert (await response.json())["items"][0]["index"]["_type"] == "_doc"
