@@ -220,17 +220,8 @@ class IndexDocsResource(_Ingest):
         if request.postpath:
             send_error(request, 404, "POST documents to /api/v0.1/docs/<index>")
             return
-        if self.index is None:
-            send_error(request, 400, "the index name is not UTF-8")
-            return
-        try:
-            index = check_index(self.index, self.beater.index_patterns)
-        except InvalidIndex as e:
-            send_error(request, 400, str(e))
-            return
-        principal = principal_of(request)
-        if not principal.may_send(index):
-            send_error(request, 403, f"the token {principal.name!r} may not send to the index {index!r}")
+        index = self.allowed_index(request)
+        if index is None:
             return
         read = await self.read(
             request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits)
@@ -241,6 +232,22 @@ class IndexDocsResource(_Ingest):
         counts = await self.ingest(request, index, documents, len(body))
         if counts is not None:
             send_json(request, 200, counts)
+
+    def allowed_index(self, request: LimitedRequest) -> str | None:
+        """The index of this path, if the sender may send to it; else None, answered why not."""
+        if self.index is None:
+            send_error(request, 400, "the index name is not UTF-8")
+            return None
+        try:
+            index = check_index(self.index, self.beater.index_patterns)
+        except InvalidIndex as e:
+            send_error(request, 400, str(e))
+            return None
+        principal = principal_of(request)
+        if not principal.may_send(index):
+            send_error(request, 403, f"the token {principal.name!r} may not send to the index {index!r}")
+            return None
+        return index
 
     async def ingest(
         self,
@@ -300,17 +307,8 @@ class DocResource(IndexDocsResource):
         if not document_id or len(document_id.encode()) > MAX_ID_BYTES:
             send_error(request, 400, f"a document's _id is UTF-8 text of 1 to {MAX_ID_BYTES} bytes")
             return
-        if self.index is None:
-            send_error(request, 400, "the index name is not UTF-8")
-            return
-        try:
-            index = check_index(self.index, self.beater.index_patterns)
-        except InvalidIndex as e:
-            send_error(request, 400, str(e))
-            return
-        principal = principal_of(request)
-        if not principal.may_send(index):
-            send_error(request, 403, f"the token {principal.name!r} may not send to the index {index!r}")
+        index = self.allowed_index(request)
+        if index is None:
             return
         read = await self.read(
             request,
