@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     serve(
         settings,
         IngestSite(
-            IngestRoot(beater, Compat(settings.compat_version)),
+            IngestRoot(beater, Compat(settings.compat_version), settings.otlp_index),
             settings.max_body_bytes,
             settings.max_bytes_in_flight,
             settings.off_reactor_bytes,

@@ -24,10 +24,17 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from beater import compat
+from beater import compat, otlp
 from beater.bulk import MAX_ID_BYTES, BulkItem, parse_bulk
 from beater.compat import Compat
-from beater.documents import JSON_TYPES, NDJSON_TYPES, BadDocuments, TooManyDocuments, parse_documents
+from beater.documents import (
+    JSON_TYPES,
+    NDJSON_TYPES,
+    BadDocuments,
+    TooManyDocuments,
+    check_document,
+    parse_documents,
+)
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
 from beater.pipeline import Misconfigured, Overloaded, Rejected
@@ -39,6 +46,7 @@ from estrom.http import (
     JsonResource,
     NotFound,
     answer_later,
+    answered_or_gone,
     api_root,
     json_answer,
     principal_of,
@@ -171,6 +179,7 @@ class _Ingest(JsonResource):
 
     isLeaf = True
     allowedMethods = (b"POST",)
+    content_types = JSON_TYPES + NDJSON_TYPES
 
     def __init__(self, beater: Beater, index: str | None):
         super().__init__()
@@ -191,7 +200,7 @@ class _Ingest(JsonResource):
         answered: 413 or 415, which the sender mends by sending it otherwise, or 422 for
         documents that will never be taken (see "Statuses, and shippers" in README)."""
         try:
-            body, content_type, gzipped = request_body(request, JSON_TYPES + NDJSON_TYPES)
+            body, content_type, gzipped = request_body(request, self.content_types)
             site = request.channel.site
             limit = site.max_body_bytes
 
@@ -334,6 +343,95 @@ class DocResource(IndexDocsResource):
         send_json(request, 201, self.compat.bulk_item(answer))
 
 
+class OtlpLogsResource(_Ingest):
+    """``POST /v1/logs``: OpenTelemetry logs over OTLP/HTTP (beater.otlp), protobuf or JSON. Every
+    record taken is percolated and published; those that cannot be (an index Beater does not
+    serve or the token may not send to, a document it refuses) are the answer's partial success.
+    When none can be taken for a reason a retry mends, 429 or 503 (the exporters retry them)."""
+
+    content_types = (otlp.PROTOBUF, otlp.JSON)
+
+    def __init__(self, beater: Beater, index_template: str):
+        super().__init__(beater, None)
+        try:
+            index_template.format(dataset="d", namespace="n")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"ESTROM_OTLP_INDEX may name {{dataset}} and {{namespace}}: {e}") from None
+        self.index_template = index_template
+
+    async def answer(self, request: LimitedRequest) -> None:
+        if request.postpath and request.postpath != [b""]:
+            send_error(request, 404, "POST OTLP logs to /v1/logs")
+            return
+        beater, content_type = self.beater, _content_type(request)[0]
+        content_type = otlp.JSON if content_type != otlp.PROTOBUF else otlp.PROTOBUF
+
+        def decode(body: bytes, kind: str) -> otlp.Records:
+            try:
+                records = otlp.documents(otlp.parse(body, kind), self.index_template, time.time())
+            except otlp.BadOtlp as e:
+                raise BadDocuments(str(e)) from None
+            count = sum(map(len, records.by_index.values()))
+            if count > beater.document_limits.max_documents:
+                raise TooManyDocuments(
+                    f"more than {beater.document_limits.max_documents} log records in one request"
+                )
+            return records
+
+        read = await self.read(request, decode)
+        if read is None:
+            return
+        body, records = read
+        principal = principal_of(request)
+        taken: dict[str, list[dict]] = {}
+        for index, documents in records.by_index.items():
+            try:
+                index = check_index(index, beater.index_patterns)
+            except InvalidIndex as e:
+                for _ in documents:
+                    records.reject(str(e))
+                continue
+            if not principal.may_send(index):
+                for _ in documents:
+                    records.reject(f"the token {principal.name!r} may not send to the index {index!r}")
+                continue
+            for position, document in enumerate(documents):
+                try:
+                    check_document(document, f"log record {position} for {index}: ", beater.document_limits)
+                except BadDocuments as e:
+                    records.reject(str(e))
+                    continue
+                taken.setdefault(index, []).append(document)
+        size = len(body)
+        outcomes = await DeferredList(
+            [Deferred.fromCoroutine(beater.ingest(index, group, size)) for index, group in taken.items()],
+            consumeErrors=True,
+        )
+        retry: list[Exception] = []
+        for (ok, outcome), (index, group) in zip(outcomes, taken.items(), strict=True):
+            if ok:
+                beater.metrics.took(index, len(group))
+                continue
+            error = outcome.value
+            if isinstance(error, (Overloaded, EngineUnavailable, RouterUnavailable)):
+                retry.append(error)
+            else:  # the engine refused them, or a misconfiguration: never taken
+                for _ in group:
+                    records.reject(f"the search engine refused the record: {error}")
+        if retry:
+            # Not taken, and a retry mends it: the whole request again (a group taken meanwhile
+            # arrives twice: OTLP has no IDs to tell; README, Known limits).
+            status = 429 if all(isinstance(e, Overloaded) for e in retry) else 503
+            send_error(request, status, f"{retry[0]}: retry", RETRY_AFTER)
+            return
+        if answered_or_gone(request):
+            return
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", content_type.encode())
+        request.write(otlp.answer(records.rejected, "; ".join(records.reasons), content_type))
+        request.finish()
+
+
 def _one_document(documents: list[dict]) -> list[dict]:
     if len(documents) != 1:
         raise BadDocuments("the document API takes one JSON object")
@@ -344,7 +442,7 @@ class IngestRoot(JsonResource):
     """``/``: Beater's API (``/api/v0.1/docs/<index>``), and the Elasticsearch endpoints that
     shippers speak: ``/_bulk``, ``/<index>/_bulk``, and ``GET /`` (which version they talk to)."""
 
-    def __init__(self, beater: Beater, compat: Compat | None = None):
+    def __init__(self, beater: Beater, compat: Compat | None = None, otlp_index: str = otlp.DEFAULT_INDEX):
         super().__init__()
         self.beater = beater
         self.compat = compat = compat or Compat()
@@ -352,6 +450,7 @@ class IngestRoot(JsonResource):
         api.putChild(b"_bulk", BulkResource(beater, "api", compat))  # "api" is an index name too
         self.putChild(b"api", api)
         self.putChild(b"_bulk", BulkResource(beater, None, compat))
+        self.otlp = OtlpLogsResource(beater, otlp_index)
         for branch, answer in ((b"_cat", "line"), (b"_cluster", "object")):
             self.putChild(branch, Branch())
             self.children[branch].putChild(b"health", _Health(beater, answer))
@@ -359,7 +458,7 @@ class IngestRoot(JsonResource):
     def getChild(self, name: bytes, request: Request) -> Resource:
         if name == b"" and not request.postpath:
             return self
-        return _IndexBranch(self.beater, name, self.compat)
+        return _IndexBranch(self.beater, name, self.compat, self.otlp)
 
     def render_GET(self, request: Request) -> bytes:
         # Shippers read "version.number" to choose how to talk; the clients 8 and 9 check the
@@ -396,11 +495,13 @@ class _Health(JsonResource):
 class _IndexBranch(Branch):
     """``/<index>``: ``/<index>/_bulk``, ``/<index>/_doc[/<id>]`` and ``/<index>/_create/<id>``."""
 
-    def __init__(self, beater: Beater, name: bytes, compat: Compat):
+    def __init__(self, beater: Beater, name: bytes, compat: Compat, otlp_logs: Resource):
         super().__init__()
-        self.beater, self.name, self.compat = beater, name, compat
+        self.beater, self.name, self.compat, self.otlp_logs = beater, name, compat, otlp_logs
 
     def getChild(self, name: bytes, request: Request) -> Resource:
+        if self.name == b"v1" and name == b"logs":  # OTLP/HTTP; an index named v1 keeps the rest
+            return self.otlp_logs
         if name == b"_bulk":
             return BulkResource(self.beater, _index_name(self.name), self.compat)
         if name in (b"_doc", b"_create"):

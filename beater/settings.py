@@ -63,6 +63,12 @@ class BeaterSettings(ServiceSettings):
         "the Elasticsearch version Beater answers as at GET / and in _bulk answers (7.x.y, 8.x.y or "
         "9.x.y): the official clients 8 and 9 and the shippers built on them take 8.x and 9.x",
     )
+    otlp_index: str = setting(
+        "logs-{dataset}-{namespace}",
+        "ESTROM_OTLP_INDEX",
+        "the index of an OTLP log record without an estrom.index attribute; {dataset} and {namespace} "
+        "are its data_stream.dataset and data_stream.namespace (generic, default when absent)",
+    )
     index_patterns: str = setting(
         "*", "ESTROM_INDEX_PATTERNS", "comma-separated shell patterns of the index names served (e.g. logs-*)"
     )
