@@ -21,7 +21,7 @@ PRODUCT_HEADER = b"X-Elastic-Product"
 PRODUCT = b"Elasticsearch"
 VERSIONS = (7, 8, 9)  # compatible-with values taken
 _VENDOR = re.compile(r"application/vnd\.elasticsearch\+(json|x-ndjson)")
-_COMPATIBLE = re.compile(r"compatible-with\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+_COMPATIBLE = re.compile(r"compatible-with\s*=\s*\"?(\d{1,4})\b\"?", re.IGNORECASE)
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 # Lucene shipped with each major the clients know (what GET / says; nothing reads more of it).
 _LUCENE = {7: "8.11.3", 8: "9.12.0", 9: "10.1.0"}
