@@ -27,7 +27,10 @@ def test_versions_taken_and_refused():
     with pytest.raises(ValueError, match="compatible-with=6"):
         plain_type("application/vnd.elasticsearch+json", "compatible-with=6")
     # A number too long to be a version is no version (int() of thousands of digits raises).
-    assert plain_type("application/vnd.elasticsearch+json", "compatible-with=" + "9" * 5000) == "application/json"
+    assert (
+        plain_type("application/vnd.elasticsearch+json", "compatible-with=" + "9" * 5000)
+        == "application/json"
+    )
 
 
 def test_bulk_items_are_worded_as_the_version_announced():
