@@ -64,7 +64,7 @@ SHIPPER_LIBS := libestr0 libfastjson4 liblognorm5 libcurl4 libcap2 libglib2.0-0 
 	libjson-c5 libnet1 libpcre3 libssl3 libwrap0
 SHIPPER_DEBS := rsyslog rsyslog-elasticsearch syslog-ng-core syslog-ng-mod-http syslog-ng-scl
 
-shippers: .shippers/.installed .shippers/bin/benthos
+shippers: .shippers/.installed .shippers/bin/benthos .shippers/bin/otelcol .shippers/bin/filebeat
 
 .shippers/.installed: Makefile
 	rm -rf .shippers/debs .shippers/root && mkdir -p .shippers/debs
@@ -78,6 +78,15 @@ shippers: .shippers/.installed .shippers/bin/benthos
 .shippers/bin/benthos: tests/shippers/benthos/go.mod tests/shippers/benthos/go.sum
 	cd tests/shippers/benthos && go build -o $(CURDIR)/.shippers/bin/benthos \
 		github.com/redpanda-data/benthos/v4/cmd/benthos
+
+# The OpenTelemetry Collector with only the components the tests use (tests/shippers/otelcol:
+# filelog receiver, otlphttp and elasticsearch exporters), at the release its go.mod pins.
+.shippers/bin/otelcol: tests/shippers/otelcol/go.mod tests/shippers/otelcol/go.sum tests/shippers/otelcol/main.go
+	cd tests/shippers/otelcol && go build -o $(CURDIR)/.shippers/bin/otelcol .
+
+# Filebeat OSS, at the release tests/shippers/filebeat/go.mod pins.
+.shippers/bin/filebeat: tests/shippers/filebeat/go.mod tests/shippers/filebeat/go.sum tests/shippers/filebeat/main.go
+	cd tests/shippers/filebeat && go build -o $(CURDIR)/.shippers/bin/filebeat .
 
 engine: engine/target/.built engine/elasticsearch7/target/.built
 

@@ -62,6 +62,12 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def cursor_iso(cursor: str) -> str:
+    """The time ``cursor`` was taken, ISO 8601 in UTC to the millisecond."""
+    moment = datetime.datetime.fromtimestamp(cursor_time(cursor), datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def parse_since(text: str, now: float) -> float:
     """Seconds since the epoch from ``text``: a duration back from ``now`` (``90s``, ``5m``,
     ``1h``, ``2d``, as ``logcli --since`` takes them) or an ISO 8601 time (UTC unless it says

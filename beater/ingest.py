@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from beater import compat, otlp
+from beater import compat, otlp, probes
 from beater.bulk import MAX_ID_BYTES, BulkItem, parse_bulk
 from beater.compat import Compat
 from beater.documents import (
@@ -451,6 +451,13 @@ class IngestRoot(JsonResource):
         self.putChild(b"api", api)
         self.putChild(b"_bulk", BulkResource(beater, None, compat))
         self.otlp = OtlpLogsResource(beater, otlp_index)
+        # What shippers ask before they send (beater.probes).
+        self.putChild(b"_license", probes.License())
+        self.putChild(b"_xpack", probes.XPack())
+        for kind in ("index_template", "template", "component_template"):
+            self.putChild(f"_{kind}".encode(), probes.Templates(kind.replace("_", " ")))
+        self.putChild(b"_ilm", probes.Lifecycle())
+        self.putChild(b"_data_stream", probes.DataStreams())
         for branch, answer in ((b"_cat", "line"), (b"_cluster", "object")):
             self.putChild(branch, Branch())
             self.children[branch].putChild(b"health", _Health(beater, answer))

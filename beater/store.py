@@ -9,6 +9,7 @@ are done: a sender's 2xx means stored and published. The engine's own search rea
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from beater.cursor import cursor_iso
 from beater.documents import CBOR_PER_JSON_BYTE
 from beater.engine import Engine, EngineError, EngineUnavailable, path
 from beater.percolator import HIGHLIGHT
@@ -48,11 +50,30 @@ PAGE_FIRST = 20  # documents asked of the engine first for a page: their size se
 REMOVE_FIRST, REMOVE_MOST = 0.5, 10.0
 MAX_REMOVING = 10_000
 
+# Elastic's data stream naming, <type>-<dataset>-<namespace> (neither of the last two holds a
+# dash): where shippers of the Elastic world write. With the store, such an index is a data stream
+# in the engine where the engine has them: the one an index template makes, or Beater's template
+# (TEMPLATE) when none matches. Documents go in with `create`, with the `@timestamp` a data stream
+# requires (the time Beater took them, when they have none).
+DATA_STREAM = re.compile(r"(?:logs|metrics|traces)-[^-]+-[^-]+")
+TEMPLATE = "estrom-data-streams"
+TIMESTAMP = "@timestamp"
+_TEMPLATE = {
+    "index_patterns": ["logs-*-*", "metrics-*-*", "traces-*-*"],
+    "data_stream": {},
+    "priority": 1,  # below any an operator makes for these names
+    "template": {
+        "mappings": {**_NEW_MAPPING, "properties": {**_MAPPING["properties"], TIMESTAMP: {"type": "date"}}}
+    },
+    "_meta": {"description": "made by estrom's Beater for data streams no other template matched"},
+}
+
 
 @dataclass(frozen=True)
 class Written:
-    """A document version ``put`` wrote."""
+    """A document version ``put`` wrote, and the index it is in (a data stream's backing index)."""
 
+    index: str
     id: str
     seq_no: int | None
     primary_term: int | None
@@ -71,9 +92,14 @@ def _refused(position: int, status: int, error: Any, index: str) -> Exception:
     """The exception for a bulk item the engine did not store."""
     kind = error.get("type") if isinstance(error, dict) else None
     if status == 400 and kind in _DOCUMENT_ERRORS:
-        return EngineError(
-            status, {"error": {**error, "reason": f"document {position}: {error.get('reason', '')}"}}
-        )
+        # The outermost reason names the field; the innermost says what is wrong with its value.
+        reasons = [error.get("reason", "")]
+        cause = error.get("caused_by")
+        while isinstance(cause, dict):
+            reasons.append(cause.get("reason", ""))
+            cause = cause.get("caused_by")
+        said = ": ".join(dict.fromkeys(reason for reason in (reasons[0], reasons[-1]) if reason))
+        return EngineError(status, {"error": {"type": kind, "reason": f"document {position}: {said}"}})
     reason = error.get("reason", "") if isinstance(error, dict) else str(error)
     if status not in (429, 503):
         log.warn(
@@ -102,6 +128,7 @@ class Store:
         self._clock = clock
         self._refreshed: dict[str, float] = {}  # by index: when the last refresh started
         self._ready: set[str] = set()  # indexes known to exist with the cursor's mapping
+        self.streams: set[str] = set()  # those of them that are data streams
         self._ensuring = Coalesce()
         self._waiting: dict[str, list[Deferred]] = {}  # by index: callers for the next refresh
         self._refreshing: set[str] = set()  # indexes with a refresh under way
@@ -118,6 +145,11 @@ class Store:
             await self._ensuring.run(index, lambda: Deferred.fromCoroutine(self._ensure(index)))
 
     async def _ensure(self, index: str) -> None:
+        if DATA_STREAM.fullmatch(index) and await self._data_stream(index):
+            await self.engine.request("PUT", path(index, "_mapping"), _MAPPING)
+            self.streams.add(index)
+            self._ready.add(index)
+            return
         try:
             await self.engine.request("PUT", path(index), {"mappings": _NEW_MAPPING})
         except EngineError as e:
@@ -125,6 +157,42 @@ class Store:
                 raise
             await self.engine.request("PUT", path(index, "_mapping"), _MAPPING)
         self._ready.add(index)
+
+    async def _data_stream(self, index: str) -> bool:
+        """Whether ``index`` is (now) a data stream: made unless it exists, with TEMPLATE if no
+        index template matches it. False where the engine has no data streams (Elasticsearch 7
+        without X-Pack), or ``index`` is an index already, or a template makes it one."""
+        try:
+            await self.engine.request("PUT", path("_data_stream", index))
+            return True
+        except EngineError as e:
+            if e.type == "resource_already_exists_exception":
+                return await self._is_data_stream(index)
+            if e.status == 405 or "no matching index template" not in e.reason:
+                return False  # no data streams here, or an index template says otherwise
+        try:
+            await self.engine.request("PUT", path("_index_template", TEMPLATE), _TEMPLATE, {"create": "true"})
+            log.info(
+                "Beater: made the index template {template} for data streams ({patterns})",
+                template=TEMPLATE,
+                patterns=", ".join(_TEMPLATE["index_patterns"]),
+            )
+        except EngineError as e:
+            if "already exists" not in e.reason:  # another Beater's, made meanwhile
+                raise
+        try:
+            await self.engine.request("PUT", path("_data_stream", index))
+        except EngineError as e:
+            if e.type != "resource_already_exists_exception":
+                raise
+        return True
+
+    async def _is_data_stream(self, index: str) -> bool:
+        try:
+            answer = await self.engine.request("GET", path("_data_stream", index))
+        except EngineError:
+            return False
+        return any(stream.get("name") == index for stream in answer.get("data_streams", ()))
 
     async def put(
         self, index: str, documents: list[dict], ids: list[str], cursors: list[str]
@@ -138,10 +206,15 @@ class Store:
         """
         try:
             await self.ensure(index)
+            stream = index in self.streams
+            action = "create" if stream else "index"
             lines = []
             for document, document_id, cursor in zip(documents, ids, cursors, strict=True):
-                lines.append({"index": {"_index": index, "_id": document_id}})
-                lines.append({**document, FIELD: cursor})
+                lines.append({action: {"_index": index, "_id": document_id}})
+                if stream and TIMESTAMP not in document:
+                    lines.append({**document, TIMESTAMP: cursor_iso(cursor), FIELD: cursor})
+                else:
+                    lines.append({**document, FIELD: cursor})
             answer = await self.engine.bulk(lines)
         except EngineError as e:  # the whole request, refused: not about one document
             refused = EngineUnavailable(f"the search engine refuses to store in '{index}': {e}", e.status)
@@ -152,7 +225,16 @@ class Store:
             result = next(iter(item.values()))
             status = result.get("status", 500)
             if status < 300:
-                written.append(Written(result.get("_id"), result.get("_seq_no"), result.get("_primary_term")))
+                written.append(
+                    Written(
+                        result.get("_index", index),
+                        result.get("_id"),
+                        result.get("_seq_no"),
+                        result.get("_primary_term"),
+                    )
+                )
+            elif status == 409 and stream:
+                pass  # a resend of a document the sender named, stored before: that copy stays
             elif refused is None:
                 refused = _refused(position, status, result.get("error"), index)
         if refused is not None:
@@ -192,11 +274,14 @@ class Store:
                 {"size": count, "_source": False, "seq_no_primary_term": True, "track_total_hits": False},
             )
             found = answer["hits"]["hits"] if answer is not None else []
-            written = [Written(hit["_id"], hit.get("_seq_no"), hit.get("_primary_term")) for hit in found]
+            written = [
+                Written(hit["_index"], hit["_id"], hit.get("_seq_no"), hit.get("_primary_term"))
+                for hit in found
+            ]
         actions = [
             {
                 "delete": {
-                    "_index": index,
+                    "_index": w.index,  # a data stream's backing index: it takes no delete itself
                     "_id": w.id,
                     "if_seq_no": w.seq_no,
                     "if_primary_term": w.primary_term,

@@ -17,13 +17,12 @@ missing), a number as it is.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from beater.cursor import cursor_at, cursor_time, parse_since
+from beater.cursor import cursor_at, cursor_iso, parse_since
 from beater.engine import EngineError, path
 from beater.store import FIELD, Store
 from estrom import api, sketch
@@ -140,7 +139,7 @@ async def summarize(
             "aggs": aggregations,
         },
     )
-    since_iso = _iso(asked.since) if asked.since else None
+    since_iso = cursor_iso(asked.since) if asked.since else None
     if first is None or not first["hits"]["hits"]:
         return _empty(asked, since_iso, pending, listed)
     found = first.get("aggregations", {})  # none when only the histogram is asked for
@@ -355,7 +354,7 @@ def _histogram(
         entry = counted.get(str(bucket), {"doc_count": 0})
         if not buckets and not entry["doc_count"] and not asked.since:
             continue  # no `since`: from the first bucket with a document
-        row: list[Any] = [_iso(cursor_at(bucket * ms / 1000)), entry["doc_count"]]
+        row: list[Any] = [cursor_iso(cursor_at(bucket * ms / 1000)), entry["doc_count"]]
         if asked.split:
             row.append({_value(b): b["doc_count"] for b in entry.get("split", {}).get("buckets", [])})
         buckets.append(row)
@@ -379,11 +378,6 @@ def _empty(
     if listed is not None:
         answer["fields"] = listed
     return answer
-
-
-def _iso(cursor: str) -> str:
-    moment = datetime.datetime.fromtimestamp(cursor_time(cursor), datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _duration(seconds: float) -> str:

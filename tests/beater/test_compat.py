@@ -127,3 +127,37 @@ async def test_as_elasticsearch_7_the_bulk_items_have_a_type(stack, sole_beater,
         stack.beater_url + "/_bulk", data=body.encode(), headers={"Content-Type": "application/x-ndjson"}
     )
     assert (await response.json())["items"][0]["index"]["_type"] == "_doc"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_probes_shippers_make_before_they_send(stack):
+    """As Filebeat asks them (tests/shippers/test_filebeat.py runs it): a licence, no ILM, its
+    index template taken but not kept; an ILM policy refused with what to turn off."""
+
+    async def ask(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        response = await http.request(
+            method, stack.beater_url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        assert response.headers.getRawHeaders("X-Elastic-Product") == ["Elasticsearch"]
+        return response.code, await response.json() if method != "HEAD" else None
+
+    status, answer = await ask("GET", "/_license?human=false")
+    assert status == 200 and answer["license"]["type"] == "basic" and answer["license"]["status"] == "active"
+    status, answer = await ask("GET", "/_xpack")
+    assert status == 200 and answer["features"]["ilm"] == {"available": False, "enabled": False}
+    for kind in ("_index_template", "_template", "_component_template"):
+        assert (await ask("HEAD", f"/{kind}/filebeat-7.17.29"))[0] == 404
+        status, answer = await ask("GET", f"/{kind}/filebeat-7.17.29")
+        assert status == 404 and "filebeat-7.17.29" in answer["error"]
+        status, answer = await ask("PUT", f"/{kind}/filebeat-7.17.29", {"index_patterns": ["filebeat-*"]})
+        assert (status, answer) == (200, {"acknowledged": True})
+        # Not kept: asked again, still none.
+        assert (await ask("HEAD", f"/{kind}/filebeat-7.17.29"))[0] == 404
+    assert (await ask("GET", "/_ilm/policy/filebeat"))[0] == 404
+    status, answer = await ask("PUT", "/_ilm/policy/filebeat", {"policy": {}})
+    assert status == 400 and "setup.ilm.enabled: false" in answer["error"]
+    status, answer = await ask("PUT", "/_data_stream/logs-nginx-default")
+    assert (status, answer) == (200, {"acknowledged": True})
+    status, answer = await ask("DELETE", "/_template/filebeat-7.17.29")
+    assert status == 405 and "error" in answer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -69,23 +70,48 @@ class Shipper:
                 self.process.wait()
 
 
+class FileShipper(Shipper):
+    """A shipper that reads the file ``lines.log`` in its workdir, which ``send`` appends to."""
+
+    def __init__(self, workdir: Path, argv: list[str]):
+        self.path = workdir / "lines.log"
+        self.path.touch()
+        super().__init__(workdir, argv, 0)
+
+    async def listening(self) -> None:
+        self._died()  # it reads the file from its start, whenever it comes to it
+
+    async def send(self, lines: list[str]) -> None:
+        with self.path.open("a") as file:
+            file.write("".join(line + "\n" for line in lines))
+
+
 def syslog_lines(count: int) -> list[str]:
     """RFC 3164 lines from host ``shiphost``, tagged PROGRAM, whose messages are ``seq=<n>``."""
     return [f"<14>Nov 29 03:00:00 shiphost {PROGRAM}: seq={n}" for n in range(count)]
 
 
-async def ship(stack, index: str, shipper: Shipper, count: int, settled=None) -> None:
+async def ship(
+    stack,
+    index: str,
+    shipper: Shipper,
+    count: int,
+    settled=None,
+    query: str = f"program:{PROGRAM}",
+    fields: Callable[[dict], tuple[str, str]] = lambda source: (source["message"], source["host"]),
+) -> None:
     """Send ``count`` lines through ``shipper`` with a stream open on ``index`` throughout; each
     must arrive exactly once, as the document the shipper made of it: checked once all have
     arrived and ``settled()``, if given (the shipper has nothing left to send or resend; a
-    shipper that keeps lines in order has sent all before the last once it arrives)."""
-    stream = await HttpStream.open(stack.tailor_url, i=index, q=f"program:{PROGRAM}")
+    shipper that keeps lines in order has sent all before the last once it arrives). ``query``
+    finds the lines' documents, ``fields`` reads a document's message and host."""
+    stream = await HttpStream.open(stack.tailor_url, i=index, q=query)
     await stream.wait_for_head()
     await shipper.listening()
     await shipper.send(syslog_lines(count))
 
     def seqs() -> list[int]:
-        return [int(hit["_source"]["message"].strip().removeprefix("seq=")) for hit in stream.hits]
+        return [int(fields(hit["_source"])[0].strip().removeprefix("seq=")) for hit in stream.hits]
 
     await eventually(
         lambda: len(set(seqs())) >= count, timeout=180, what=f"{count} lines (have {len(stream.hits)} hits)"
@@ -95,7 +121,7 @@ async def ship(stack, index: str, shipper: Shipper, count: int, settled=None) ->
     arrived = seqs()
     duplicates = len(arrived) - len(set(arrived))
     assert (duplicates, sorted(set(arrived))) == (0, list(range(count))), f"{duplicates} duplicates"
-    assert stream.hits[0]["_source"]["host"] == "shiphost"
+    assert fields(stream.hits[0]["_source"])[1] == "shiphost"
     stream.close()
     # Beater runs with the store: every line is in the engine too, once.
     status, _ = await post(f"{stack.engine_url}/{index}/_refresh", {})

@@ -11,10 +11,10 @@ from estrom import api
 from estrom.testing import HttpStream, post
 
 
-def bulk(index: str, documents: list[tuple[str | None, dict]]) -> bytes:
+def bulk(index: str, documents: list[tuple[str | None, dict]], action: str = "index") -> bytes:
     lines = []
     for document_id, document in documents:
-        lines.append({"index": {"_index": index, **({"_id": document_id} if document_id else {})}})
+        lines.append({action: {"_index": index, **({"_id": document_id} if document_id else {})}})
         lines.append(document)
     return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
