@@ -64,7 +64,8 @@ SHIPPER_LIBS := libestr0 libfastjson4 liblognorm5 libcurl4 libcap2 libglib2.0-0 
 	libjson-c5 libnet1 libpcre3 libssl3 libwrap0
 SHIPPER_DEBS := rsyslog rsyslog-elasticsearch syslog-ng-core syslog-ng-mod-http syslog-ng-scl
 
-shippers: .shippers/.installed .shippers/bin/benthos .shippers/bin/otelcol .shippers/bin/filebeat
+shippers: .shippers/.installed .shippers/bin/benthos .shippers/bin/otelcol .shippers/bin/filebeat \
+	.shippers/bin/bulkindexer
 
 .shippers/.installed: Makefile
 	rm -rf .shippers/debs .shippers/root && mkdir -p .shippers/debs
@@ -87,6 +88,11 @@ shippers: .shippers/.installed .shippers/bin/benthos .shippers/bin/otelcol .ship
 # Filebeat OSS, at the release tests/shippers/filebeat/go.mod pins.
 .shippers/bin/filebeat: tests/shippers/filebeat/go.mod tests/shippers/filebeat/go.sum tests/shippers/filebeat/main.go
 	cd tests/shippers/filebeat && go build -o $(CURDIR)/.shippers/bin/filebeat .
+
+# go-elasticsearch 8's esutil.BulkIndexer in a small program, at the version its go.mod pins.
+.shippers/bin/bulkindexer: tests/shippers/bulkindexer/go.mod tests/shippers/bulkindexer/go.sum \
+		tests/shippers/bulkindexer/main.go
+	cd tests/shippers/bulkindexer && go build -o $(CURDIR)/.shippers/bin/bulkindexer .
 
 engine: engine/target/.built engine/elasticsearch7/target/.built
 

@@ -1,5 +1,6 @@
 """A reconnect storm: thousands of clients connect at the same moment, and each is answered
-within seconds (200, or 503 past a bound), none left to retransmit its SYN for a minute.
+within seconds (200, or 503 past a bound), none left to retransmit its SYN for a minute: the
+kernel counts no listen overflow meanwhile.
 
 Twisted listens with a backlog of 50 unless told otherwise: 10,000 connections at once overflowed
 it (the kernel counted 49,805 listen overflows), and up to 752 clients got no answer within 60 s.
@@ -19,7 +20,10 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ClientFactory, Protocol
 
 CONNECTIONS = int(os.environ.get("ESTROM_CONNECT_STORM", "10000"))
-ANSWERED_WITHIN = 10.0
+# On this 2-core machine one Tailor reads 10,000 requests in 4 to 9 s (it was 4.3 s when this
+# test was written, 8 to 9 s since, before and after issue 25): a SYN retransmitted adds 1, 3, 7,
+# 15 s... which the overflow count tells at once.
+ANSWERED_WITHIN = 20.0
 
 # The storm is Tailor's: run on one engine.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
@@ -29,6 +33,14 @@ def _backlog(port: int) -> int:
     """The accept queue's length of the socket listening on ``port`` (``ss``'s Send-Q)."""
     lines = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
     return int(lines.stdout.split()[2])
+
+
+def _listen_overflows() -> int:
+    """The kernel's count of connections a full accept queue turned away (TcpExt ListenOverflows):
+    each such client retransmits its SYN, after 1 s, 3 s, 7 s..."""
+    with open("/proc/net/netstat") as netstat:
+        names, values = [line.split() for line in netstat if line.startswith("TcpExt:")][:2]
+    return int(values[names.index("ListenOverflows")])
 
 
 def test_every_part_listens_with_a_backlog_for_a_storm(stack):
@@ -86,6 +98,7 @@ class _Clients(ClientFactory):
 async def test_thousands_of_streams_opened_at_once_are_each_answered_within_seconds(stack, index):
     port = stack.ports.tailor
     request = f"GET /api/v0.1/docs?i={index}&q=storm HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    overflows = _listen_overflows()
     clients = _Clients(request, CONNECTIONS)
     connectors = [reactor.connectTCP("127.0.0.1", port, clients, timeout=60) for _ in range(CONNECTIONS)]
     try:
@@ -97,6 +110,7 @@ async def test_thousands_of_streams_opened_at_once_are_each_answered_within_seco
         late = sorted(seconds for status, seconds in answers if seconds > ANSWERED_WITHIN)
         assert len(answers) == CONNECTIONS, statuses
         assert set(statuses) <= {200, 503}, statuses
+        assert _listen_overflows() == overflows  # no SYN left to be retransmitted
         assert late == [], f"{len(late)} answered after {ANSWERED_WITHIN} s (statuses {statuses})"
         print(f"{CONNECTIONS} at once: {statuses}, slowest {max(s for _, s in answers):.1f} s")
     finally:
