@@ -5,12 +5,13 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-COPY pyproject.toml README.md /app/
+COPY pyproject.toml README.md requirements.lock /app/
 COPY estrom /app/estrom
 COPY beater /app/beater
 COPY tailor /app/tailor
-# Not editable, not from a lock of our own: pyproject.toml's pins are the single source.
-RUN pip install .
+# Every dependency at the version and hash requirements.lock names (`make lock` makes it from
+# pyproject.toml's pins), then estrom itself, not editable.
+RUN pip install --require-hashes -r requirements.lock && pip install --no-deps .
 
 # Neither service writes anything locally.
 USER nobody

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 ROUTER_VENV := .venv-router
 
-.PHONY: install up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers clients screenshots clean
+.PHONY: install lock up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers clients screenshots clean
 
 # `make`, `make up` and `make test` first name whatever this machine lacks for them, and how to
 # install it (dev/prereqs), before anything is built: checked as the Makefile is read, so it
@@ -16,20 +16,40 @@ endif
 
 install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Both virtualenvs are installed from lock files, every package at one version with its hashes
+# (`make lock` makes them again from pyproject.toml and router/requirements.txt).
+PIP_VERSION := 26.3
+
+$(VENV)/.installed: pyproject.toml requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q pip==$(PIP_VERSION)
+	$(VENV)/bin/pip install -q --require-hashes -r requirements-test.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
-$(ROUTER_VENV)/.installed: router/requirements.txt
+$(ROUTER_VENV)/.installed: router/requirements.lock
 	$(PYTHON) -m venv $(ROUTER_VENV)
-	$(ROUTER_VENV)/bin/pip install -q -r router/requirements.txt
+	$(ROUTER_VENV)/bin/pip install -q pip==$(PIP_VERSION)
+	$(ROUTER_VENV)/bin/pip install -q --require-hashes -r router/requirements.lock
 	# bjdata's wheel is built against NumPy 1.x and fails to import next to NumPy 2 ("_ARRAY_API
-	# not found"), which kills crossbar's router worker: rebuild it against the installed NumPy.
+	# not found"), which kills crossbar's router worker: rebuild it against the installed NumPy,
+	# from the source the lock file's hash names.
+	sed -n '/^bjdata==/,/^[a-z]/p' router/requirements.lock | sed '/^[a-z]/{/^bjdata/!d}' \
+		> $(ROUTER_VENV)/bjdata.lock
 	$(ROUTER_VENV)/bin/pip install -q --no-cache-dir --no-binary bjdata --no-build-isolation \
-		--force-reinstall --no-deps bjdata==0.6.6
+		--force-reinstall --no-deps --require-hashes -r $(ROUTER_VENV)/bjdata.lock
 	touch $@
+
+# The lock files, resolved again (Python 3.11 on Linux) by pip-tools in a virtualenv of its own:
+# estrom's dependencies (the images), with the test ones (the dev virtualenv), the router's.
+COMPILE := .venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-find-links
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q pip-tools==7.6.2
+	$(COMPILE) --output-file requirements.lock pyproject.toml
+	$(COMPILE) --extra test --output-file requirements-test.lock pyproject.toml
+	$(COMPILE) --output-file router/requirements.lock router/requirements.txt
 
 # The live tail page's autobahn-js, from npm at the version the lock file pins.
 router/web/node_modules/.installed: router/web/package.json router/web/package-lock.json

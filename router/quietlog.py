@@ -53,13 +53,32 @@ def plain(text: Any, bold: bool = False, color: str = "yellow") -> str:
     return text if isinstance(text, str) else f"{text}"
 
 
+def check() -> None:
+    """What :func:`quiet_debug_arguments` replaces, there as it expects: RuntimeError says what
+    is not (an upgrade changed it), and the router does not start."""
+    missing = [
+        f"{module.__name__}.{name}"
+        for module, name in [(autobahn.util, "_HAS_CLICK"), (crossbar._util, "hl")]
+        + [(module, "pformat") for module in PFORMAT_IN_LOG_ONLY]
+        if not hasattr(module, name)
+    ]
+    if missing:
+        raise RuntimeError(f"quietlog: crossbar or autobahn no longer has {', '.join(missing)}")
+
+
 def quiet_debug_arguments(level: str | None = None) -> bool:
     """Make the router's debug-log arguments cheap unless ``level`` (the worker's log level,
     by default txaio's) prints them; whether it did."""
+    check()
     if (level or txaio.get_global_log_level()) in ("debug", "trace"):
         return False
     autobahn.util._HAS_CLICK = False
     crossbar._util.hl = plain
     for module in PFORMAT_IN_LOG_ONLY:
         module.pformat = Rendered
+    # And it works: highlighted text as crossbar's routing code builds it is plain.
+    if "\x1b[" in crossbar._util.hltype(quiet_debug_arguments) + autobahn.util.hlval("x"):
+        raise RuntimeError(
+            "quietlog: crossbar's or autobahn's highlighting no longer goes through what it replaces"
+        )
     return True

@@ -16,12 +16,15 @@ never cut off: Tailor bounds what it keeps per HTTP client itself.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from autobahn.wamp import message
 from autobahn.wamp.types import SessionDetails
 from crossbar.router.router import Router
+from crossbar.router.session import RouterSession
 from embedded import Embedded
+from twisted.internet import abstract
 
 DEFAULT_MAX_PENDING_BYTES = 2 * 1024 * 1024
 BOUNDED_ROLES = frozenset({"client"})
@@ -37,8 +40,37 @@ def pending_bytes(connection: Any) -> int:
     return len(buffered) - getattr(connection, "offset", 0) + getattr(connection, "_tempDataLen", 0)
 
 
+class _Reactor:
+    """Enough of a reactor for a FileDescriptor to take writes."""
+
+    def addWriter(self, writer: Any) -> None:
+        pass
+
+    def removeWriter(self, writer: Any) -> None:
+        pass
+
+
+def check() -> None:
+    """What :func:`bound` relies on in crossbar and Twisted, there and working as it expects:
+    RuntimeError says what is not (an upgrade changed it), and the router does not start."""
+    if list(inspect.signature(Router.send).parameters) != ["self", "session", "msg"]:
+        raise RuntimeError(
+            f"crossbar's Router.send is not send(self, session, msg): {inspect.signature(Router.send)}"
+        )
+    source = inspect.getsource(RouterSession)
+    missing = [name for name in ("_transport", "_authrole", "_session_id") if f"self.{name}" not in source]
+    if missing:
+        raise RuntimeError(f"crossbar's RouterSession no longer sets {', '.join(missing)}")
+    connection = abstract.FileDescriptor(reactor=_Reactor())
+    connection.connected = True
+    connection.write(b"x" * 100)
+    if pending_bytes(connection) != 100:
+        raise RuntimeError("Twisted's transports no longer keep unsent bytes where pending_bytes reads them")
+
+
 def bound(max_pending_bytes: int, log: Any) -> None:
     """Wrap ``Router.send`` so that no bounded session is owed more than ``max_pending_bytes``."""
+    check()
     send = getattr(Router.send, "estrom_unbounded", Router.send)
 
     def bounded_send(router: Router, session: Any, msg: message.Message) -> None:

@@ -274,23 +274,28 @@ def test_each_service_runs_the_module_it_is_named_for():
     assert command("router")[:2] == ["crossbar", "start"]
 
 
-def test_app_image_installs_the_package_with_its_pinned_dependencies():
+def test_app_image_installs_the_package_with_its_locked_dependencies():
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert all("==" in d for d in dependencies), dependencies
+    locked = (ROOT / "requirements.lock").read_text()
+    assert all(d.lower() + " " in locked.lower() for d in dependencies)  # each pin, as it is
     for name in ("beater", "tailor"):
-        assert "pyproject.toml" in copies(name)
-        assert ["."] in pip_installs(name), name  # not -e: the image has no source checkout to edit
+        assert "pyproject.toml" in copies(name) and "requirements.lock" in copies(name)
+        runs_ = " ".join(" ".join(run) for run in runs(name))
+        assert "pip install --require-hashes -r requirements.lock" in runs_, name
+        assert "pip install --no-deps ." in runs_, name  # not -e: the image has no source checkout to edit
         assert {"estrom", "beater", "tailor"} <= set(copies(name))
 
 
-def test_router_image_installs_the_router_requirements_and_rebuilds_bjdata():
-    requirements = copies("router")["router/requirements.txt"]
-    installs = pip_installs("router")
-    assert ["-r", requirements] in installs
-    (bjdata,) = re.findall(r"bjdata==[\w.]+", (ROOT / "Makefile").read_text())
-    rebuild = next(args for args in installs if bjdata in args)
-    assert {"--no-binary", "--no-build-isolation", "--force-reinstall"} <= set(rebuild)
-    assert installs.index(rebuild) > installs.index(["-r", requirements])  # after crossbar's NumPy
+def test_router_image_installs_the_router_lock_and_rebuilds_bjdata():
+    lock = copies("router")["router/requirements.lock"]
+    pins = [line for line in (ROOT / "router/requirements.txt").read_text().splitlines() if "==" in line]
+    assert pins and all(pin + " " in (ROOT / "router/requirements.lock").read_text() for pin in pins)
+    installed = " && ".join(" ".join(run) for run in runs("router"))
+    assert f"pip install --require-hashes -r {lock}" in installed
+    rebuild = installed[installed.index("--no-binary bjdata") - 100 :]
+    assert {"--no-build-isolation", "--force-reinstall", "--require-hashes"} <= set(rebuild.split())
+    assert installed.index("--no-binary bjdata") > installed.index(f"-r {lock}")  # after crossbar's NumPy
 
 
 def test_router_image_has_its_config_and_web_page_where_the_cbdir_expects_them():

@@ -1,0 +1,64 @@
+"""The router's patches of crossbar and Twisted (router/readers.py, router/quietlog.py) check at
+start-up that what they patch is there and works as they expect, and refuse otherwise: an
+upgrade that changed it stops the router (tests/router/test_embedded.py: a component whose start
+fails stops it) instead of silently switching the slow-reader bound or the quiet logs off.
+
+Run in the router's own Python (.venv-router), each case in a process of its own: a case breaks
+what it names first, as an upgrade would."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from dev.stack import ROOT
+
+PROBE = """
+import sys
+sys.path.insert(0, "router")
+import crossbar._util, crossbar.router.router, crossbar.router.session
+from twisted.internet import abstract
+import quietlog, readers
+{breaks}
+try:
+    readers.check()
+    quietlog.quiet_debug_arguments("warn")
+except RuntimeError as e:
+    print("refused:", e)
+else:
+    print("accepted")
+"""
+
+CASES = {
+    "as installed": ("", "accepted"),
+    "Router.send takes other arguments": (
+        "crossbar.router.router.Router.send = lambda self, msg: None",
+        "Router.send is not send(self, session, msg)",
+    ),
+    "Twisted keeps unsent bytes elsewhere": (
+        "abstract.FileDescriptor.write = lambda self, data: None",
+        "no longer keep unsent bytes where pending_bytes reads them",
+    ),
+    "crossbar's hl is gone": ("del crossbar._util.hl", "no longer has crossbar._util.hl"),
+    "highlighting no longer goes through hl": (
+        "crossbar._util.hltype = lambda obj: '\\x1b[33m' + str(obj)",
+        "highlighting no longer goes through what it replaces",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_patch_refuses_what_it_does_not_recognise(case):
+    breaks, expected = CASES[case]
+    python = ROOT / ".venv-router" / "bin" / "python"
+    done = subprocess.run(
+        [str(python), "-c", PROBE.format(breaks=breaks)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout, done.stdout
