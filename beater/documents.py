@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+import msgspec
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
@@ -121,7 +122,18 @@ def _finite(text: str) -> float:
     return number
 
 
+# msgspec's decoder reads a request body's JSON 2 to 12 times faster than the standard library
+# (bench/codecs.py), and as exactly: integers of any size stay integers (orjson makes floats of
+# those past 64 bits). What it refuses is read again by the standard library, which says why in
+# the words senders get, or takes it (a lone surrogate escape, refused by check_document).
+_decode = msgspec.json.Decoder().decode
+
+
 def loads(text: str, where: str) -> Any:
+    try:
+        return _decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        pass
     try:
         return json.loads(text, parse_constant=_constant, parse_float=_finite)
     except RecursionError:

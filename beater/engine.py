@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.error import (
@@ -98,8 +99,13 @@ async def encode(values: list) -> Encoded:
     return Encoded(await deferToThread(_array, values))
 
 
+# msgspec encodes documents for the engine 10 to 40 times faster than the standard library
+# (bench/codecs.py); the documents came from JSON, so it has nothing it could not encode.
+_encode = msgspec.json.Encoder().encode
+
+
 def _array(values: list) -> bytes:
-    return b"[" + b",".join(json.dumps(value).encode("utf-8") for value in values) + b"]"
+    return _encode(values)
 
 
 def _body(body: Any) -> bytes:
@@ -160,7 +166,7 @@ def _reason(body: Any) -> tuple[str, str]:
 
 
 def _ndjson(actions: list[dict]) -> bytes:
-    return b"".join(json.dumps(a).encode("utf-8") + b"\n" for a in actions)
+    return b"".join(_encode(a) + b"\n" for a in actions)
 
 
 class Engine:

@@ -46,6 +46,20 @@ def test_documents_estrom_cannot_pass_on_are_refused_saying_where(body, reason):
     assert reason in refused(body)
 
 
+def test_documents_are_read_exactly_as_sent():
+    """msgspec reads bodies (beater.documents.loads); what it gives must be what the standard
+    library gives: integers of any size stay integers (orjson would make floats of them)."""
+    body = (
+        b'[{"big": 123456789012345678901234567890, "u64": 18446744073709551616, "neg": -9223372036854775809,'
+        b' "f": 0.1, "e": 1.5e300, "z": -0.0, "tiny": 1e-400, "s": "caf\\u00e9 \\ud83d\\ude00 \\u0000",'
+        b' "dup": 1, "dup": 2, "n": null, "t": true, "a": [[], {}]}]'
+    )
+    (document,) = parse_documents(body, "application/json", DocumentLimits())
+    assert document == json.loads(body)[0]
+    assert type(document["big"]) is int and document["big"] == 123456789012345678901234567890
+    assert document["dup"] == 2 and str(document["z"]) == "-0.0" and document["tiny"] == 0.0
+
+
 def test_nesting_is_bounded_in_objects_and_arrays():
     deep = json.dumps({"a": [[{"b": [[1]]}]]}).encode()  # 6 levels
     assert parse_documents(deep, "application/json", DocumentLimits(max_depth=6))
