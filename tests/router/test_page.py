@@ -47,11 +47,14 @@ def page_url(stack, query: str = "") -> str:
 
 
 def tail(page: Page, index: str, query: str):
+    # On a busy machine the page may take more than Playwright's default 5 s to join the router
+    # (CI saw "not connected to the router yet"): wait for that, then for the subscription.
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=20_000)
     page.fill("#index", index)
     page.fill("#query", query)
     page.click("#new-tail button[type=submit]")
     section = page.locator(".tail[data-subscribed]").last
-    expect(section).to_be_visible()
+    expect(section).to_be_visible(timeout=20_000)
     return section
 
 
