@@ -27,6 +27,7 @@ from twisted.web.server import Request
 from beater import compat, otlp, probes
 from beater.bulk import MAX_ID_BYTES, BulkItem, parse_bulk
 from beater.compat import Compat
+from beater.delivery import RouterUnavailable
 from beater.documents import (
     JSON_TYPES,
     NDJSON_TYPES,
@@ -38,7 +39,7 @@ from beater.documents import (
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
 from beater.pipeline import Misconfigured, Overloaded, Rejected
-from beater.service import Beater, RouterUnavailable
+from beater.service import Beater
 from estrom.http import (
     Branch,
     ByteBudget,

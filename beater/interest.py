@@ -10,11 +10,15 @@ its topic. A registration or lookup served by another Beater is recorded in the 
 subscription's meta-event arrives here is still percolated for it. A prefix or wildcard subscription that could match ``docs-for-*`` turns the filter
 off. Meta events sent while Beater was away are lost, so every (re)join starts from the
 router's list of subscriptions.
+
+It also follows who subscribes to each query's topic, and which sessions are Tailors (role
+``tailor``, from ``wamp.session.on_join``; the router sends a session's join before any of its
+subscriptions), for beater.delivery to send Tailors a batch's hits on the feed: ``audience``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
@@ -41,6 +45,9 @@ class Interest:
         self.grace = grace
         self._clock = clock
         self._topics: dict[int, str] = {}  # router subscription id -> query id, for docs-for-*
+        self._subscription: dict[str, int] = {}  # and back
+        self._subscribers: dict[int, set[int]] = {}  # subscription id -> session ids
+        self._tailors: set[int] = set()  # the sessions of role "tailor"
         self._patterns: set[int] = set()  # prefix/wildcard subscriptions that may cover them
         self._recent: dict[str, float] = {}  # query id -> when it was registered or looked up
 
@@ -62,12 +69,50 @@ class Interest:
         """The IDs of the queries whose topic has a subscriber now."""
         return set(self._topics.values())
 
+    def audience(self, query_ids: list[str], recent: Collection[str] = ()) -> tuple[set[str], set[str]]:
+        """Of ``query_ids``: those a Tailor is known to listen to (for the feed), and of those,
+        the ones someone else may listen to as well: another subscriber, a pattern subscription,
+        or a subscriber this Beater may not know of yet (the query was registered or looked up
+        within ``grace`` seconds here, or ``recent``ly by any Beater: the percolation says)."""
+        fed: set[str] = set()
+        others: set[str] = set()
+        if not self._tailors:
+            return fed, others
+        now = self._clock.seconds()
+        for query_id in query_ids:
+            subscription = self._subscription.get(query_id)
+            subscribers = self._subscribers.get(subscription, ()) if subscription is not None else ()
+            tailors = sum(1 for session_id in subscribers if session_id in self._tailors)
+            if not tailors:
+                continue
+            fed.add(query_id)
+            since = self._recent.get(query_id)
+            if (
+                tailors < len(subscribers)
+                or self._patterns
+                or query_id in recent
+                or (since is not None and now - since <= self.grace)
+            ):
+                others.add(query_id)
+        return fed, others
+
     async def follow(self, session: ApplicationSession) -> None:
-        """Subscribe to the meta-events, then take in the subscriptions that exist already."""
-        await self._asked(session.subscribe(self._created, "wamp.subscription.on_create"))
-        await self._asked(session.subscribe(self._deleted, "wamp.subscription.on_delete"))
+        """Subscribe to the meta-events, then take in the subscriptions that exist already, with
+        their subscribers, and the Tailors' sessions."""
+        for handler, topic in (
+            (self._created, "wamp.subscription.on_create"),
+            (self._deleted, "wamp.subscription.on_delete"),
+            (self._subscribed, "wamp.subscription.on_subscribe"),
+            (self._unsubscribed, "wamp.subscription.on_unsubscribe"),
+            (self._joined, "wamp.session.on_join"),
+            (self._left, "wamp.session.on_leave"),
+        ):
+            await self._asked(session.subscribe(handler, topic))
         self._topics.clear()
+        self._subscription.clear()
+        self._subscribers.clear()
         self._patterns.clear()
+        self._tailors = set(await self._asked(session.call("wamp.session.list", [api.TAILOR_ROLE])) or ())
         listed = await self._asked(session.call("wamp.subscription.list"))
         known = {subscription_id for ids in listed.values() for subscription_id in ids}
         # crossbar's list leaves wildcard subscriptions out (a FIXME in its router/service.py);
@@ -82,12 +127,17 @@ class Interest:
             )
         except FirstError as e:
             e.subFailure.raiseException()  # the join fails with what failed
-        for _, details in found:
-            if details is not None:
+        for _, got in found:
+            if got is not None:
+                details, subscribers = got
                 self._created(None, details)
+                # With those that subscribed while this was asked (their meta-events came first).
+                if details["id"] in self._topics:
+                    self._subscribers.setdefault(details["id"], set()).update(subscribers)
         log.info(
-            "Beater: {topics} topics have subscribers{patterns}",
+            "Beater: {topics} topics have subscribers, {tailors} Tailors are joined{patterns}",
             topics=len(self._topics),
+            tailors=len(self._tailors),
             patterns=" (and a pattern subscription: all queries are percolated)" if self._patterns else "",
         )
 
@@ -96,10 +146,17 @@ class Interest:
         META_CALL_SECONDS: the join fails and is made again (estrom.wamp.whole_join)."""
         return ensureDeferred(answer).addTimeout(META_CALL_SECONDS, self._clock)
 
-    async def _get(self, session: ApplicationSession, subscription_id: int) -> dict | None:
-        """A subscription's details, or None if it is gone since it was listed."""
+    async def _get(self, session: ApplicationSession, subscription_id: int) -> tuple[dict, list[int]] | None:
+        """A subscription's details and, for a query's topic, its subscribers; None if it is gone
+        since it was listed."""
         try:
-            return await self._asked(session.call("wamp.subscription.get", subscription_id))
+            details = await self._asked(session.call("wamp.subscription.get", subscription_id))
+            if details.get("match", "exact") != "exact" or not details.get("uri", "").startswith(
+                api.TOPIC_PREFIX
+            ):
+                return details, []
+            call = session.call("wamp.subscription.list_subscribers", subscription_id)
+            return details, await self._asked(call) or []
         except ApplicationError as e:
             if e.error == "wamp.error.no_such_subscription":
                 return None
@@ -108,13 +165,34 @@ class Interest:
     def _created(self, session_id: int | None, details: dict) -> None:
         uri, match = details.get("uri", ""), details.get("match", "exact")
         if match == "exact" and uri.startswith(api.TOPIC_PREFIX):
-            self._topics[details["id"]] = uri[len(api.TOPIC_PREFIX) :]
+            query_id = uri[len(api.TOPIC_PREFIX) :]
+            self._topics[details["id"]] = query_id
+            self._subscription[query_id] = details["id"]
+            self._subscribers.setdefault(details["id"], set())
         elif match != "exact" and _may_cover_topics(uri, match):
             self._patterns.add(details["id"])
 
     def _deleted(self, session_id: int, subscription_id: int) -> None:
-        self._topics.pop(subscription_id, None)
+        query_id = self._topics.pop(subscription_id, None)
+        if query_id is not None and self._subscription.get(query_id) == subscription_id:
+            del self._subscription[query_id]
+        self._subscribers.pop(subscription_id, None)
         self._patterns.discard(subscription_id)
+
+    def _subscribed(self, session_id: int, subscription_id: int) -> None:
+        subscribers = self._subscribers.get(subscription_id)
+        if subscribers is not None:  # a query's topic (its on_create came first)
+            subscribers.add(session_id)
+
+    def _unsubscribed(self, session_id: int, subscription_id: int) -> None:
+        self._subscribers.get(subscription_id, set()).discard(session_id)
+
+    def _joined(self, details: dict) -> None:
+        if details.get("authrole") == api.TAILOR_ROLE:
+            self._tailors.add(details["session"])
+
+    def _left(self, session_id: int, *more: Any) -> None:
+        self._tailors.discard(session_id)
 
 
 def _may_cover_topics(uri: str, match: str) -> bool:

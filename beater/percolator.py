@@ -491,7 +491,7 @@ class Percolator:
         body: dict[str, Any] = {
             "query": query,
             "_source": False,
-            "docvalue_fields": [HIGHLIGHT_FIELD, *([SEEN_FIELD] if wanted is not None else [])],
+            "docvalue_fields": [HIGHLIGHT_FIELD, SEEN_FIELD],
             "size": self.page_size,
             "sort": [{ID_FIELD: "asc"}],
             "track_total_hits": False,
@@ -507,7 +507,6 @@ class Percolator:
                 if wanted is None and only is not None and "max_terms_count" in json.dumps(e.body):
                     # The index allows fewer terms than are listened to: filter here instead.
                     body["query"], wanted = percolate, set(only)
-                    body["docvalue_fields"] = [HIGHLIGHT_FIELD, SEEN_FIELD]
                     continue
                 if e.misconfiguration or rounds == _TAKE_OUT_ROUNDS:
                     raise
@@ -520,8 +519,11 @@ class Percolator:
                 continue
             hits = answer["hits"]["hits"]
             for hit in hits:
-                if wanted is None or hit["_id"] in wanted or _seen(hit) >= since:
+                recent = _seen(hit) >= since
+                if wanted is None or hit["_id"] in wanted or recent:
                     matches[hit["_id"]] = hit["fields"]["_percolator_document_slot"]
+                    if recent:
+                        matches.recent.add(hit["_id"])
                     mode = hit["fields"].get(HIGHLIGHT_FIELD)
                     if mode:
                         matches.highlight[hit["_id"]] = mode[0]
@@ -934,12 +936,15 @@ _STORE_AGAIN_ROUNDS = 3  # of storing again the queries changed while they were 
 
 
 class Matches(dict):
-    """``{query_id: [positions of the matching documents]}``, and ``highlight``: the matching
-    queries registered for highlights, with how (HIGHLIGHT_FIELD)."""
+    """``{query_id: [positions of the matching documents]}``; ``highlight``: the matching
+    queries registered for highlights, with how (HIGHLIGHT_FIELD); ``recent``: those some Beater
+    registered or looked up within the listened-to window (a subscriber may follow that the
+    router has not told every Beater of yet)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.highlight: dict[str, str] = {}
+        self.recent: set[str] = set()
 
 
 def _taken_out_message(why: str) -> str:

@@ -1,28 +1,25 @@
-"""Beater's WAMP side: the ``estrom.register`` / ``estrom.lookup`` procedures, and publishing
-the hits of each percolation to ``docs-for-<ID>``."""
+"""Beater's WAMP side: the ``estrom.register`` / ``lookup`` / ``backlog`` / ``summary``
+procedures, the sweep of unused queries, and the session that beater.delivery publishes on."""
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
-from bisect import bisect_right
 from collections import OrderedDict
-from itertools import accumulate
 from typing import Any
 
-import cbor2
 import xxhash
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.protocol import ApplicationSession
-from autobahn.wamp.types import CloseDetails, PublishOptions, RegisterOptions, SessionDetails
+from autobahn.wamp.types import CloseDetails, RegisterOptions, SessionDetails
 from twisted.internet import defer, reactor
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger
 
 from beater.cursor import CURSOR, Cursors, cursor_at, parse_since
-from beater.documents import CBOR_PER_JSON_BYTE, DEFAULT_DOCUMENT_LIMITS, DocumentLimits
+from beater.delivery import Delivery, RouterUnavailable
+from beater.documents import DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import Identified, highlighted, identify
 from beater.interest import Interest
@@ -34,7 +31,7 @@ from beater.percolator import (
     TooManyQueries,
     check_index,
 )
-from beater.pipeline import Misconfigured, Pipeline, Rejected
+from beater.pipeline import Pipeline
 from beater.store import Store
 from beater.summary import summarize, summary_options
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
@@ -54,23 +51,14 @@ ROUTERS_AUTHORIZER = "authorizer"
 
 log = Logger()
 
-_ACKNOWLEDGED = PublishOptions(acknowledge=True)
-
-# One event carries the hits of one query in a batch, up to about this many bytes (as CBOR);
-# more go in several events. The router takes at most 16 MiB in one message over RawSocket (and
-# drops the connection that sends more), and each subscriber decodes an event whole.
-EVENT_BYTES = 4 * 1024 * 1024
 # Batches whose copies wait to be removed that a summary leaves out, at most (one clause each);
 # past it, their copies are counted (during a long engine outage only).
 MAX_LEFT_OUT = 200
 
 
-class RouterUnavailable(Exception):
-    """Beater is not connected to the router, or a publication was not acknowledged."""
-
-
-class Beater:
-    """Registers queries and delivers the documents that match them."""
+class Beater(Delivery):
+    """Registers queries (the WAMP procedures) and delivers the documents that match them
+    (beater.delivery)."""
 
     def __init__(
         self,
@@ -87,26 +75,18 @@ class Beater:
         tokens: TokenFile | None = None,
         metrics: BeaterMetrics | None = None,
     ):
-        self.percolator = percolator
+        super().__init__(percolator, interest, store, cursors or Cursors(), metrics or BeaterMetrics())
         if percolator is not None:
             percolator.taken_out = self._taken_out
-        self.metrics = metrics or BeaterMetrics()
         for counting in (percolator, store):
             if counting is not None:  # what the sweep and the store's clean-up fail to do is counted
                 counting.failed = self.metrics.failed
         self.tokens = tokens  # None: every caller may read every index
-        self.store = store  # None: documents are percolated and published, not kept
-        self.cursors = cursors or Cursors()
-        # By index: the cursors of this Beater's batches taken and not yet published (or failed),
-        # which a backlog leaves out.
-        self._in_flight: dict[str, set[tuple[str, str]]] = {}
         self.pipeline = Pipeline(self.deliver, **(batching or {}))
         self.metrics.watch_queue(lambda: self.pipeline.queued, lambda: self.pipeline.queued_bytes)
-        self.interest = interest  # None: percolate every stored query
         self.limits = limits
         self.index_patterns = index_patterns
         self.document_limits = document_limits
-        self.session = None  # the joined WAMP session, or None
         # Who this Beater is among those of one engine (the sweep's lease).
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._sweeping = False  # whether it held the lease at its last sweep
@@ -118,9 +98,6 @@ class Beater:
         self._storing = Coalesce()  # by query id
         self._identified: OrderedDict[tuple[str, str], Identified] = OrderedDict()
         self._seen: set[str] = set()  # queries registered or looked up since the last sweep
-        # Per index, fired when the batch before the newest has sent its publications: batches
-        # percolate side by side but publish in the order they were formed.
-        self._turns: dict[str, Deferred] = {}
 
     async def on_join(self, session: ApplicationSession, details: SessionDetails) -> None:
         # Several Beaters may serve one router: calls are shared out among them.
@@ -175,7 +152,8 @@ class Beater:
         """Who made a call (``details``: autobahn's CallDetails, or None), and so which indexes
         it may read. The router discloses callers (router/authorizer.py): a ``client`` session
         is the token whose name is its authid; the router's own authorizer (it asks for the
-        index of a topic's query) reads everything; anyone else nothing. A call forwarded by
+        index of a topic's query) and a Tailor admitted by its secret (it checks its clients'
+        tokens itself) read everything; anyone else nothing. A call forwarded by
         another router names a caller that this router did not authenticate: nothing."""
         if self.tokens is None:
             return ANONYMOUS
@@ -184,7 +162,7 @@ class Beater:
         role = getattr(details, "caller_authrole", None)
         if role == "client":
             return self.tokens.principal(details.caller_authid) or _UNDISCLOSED
-        return ANONYMOUS if role == ROUTERS_AUTHORIZER else _UNDISCLOSED
+        return ANONYMOUS if role in (ROUTERS_AUTHORIZER, api.TAILOR_ROLE) else _UNDISCLOSED
 
     def _may_read(self, details: Any, index: str, what: str) -> None:
         reader = self.reader(details)
@@ -402,255 +380,6 @@ class Beater:
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         return await self.pipeline.submit(index, documents, size, ids, named)
-
-    async def deliver(
-        self,
-        index: str,
-        documents: list[dict],
-        requests: list[tuple[int, int]] | None = None,
-        ids: list[str] | None = None,
-        named: list[bool] | None = None,
-    ) -> dict[str, list[int]]:
-        """Percolate one batch in one engine request; publish one event per matching query (or
-        several, for a query whose hits would make a larger one than EVENT_BYTES). ``requests``:
-        the (documents, bytes) of each request that carried them, in turn (None: unknown);
-        ``ids``: the documents' (None: made here); ``named``: which of those their senders gave,
-        for readers to know a resend (api.NAMED)."""
-        if ids is None:
-            ids = [uuid.uuid4().hex for _ in documents]
-        if self.session is None:
-            raise RouterUnavailable("Beater is not connected to the router")
-        before, mine = self._turns.get(index), Deferred()
-        self._turns[index] = mine
-        # Taken in the order batches publish: one Beater's hits of an index arrive by cursor.
-        cursors = self.cursors.take(len(documents))
-        batch = (cursors[0], cursors[-1]) if cursors else None
-        if batch is not None:
-            self._in_flight.setdefault(index, set()).add(batch)
-        stored: list = []  # what the store wrote of this batch
-        started = time.monotonic()
-        try:
-            try:
-                only = self.interest.active() if self.interest is not None else None
-                matches, stored = await self._percolate_and_store(index, documents, ids, cursors, only)
-                percolated = time.monotonic() - started
-                highlights = await self._highlights(index, documents, matches)
-            except EngineError as e:
-                if e.misconfiguration:
-                    log.error(
-                        "Beater: the search engine refuses to percolate {index} (a misconfiguration): {error}",
-                        index=index,
-                        error=e,
-                    )
-                    raise Misconfigured(f"the search engine refuses Beater: {e.reason}") from e
-                raise Rejected(e.reason) from e
-            finally:
-                if before is not None:
-                    await before
-            session = self.session
-            if session is None:
-                raise RouterUnavailable("Beater is not connected to the router")
-            hits = [
-                {"_index": index, "_id": document_id, "_cursor": cursor, "_source": document}
-                for document, document_id, cursor in zip(documents, ids, cursors, strict=True)
-            ]
-            for slot, given in enumerate(named or ()):
-                if given:
-                    hits[slot][api.NAMED] = True
-            events = _events(hits, matches, requests, highlights)
-            # One session's messages reach the router, and each subscriber, in the order they
-            # were sent, and crossbar handles each as it arrives: the acknowledgement of a
-            # batch's last publication says the router took them all. One PUBLISHED per batch
-            # instead of one per matching query.
-            try:
-                for query_id, event in events[:-1]:
-                    session.publish(api.topic(query_id), *event)
-                if events:
-                    query_id, event = events[-1]
-                    acknowledged = session.publish(api.topic(query_id), *event, options=_ACKNOWLEDGED)
-            except TransportLost as e:
-                raise RouterUnavailable(f"publishing to the router failed: {e}") from e
-        except Exception:
-            # Not published whole (the router went away, or a publication failed: then earlier
-            # events of the batch may be out): the sender hears it failed and may send it again,
-            # so what the store has of it goes.
-            if stored:
-                await self.store.remove(index, stored, cursors)
-            raise
-        finally:
-            if self._turns.get(index) is mine:
-                del self._turns[index]
-            mine.callback(None)
-            # Published (or failed): a backlog from now on may hold it. A subscription the
-            # router took after these publications finds them in the store, refreshed.
-            if batch is not None:
-                flying = self._in_flight[index]
-                flying.discard(batch)
-                if not flying:
-                    del self._in_flight[index]
-        if events:
-            try:
-                await acknowledged
-            except Exception as e:
-                if stored:
-                    await self.store.remove(index, stored, cursors)
-                # The router went away, or refused the publication. Anything else is a bug, and
-                # must not pass for "unavailable, retry" (senders retry forever).
-                if isinstance(e, (TransportLost, ApplicationError)):
-                    raise RouterUnavailable(f"publishing to the router failed: {e}") from e
-                raise
-        self.metrics.delivered(index, len(documents), sum(map(len, matches.values())), percolated)
-        return matches
-
-    async def _highlights(
-        self, index: str, documents: list[dict], matches: dict[str, list[int]]
-    ) -> dict[str, dict[int, dict[str, list[str]]]]:
-        """The engine's highlights for the matching queries registered for them. Without them
-        (the engine fails to highlight) the hits go out as they are: nothing is held back."""
-        if not getattr(matches, "highlight", None):
-            return {}
-        try:
-            return await self.percolator.highlights(index, documents, matches)
-        except (EngineError, EngineUnavailable) as e:
-            log.warn(
-                "Beater: the search engine did not highlight a batch of {index}: {error}",
-                index=index,
-                error=e,
-            )
-            return {}
-
-    async def _percolate_and_store(
-        self, index: str, documents: list[dict], ids: list[str], cursors: list[str], only: list[str] | None
-    ) -> tuple[dict[str, list[int]], list]:
-        """Percolate a batch and, with the store, store it at the same time: the matches, and
-        what was stored. If either fails, what was stored of it is removed again."""
-        if self.store is None:
-            return await self.percolator.percolate(index, documents, only), []
-        fields = self.percolator.new_fields(index, documents)
-        if fields:
-            return await self._store_then_percolate(index, documents, ids, cursors, only, fields)
-        percolating = Deferred.fromCoroutine(self.percolator.percolate(index, documents, only))
-        storing = Deferred.fromCoroutine(self.store.put(index, documents, ids, cursors))
-        (percolated, matches), (was_stored, storing) = await DeferredList(
-            [percolating, storing], consumeErrors=True
-        )
-        if percolated and was_stored:
-            return matches, storing
-        await self.store.remove(index, storing if was_stored else _written(storing.value), cursors)
-        failure = storing if percolated else matches  # the percolation's says most
-        raise failure.value
-
-    async def _store_then_percolate(
-        self,
-        index: str,
-        documents: list[dict],
-        ids: list[str],
-        cursors: list[str],
-        only: list[str] | None,
-        fields: set[str],
-    ) -> tuple[dict[str, list[int]], list]:
-        """Store first when a batch brings fields new to its index: the engine maps them in the
-        source index, and the percolator index follows before the batch is percolated (a query
-        on a field its index did not map matches nothing)."""
-        try:
-            written = await self.store.put(index, documents, ids, cursors)
-        except Exception as e:
-            await self.store.remove(index, _written(e), cursors)
-            raise
-        try:
-            try:
-                await self.percolator.follow_stored(index, fields)
-            except EngineError as e:  # not the sender's fault: the sweep will follow it later
-                log.warn("Beater: cannot follow the mapping of {index}: {error}", index=index, error=e)
-            return await self.percolator.percolate(index, documents, only), written
-        except Exception:
-            await self.store.remove(index, written, cursors)
-            raise
-
-
-def _written(error: BaseException) -> list | None:
-    """What a failed ``Store.put`` wrote: [] if its request never reached the engine, None if
-    it did but the engine's answer is not known (it may have written every document)."""
-    written = getattr(error, "written", None)
-    if written is not None:
-        return written
-    if isinstance(error, EngineUnavailable) and not error.sent:
-        return []
-    return None
-
-
-def _events(
-    hits: list[dict],
-    matches: dict[str, list[int]],
-    requests: list[tuple[int, int]] | None,
-    highlights: dict[str, dict[int, dict[str, list[str]]]] | None = None,
-) -> list[tuple[str, list[dict]]]:
-    """The (query ID, hits) of each event: a query's hits in one, or, if that could come to
-    more than EVENT_BYTES, in as few as hold at most that each (a larger hit alone).
-
-    A request's bytes bound what its documents become as CBOR (CBOR_PER_JSON_BYTE times them),
-    so only the hits of a query that matched in enough bytes of requests are measured. A query
-    registered for highlights has them on its hits (api.HIGHLIGHT), measured with the hit."""
-    if highlights:
-        return _highlighted_events(hits, matches, requests, highlights)
-    # "_index", "_id", "_cursor", "_source", "_named" and theirs (an _id a sender gave: up to 512 bytes)
-    per_hit = 80 + len(hits[0]["_index"]) + max(len(hit["_id"]) for hit in hits) if hits else 0
-    ends = list(accumulate(documents for documents, _ in requests or ()))
-
-    def at_most(slots: list[int]) -> float:
-        """The most bytes the hits at ``slots`` can come to as CBOR."""
-        if not requests:
-            return float("inf")
-        carried = {bisect_right(ends, slot) for slot in slots}
-        return sum(requests[r][1] for r in carried) * CBOR_PER_JSON_BYTE + len(slots) * per_hit
-
-    batch = sum(size for _, size in requests or ()) * CBOR_PER_JSON_BYTE + len(hits) * per_hit
-    if requests and batch <= EVENT_BYTES:  # no event can be larger than the whole batch
-        return [(query_id, [hits[slot] for slot in slots]) for query_id, slots in matches.items()]
-    events = []
-    sizes: dict[int, int] = {}
-    for query_id, slots in matches.items():
-        if len(slots) == 1 or at_most(slots) <= EVENT_BYTES:
-            events.append((query_id, [hits[slot] for slot in slots]))
-            continue
-        event: list[dict] = []
-        size = 0
-        for slot in slots:
-            if slot not in sizes:
-                sizes[slot] = len(cbor2.dumps(hits[slot]))
-            if event and size + sizes[slot] > EVENT_BYTES:
-                events.append((query_id, event))
-                event, size = [], 0
-            event.append(hits[slot])
-            size += sizes[slot]
-        events.append((query_id, event))
-    return events
-
-
-def _highlighted_events(
-    hits: list[dict],
-    matches: dict[str, list[int]],
-    requests: list[tuple[int, int]] | None,
-    highlights: dict[str, dict[int, dict[str, list[str]]]],
-) -> list[tuple[str, list[dict]]]:
-    """_events, the queries registered for highlights with them on their hits: as large as the
-    hit again at most (whole values), so their events are measured hit by hit."""
-    plain = {query_id: slots for query_id, slots in matches.items() if query_id not in highlights}
-    events = _events(hits, plain, requests)
-    for query_id, marks in highlights.items():
-        event: list[dict] = []
-        size = 0
-        for slot in matches.get(query_id, ()):
-            hit = {**hits[slot], api.HIGHLIGHT: marks[slot]} if slot in marks else hits[slot]
-            measured = len(cbor2.dumps(hit))
-            if event and size + measured > EVENT_BYTES:
-                events.append((query_id, event))
-                event, size = [], 0
-            event.append(hit)
-            size += measured
-        if event:
-            events.append((query_id, event))
-    return events
 
 
 def _register_options(options: Any) -> bool:

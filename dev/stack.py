@@ -65,6 +65,8 @@ class Stack:
     engine_url: str | None = None  # None: http://127.0.0.1:<ports.engine>
     engine: str = "opensearch"  # which local node start_engine starts (see ENGINES)
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    # Tailor's ticket at the router (role "tailor": the feed); "": Tailors join as readers.
+    tailor_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     python: str = sys.executable
     crossbar: str = str(ROOT / ".venv-router" / "bin" / "crossbar")
     java: str = "java"
@@ -115,6 +117,7 @@ class Stack:
                 "ESTROM_ELASTICSEARCH_URL": self.engine_url,
                 "ESTROM_ROUTER_URL": self.router_rawsocket_url,
                 "ESTROM_BEATER_SECRET": self.secret,
+                "ESTROM_TAILOR_SECRET": self.tailor_secret,
                 "ESTROM_BEATER_PORT": str(self.ports.beater),
                 "ESTROM_TAILOR_PORT": str(self.ports.tailor),
                 "PYTHONUNBUFFERED": "1",
@@ -435,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         engine=args.engine,
         engine_url=os.environ.get("ESTROM_ELASTICSEARCH_URL"),
         secret=os.environ.get("ESTROM_BEATER_SECRET") or secrets.token_urlsafe(24),
+        tailor_secret=os.environ.get("ESTROM_TAILOR_SECRET") or secrets.token_urlsafe(24),
     )
 
     def stop(signum: int, frame: object) -> None:

@@ -36,6 +36,14 @@ BACKLOG = "estrom.backlog"
 SUMMARY = "estrom.summary"
 TOPIC_PREFIX = "docs-for-"
 
+# The role of a Tailor admitted with ESTROM_TAILOR_SECRET: Beater sends it the hits of a batch
+# once, on FEED, instead of an event per matching query; its per-query events exclude it.
+TAILOR_ROLE = "tailor"
+# The feed's topic, which only TAILOR_ROLE may subscribe to. An event carries hits, each once, and
+# the keyword argument MATCHES: ``{query_id: [positions of its hits among them]}``.
+FEED = "estrom.feed"
+MATCHES = "matches"
+
 
 def topic(query_id: str) -> str:
     """The topic on which the hits of the query ``query_id`` are published."""

@@ -94,6 +94,12 @@ class BeaterMetrics(_Metrics):
             ["index"],
             registry=r,
         )
+        self.events = Counter(
+            "estrom_events_published",
+            "Events published to the router: to a query's topic, or to the feed (one per batch for Tailors)",
+            ["to"],
+            registry=r,
+        )
         self.percolation = Histogram(
             "estrom_percolation_seconds",
             "Time to percolate (and with the store, store) one batch",

@@ -3,7 +3,8 @@ the router.
 
 Authentication (``router.authenticate``, crossbar's dynamic authenticator for WAMP-Ticket and
 anonymous sessions): Beater is admitted with the ticket ``$ESTROM_BEATER_SECRET`` (role
-``beater``); a reader with a token of the token file ``$ESTROM_TOKENS`` as its ticket (role
+``beater``), Tailor with ``$ESTROM_TAILOR_SECRET`` (role ``tailor``: it may also subscribe to the
+feed, api.FEED, and checks its clients' tokens itself); a reader with a token of the token file ``$ESTROM_TOKENS`` as its ticket (role
 ``client``, authid the token's name; see estrom/tokens.py, which this module shares with Beater
 and Tailor). Without a token file, anonymous sessions are readers of everything (``make up`` on
 127.0.0.1); with one, they are refused.
@@ -77,14 +78,15 @@ def _decision(allow: bool, cache: bool = False) -> dict[str, bool]:
 def authorize(
     session: dict[str, Any], uri: str, action: str, options: dict[str, Any] | None
 ) -> dict[str, bool]:
-    """The decision for a ``client`` session: call ``estrom.register`` / ``lookup`` / ``backlog`` /
-    ``summary``, and
-    subscribe to one ``docs-for-<16 hex digits>`` topic with match ``exact``; nothing else
-    (publish, register, other calls, prefix or wildcard subscriptions, the ``wamp.*`` meta API).
+    """The decision for a ``client`` or ``tailor`` session: call ``estrom.register`` / ``lookup`` /
+    ``backlog`` / ``summary``, and subscribe to one ``docs-for-<16 hex digits>`` topic with match
+    ``exact`` (a Tailor to the feed, api.FEED, too); nothing else (publish, register, other calls,
+    prefix or wildcard subscriptions, the ``wamp.*`` meta API).
 
     ``session`` is crossbar's dict of the session's details; another role is refused everything.
     """
-    if session.get("authrole") != "client":
+    role = session.get("authrole")
+    if role not in ("client", api.TAILOR_ROLE):
         return _decision(False)
     # A call is disclosed: Beater checks which indexes the caller's token may read. crossbar
     # discloses the first "forward_for" entry of a call's options as its caller (for
@@ -93,7 +95,8 @@ def authorize(
     # not asked about the next call's options).
     if action == "call" and uri in CALLABLE and set(options or {}) <= CALL_OPTIONS:
         return {"allow": True, "disclose": True, "cache": False}
-    if action == "subscribe" and TOPIC.fullmatch(uri):
+    # The feed carries the hits of every query a Tailor listens to: for Tailors alone.
+    if action == "subscribe" and (TOPIC.fullmatch(uri) or (uri == api.FEED and role == api.TAILOR_ROLE)):
         options = options or {}
         # An exact subscription carries no "match" (autobahn leaves the default out).
         if options.get("match", "exact") == "exact" and set(options) <= SUBSCRIBE_OPTIONS:
@@ -136,7 +139,11 @@ class Authorizer(Embedded):
         self.log.info("recursion limit {previous} -> {limit}", previous=previous, limit=RECURSION_LIMIT)
         if quiet_debug_arguments():
             self.log.info("debug-log arguments are built only when printed")
-        self.principals = {"beater": {"ticket": os.environ.get("ESTROM_BEATER_SECRET", ""), "role": "beater"}}
+        self.principals = {
+            "beater": {"ticket": os.environ.get("ESTROM_BEATER_SECRET", ""), "role": "beater"},
+            # Unset: no session is admitted as Tailor (an empty ticket matches nothing).
+            "tailor": {"ticket": os.environ.get("ESTROM_TAILOR_SECRET", ""), "role": api.TAILOR_ROLE},
+        }
         self.principals.update((self.config.extra or {}).get("principals", {}))
         path = os.environ.get("ESTROM_TOKENS", "")
         self.with_tokens = bool(path)
@@ -183,6 +190,8 @@ class Authorizer(Embedded):
         decision = authorize(session, uri, action, options)
         if not decision["allow"] or action != "subscribe" or not self.with_tokens:
             return decision
+        if session.get("authrole") == api.TAILOR_ROLE:
+            return decision  # admitted by its secret: it checks its clients' tokens itself
         reader = self.tokens.principal(session.get("authid")) if self.tokens is not None else None
         if reader is None:
             return _decision(False)

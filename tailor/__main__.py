@@ -7,6 +7,7 @@ import sys
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from estrom import api
 from estrom.http import GuardedSite, api_root
 from estrom.metrics import MetricsResource, TailorMetrics
 from estrom.service import serve, start
@@ -19,10 +20,11 @@ from tailor.stream import Bounds
 
 def main(argv: list[str] | None = None) -> None:
     settings, limits, tokens = start(TailorSettings, argv, "Tailor")
-    me = tokens.check(settings.token) if tokens is not None else None
-    if tokens is not None and me is None:
+    me = tokens.check(settings.token) if tokens is not None and not settings.secret else None
+    if tokens is not None and not settings.secret and me is None:
         sys.exit(
-            "tailor: with ESTROM_TOKENS, ESTROM_TAILOR_TOKEN must be a token of that file (the router admits Tailor with it)"
+            "tailor: with ESTROM_TOKENS, ESTROM_TAILOR_SECRET must be set (the router's) or ESTROM_TAILOR_TOKEN "
+            "must be a token of that file (the router admits Tailor with it)"
         )
 
     tailor = Tailor(
@@ -31,8 +33,12 @@ def main(argv: list[str] | None = None) -> None:
         settings.call_timeout_seconds,
         settings.max_pending_total_bytes,
     )
-    # With tokens, Tailor is a reader of its own at the router, and checks its clients' tokens itself.
-    authentication = {"ticket": {"authid": me.name, "ticket": settings.token}} if me else None
+    # With its secret, Tailor is the router's role "tailor" (the feed); else, with tokens, a reader
+    # of its own. Either way it checks its clients' tokens itself.
+    if settings.secret:
+        authentication = {"ticket": {"authid": api.TAILOR_ROLE, "ticket": settings.secret}}
+    else:
+        authentication = {"ticket": {"authid": me.name, "ticket": settings.token}} if me else None
     wamp = component(
         settings.router_url, settings.realm, authentication, heartbeat=settings.router_heartbeat_seconds
     )

@@ -74,6 +74,7 @@ class Tailor:
         # never answers must not leave a client waiting for its head.
         self.call_seconds = call_seconds
         self.session = None
+        self.fed = False  # whether the router admitted Tailor as role "tailor" (the feed)
         self.topics: dict[str, set[Stream]] = {}
         # What estrom.metrics reports: streams opened; hits sent by streams that ended; streams
         # dropped because their client fell behind, and the hits they held.
@@ -105,9 +106,19 @@ class Tailor:
             return "the router or Beater did not answer"
         return "Beater answered a lookup of an unknown ID"
 
-    def on_join(self, session: ApplicationSession, details: SessionDetails) -> None:
+    async def on_join(self, session: ApplicationSession, details: SessionDetails) -> None:
+        # As the router's role "tailor", Beater sends the hits of the queries it follows on the
+        # feed, once per batch, and leaves Tailors out of their own topics' events.
+        self.fed = details.authrole == api.TAILOR_ROLE
+        if self.fed:
+            await session.subscribe(self._fed, api.FEED).addTimeout(self.call_seconds, reactor)
         self.session = session
-        log.info("Tailor joined realm {realm}", realm=details.realm)
+        log.info(
+            "Tailor joined realm {realm} as {role}{feed}",
+            realm=details.realm,
+            role=details.authrole,
+            feed=", fed" if self.fed else "",
+        )
 
     def on_leave(self, session: ApplicationSession, details: CloseDetails) -> None:
         self.session = None
@@ -335,6 +346,25 @@ class Tailor:
             self._subscriptions[topic] = subscription
         else:  # every stream on it ended while the router answered, or the session is gone
             subscription.unsubscribe().addErrback(lambda _: None)
+
+    def _fed(self, *hits: Any, **more: Any) -> None:
+        """An event of the feed: hits, each once, and the queries they matched (api.MATCHES),
+        handed to the streams of the topics Tailor subscribes to (the rest are other Tailors')."""
+        matches = more.get(api.MATCHES)
+        if not isinstance(matches, dict):
+            log.warn("Tailor: a feed event without its matches, dropped")
+            return
+        for query_id, positions in matches.items():
+            topic = api.topic(query_id)
+            if topic in self._subscriptions:
+                try:
+                    chosen = tuple(hits[position] for position in positions)
+                except (TypeError, IndexError):
+                    log.warn(
+                        "Tailor: a feed event's matches of {query_id} are not its hits", query_id=query_id
+                    )
+                    continue
+                self._deliver(topic, chosen, {})
 
     def _deliver(self, topic: str, hits: tuple, more: dict[str, Any]) -> None:
         streams = list(self.topics.get(topic, ()))

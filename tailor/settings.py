@@ -46,11 +46,19 @@ class TailorSettings(ServiceSettings):
         "seconds a stream waits for Beater's answer (a registration, a lookup, a backlog page) or "
         "the router's; then 503",
     )
+    secret: str = setting(
+        "",
+        "ESTROM_TAILOR_SECRET",
+        "Tailor's ticket at the router (as ESTROM_BEATER_SECRET is Beater's), for the router's own; with it "
+        "Tailor gets each batch's hits in one event (the feed), and reads every index (it checks its clients' "
+        "tokens itself)",
+        secret=True,
+    )
     token: str = setting(
         "",
         "ESTROM_TAILOR_TOKEN",
-        "Tailor's own token (WAMP-Ticket at the router), one that may read every index its clients may; "
-        "needed with ESTROM_TOKENS",
+        "without ESTROM_TAILOR_SECRET: Tailor's own token (WAMP-Ticket at the router), one that may read every "
+        "index its clients may; one of the two is needed with ESTROM_TOKENS",
         secret=True,
     )
     # Streams are long-lived, so this is how many clients tail at once. Each one can hold up to

@@ -183,7 +183,12 @@ def test_compose_sets_only_variables_the_services_read():
     for name, cls in SETTINGS.items():
         read = {f.metadata["env"] for f in fields(cls)}
         assert set(environment(name)) <= read, name
-    assert set(environment("router")) == {env_name(BeaterSettings, "secret"), "ESTROM_TOKENS"}
+    # What router/authorizer.py reads: the two services' tickets, and the token file.
+    assert set(environment("router")) == {
+        env_name(BeaterSettings, "secret"),
+        env_name(TailorSettings, "secret"),
+        "ESTROM_TOKENS",
+    }
 
 
 def test_beater_and_tailor_listen_on_all_interfaces_in_their_containers():
@@ -205,7 +210,7 @@ def test_services_reach_each_other_by_compose_service_name():
         assert (router.scheme, router.hostname, router.port) == ("rs", "router", router_port()), name
 
 
-def test_the_beater_secret_and_tailors_token_come_from_the_users_environment_and_are_required():
+def test_the_beater_and_tailor_secrets_come_from_the_users_environment_and_are_required():
     secret = env_name(BeaterSettings, "secret")
     _, websocket = router_path("websocket")
     (rawsocket,) = [t["rawsocket"] for t in router_transports() if "rawsocket" in t]
@@ -214,7 +219,8 @@ def test_the_beater_secret_and_tailors_token_come_from_the_users_environment_and
         for method in ("ticket", "anonymous"):
             assert transport["auth"][method] == {"type": "dynamic", "authenticator": "router.authenticate"}
     # ${VAR:?message}: compose refuses to start without it, and no credential is in the repo.
-    for name, variable in (("router", secret), ("beater", secret), ("tailor", "ESTROM_TAILOR_TOKEN")):
+    tailor = env_name(TailorSettings, "secret")
+    for name, variable in (("router", secret), ("beater", secret), ("router", tailor), ("tailor", tailor)):
         assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", environment(name)[variable]), name
 
 

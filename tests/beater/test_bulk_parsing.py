@@ -12,11 +12,11 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from beater.bulk import MAX_ID_BYTES, parse_bulk
+from beater.delivery import RouterUnavailable
 from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments
 from beater.engine import EngineUnavailable
 from beater.ingest import BISECTIONS, BulkResource, Refused, gunzip
 from beater.pipeline import Overloaded, Rejected
-from beater.service import RouterUnavailable
 from estrom.metrics import BeaterMetrics
 from estrom.tokens import ANONYMOUS
 

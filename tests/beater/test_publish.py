@@ -10,14 +10,18 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 
+from beater.delivery import EVENT_BYTES, RouterUnavailable
 from beater.engine import Engine, EngineUnavailable
 from beater.identity import identify
+from beater.interest import Interest
 from beater.percolator import Matches, Percolator
-from beater.service import EVENT_BYTES, Beater, RouterUnavailable
+from beater.service import Beater
 from beater.store import Store
 from estrom import api
 from estrom.testing import http
+from tests.beater.test_interest_unit import _Router
 
 
 class _Percolator:
@@ -268,3 +272,121 @@ async def test_only_the_highlight_registrations_hits_carry_highlights_and_none_i
     assert [api.HIGHLIGHT in hit for hit in plain] == [False, False]
     assert [hit["_id"] for hit in marked] == ["1", "2"]
     assert [hit.get(api.HIGHLIGHT) for hit in marked] == [None, None if fails else {"msg": ["<em>x</em>"]}]
+
+
+# The feed: a Tailor (session 100) listens to A and B, a browser (200) to B and C.
+A, B, C = "a" * 16, "b" * 16, "c" * 16
+
+
+def _knowing(clock: Clock | None = None) -> Interest:
+    """An Interest that has followed a router where Tailor 100 and browser 200 subscribe."""
+    subscriptions = {n: {"id": n, "uri": api.topic(q), "match": "exact"} for n, q in enumerate((A, B, C), 1)}
+    router = _Router(subscriptions, {1: [100], 2: [100, 200], 3: [200]}, tailors=[100])
+    interest = Interest(grace=60, clock=clock or Clock())
+    Deferred.fromCoroutine(interest.follow(router))
+    return interest
+
+
+class _Matching:
+    def __init__(self, matches: dict[str, list[int]], highlighted: str | None = None):
+        self.matches = matches
+        self.highlighted = highlighted
+
+    async def percolate(self, index, documents, only=None):
+        matches = Matches()
+        matches.update(self.matches)
+        if self.highlighted:
+            matches.highlight[self.highlighted] = "fields"
+        return matches
+
+    async def highlights(self, index, documents, matches):
+        return {}
+
+
+class _Publications:
+    """Each publication: its topic, hits, keyword arguments and options."""
+
+    def __init__(self):
+        self.made: list[tuple[str, list[dict], dict, object]] = []
+
+    def publish(self, topic, *hits, options=None, **more):
+        self.made.append((topic, list(hits), more, options))
+        return succeed(None) if options is not None and options.acknowledge else None
+
+
+async def _publications(interest, matches, documents, highlighted=None):
+    service = Beater(_Matching(matches, highlighted), interest=interest)
+    service.session = session = _Publications()
+    await service.deliver(
+        "events", documents, request_sizes(documents), ids=[str(n) for n in range(len(documents))]
+    )
+    return session.made
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_reaches_tailors_in_one_feed_event_and_others_on_their_topics():
+    made = await _publications(_knowing(), {A: [0, 1], B: [1], C: [2]}, [{"n": n} for n in range(3)])
+    by_topic = {topic: (hits, more, options) for topic, hits, more, options in made}
+    assert [topic for topic, *_ in made] == [api.topic(B), api.topic(C), api.FEED]
+    # A has only the Tailor: no event of its own. B's excludes Tailors (the feed has it), C's does not.
+    assert by_topic[api.topic(B)][2].exclude_authrole == [api.TAILOR_ROLE]
+    assert by_topic[api.topic(C)][2].exclude_authrole is None
+    hits, more, options = by_topic[api.FEED]
+    assert [hit["_id"] for hit in hits] == ["0", "1"]  # each hit once, document 2 matched C only
+    assert more == {api.MATCHES: {A: [0, 1], B: [1]}}
+    assert options.acknowledge and not options.exclude_authrole  # the batch's last publication
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_tailor_listening_there_is_no_feed_event():
+    made = await _publications(_knowing(), {C: [0]}, [{"n": 0}])
+    assert [(topic, options.exclude_authrole, options.acknowledge) for topic, _, _, options in made] == [
+        (api.topic(C), None, True)
+    ]
+    # Without following the router, who listens is not known: every event reaches everyone.
+    made = await _publications(None, {A: [0], B: [0]}, [{"n": 0}])
+    assert [(topic, options.exclude_authrole) for topic, _, _, options in made] == [
+        (api.topic(A), None),
+        (api.topic(B), None),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_registered_here_just_now_keeps_its_own_event_beside_the_feed():
+    clock = Clock()
+    interest = _knowing(clock)
+    interest.touch(A)  # a browser may be subscribing to A: the router has not said so yet
+    made = await _publications(interest, {A: [0]}, [{"n": 0}])
+    assert [(topic, options.exclude_authrole) for topic, _, _, options in made] == [
+        (api.topic(A), [api.TAILOR_ROLE]),
+        (api.FEED, None),
+    ]
+    clock.advance(61)
+    made = await _publications(interest, {A: [0]}, [{"n": 0}])
+    assert [topic for topic, *_ in made] == [api.FEED]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_registered_for_highlights_is_never_on_the_feed():
+    made = await _publications(_knowing(), {A: [0], B: [0]}, [{"n": 0}], highlighted=A)
+    assert [(topic, options.exclude_authrole) for topic, _, _, options in made] == [
+        (api.topic(A), None),  # its hits carry its own highlights: its event reaches Tailors too
+        (api.topic(B), [api.TAILOR_ROLE]),
+        (api.FEED, None),
+    ]
+    assert made[-1][2] == {api.MATCHES: {B: [0]}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_feed_larger_than_an_event_holds_goes_in_several_each_with_its_own_positions():
+    documents = [{"n": n, "blob": "x" * (1 << 20)} for n in range(10)]
+    made = await _publications(_knowing(), {A: list(range(0, 10, 2)), B: list(range(10))}, documents)
+    feed = [(hits, more[api.MATCHES]) for topic, hits, more, _ in made if topic == api.FEED]
+    assert len(feed) > 1
+    assert all(len(cbor2.dumps(hits)) <= EVENT_BYTES for hits, _ in feed)
+    received = {A: [], B: []}
+    for hits, matched in feed:
+        for query_id, positions in matched.items():
+            received[query_id].extend(hits[position]["_source"]["n"] for position in positions)
+    assert received == {A: [0, 2, 4, 6, 8], B: list(range(10))}
+    assert [options.acknowledge for *_, options in made] == [None] * (len(made) - 1) + [True]

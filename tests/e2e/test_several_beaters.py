@@ -1,5 +1,7 @@
 """Several Beaters and Tailors behind one router: no stream misses a document posted after its
-first bytes, whichever Beater took the document and however new the subscription.
+first bytes, or gets one twice, whichever Beater took the document and however new the
+subscription. The Tailors are fed (a batch's hits once, api.FEED); the WAMP subscribers, some on
+the very queries the Tailors' streams follow, get their topics' events, which leave Tailors out.
 
 A document can reach a Beater before that Beater has the router's meta-event for a new
 subscription; it still percolates the query, because registering or looking it up recorded in
@@ -24,7 +26,7 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from estrom import api
-from estrom.testing import HttpStream, eventually, post, wamp_session
+from estrom.testing import HttpStream, eventually, grew, post, scrape, wamp_session
 
 RUNS = int(os.environ.get("ESTROM_SEVERAL_RUNS", "1"))
 LATENCY = "0.3"
@@ -98,8 +100,15 @@ class Opened:
 @pytest_twisted.ensureDeferred
 async def test_no_stream_misses_a_document_with_several_beaters(stack, index, several):
     beaters, tailors = several
+    before = [await scrape(beater) for beater in beaters]
     for run in range(RUNS):
         await _one_run(stack, f"{index}-{run}", beaters, tailors)
+    # The Tailors (role "tailor") got hits on the feed, the WAMP subscribers on their topics:
+    # both ways were taken, and no stream above missed or doubled a document.
+    for beater, scraped in zip(beaters, before, strict=True):
+        after = await scrape(beater)
+        assert grew(scraped, after, "estrom_events_published_total", to="feed") > 0, beater
+        assert grew(scraped, after, "estrom_events_published_total", to="topic") > 0, beater
 
 
 async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) -> None:
@@ -138,12 +147,12 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
         opened.stream = stream
         closers.append(stream.close)
 
-    async def open_wamp(number: int, bucket: int, sid: str | None) -> None:
+    async def open_wamp(number: int, bucket: int, sid: str | None, nonce: str = "") -> None:
         opened = Opened(bucket, "wamp " + ("s" if sid else "q"))
         streams.append(opened)
         session = await wamp_session(stack.router_url)
         if sid is None:
-            sid = await session.call(api.REGISTER, index, f"bucket:{bucket} -nonce:w{number}")
+            sid = await session.call(api.REGISTER, index, f"bucket:{bucket} -nonce:{nonce}")
         else:
             await session.call(api.LOOKUP, sid)
         await session.subscribe(
@@ -164,7 +173,9 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
         elif kind == 1:
             opening = open_http(number, known % BUCKETS, s=by_id[known])
         elif kind == 2:
-            opening = open_wamp(number, number % BUCKETS, None)
+            # A browser-like subscriber registering the query an HTTP stream (a Tailor's, on
+            # the feed) opened just before: the same ID, reached two ways.
+            opening = open_wamp(number, (number - 2) % BUCKETS, None, f"h{number - 2}")
         else:
             opening = open_wamp(number, known % BUCKETS, by_id[known])
         openings.append(Deferred.fromCoroutine(opening))

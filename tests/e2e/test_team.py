@@ -239,8 +239,12 @@ async def test_a_tailor_whose_own_token_reads_less_than_its_client_answers_500_a
     # Tailor checks its client's token, then registers with its own: when Beater refuses that,
     # the server is misconfigured (a 403 would blame the client, who may read the index).
     stack = team.stack
+    # Without ESTROM_TAILOR_SECRET, Tailor joins the router with its token, as a reader.
     url = stack.start_tailor(
-        "tailor-narrow", port=stack.ports.tailor + 8, ESTROM_TAILOR_TOKEN=team.secrets["alice"]
+        "tailor-narrow",
+        port=stack.ports.tailor + 8,
+        ESTROM_TAILOR_SECRET="",
+        ESTROM_TAILOR_TOKEN=team.secrets["alice"],
     )
     try:
         status, answer = await get(f"{url}/api/v0.1/docs", {"i": team.theirs, "q": ALL}, team.bearer("bob"))

@@ -14,7 +14,7 @@ import json
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import SubscribeOptions
+from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 
 from dev.stack import ROOT
 from estrom import api
-from estrom.testing import eventually, post, wamp_session
+from estrom.testing import eventually, post, wamp_attempt, wamp_session
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
@@ -110,6 +110,7 @@ async def test_wildcard_subscription_is_refused(session, topic):
         "docs-for-0123456789abcde",
         "docs-for-0123456789abcdef0",
         "docs-for-anything",
+        api.FEED,  # every hit a Tailor follows: Tailors only
         "estrom.register",
         "wamp.session.on_join",
         "wamp.subscription.on_create",
@@ -119,6 +120,36 @@ async def test_wildcard_subscription_is_refused(session, topic):
 @pytest_twisted.ensureDeferred
 async def test_subscription_to_anything_but_a_query_topic_is_refused(session, topic):
     assert await refused(session.subscribe(ignore, topic)) == NOT_AUTHORIZED
+
+
+# --- Tailors: the feed ---------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_a_tailor_admitted_by_its_secret_may_subscribe_to_the_feed(stack, index):
+    tailor = await wamp_session(
+        stack.router_rawsocket_url, {"ticket": {"authid": "tailor", "ticket": stack.tailor_secret}}
+    )
+    # Another trusted role (the tests' watcher may subscribe to every topic by prefix) may not.
+    watcher = await wamp_session(stack.router_url, {"ticket": {"authid": "watcher", "ticket": stack.watcher}})
+    try:
+        await tailor.subscribe(ignore, api.FEED)
+        sid = await tailor.call(api.REGISTER, index, "level:error")
+        await tailor.subscribe(ignore, api.topic(sid))
+        for options in (SubscribeOptions(match="prefix"), SubscribeOptions(match="wildcard")):
+            assert await refused(tailor.subscribe(ignore, "estrom.", options=options)) == NOT_AUTHORIZED
+            assert (
+                await refused(tailor.subscribe(ignore, api.TOPIC_PREFIX, options=options)) == NOT_AUTHORIZED
+            )
+        publish = tailor.publish(api.FEED, {"forged": True}, options=PublishOptions(acknowledge=True))
+        assert await refused(publish) == NOT_AUTHORIZED
+        assert await refused(tailor.call("wamp.session.list")) == NOT_AUTHORIZED
+        assert await refused(watcher.subscribe(ignore, api.FEED)) == NOT_AUTHORIZED
+    finally:
+        tailor.leave()
+        watcher.leave()
+    wrong = {"ticket": {"authid": "tailor", "ticket": stack.tailor_secret + "x"}}
+    assert await wamp_attempt(stack.router_url, wrong) == (api.NOT_AUTHENTICATED, "the ticket is not valid")
 
 
 # --- calls --------------------------------------------------------------------------------------------
