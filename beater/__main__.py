@@ -12,7 +12,8 @@ from beater.compat import Compat
 from beater.engine import Engine, engine_answers
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
-from beater.percolator import Percolator
+from beater.percolator import Percolator, percolator_index
+from beater.presearch import Presearcher
 from beater.service import Beater
 from beater.settings import BeaterSettings
 from beater.store import Store
@@ -36,15 +37,17 @@ def main(argv: list[str] | None = None) -> None:
         + settings.engine_calls_in_flight
         + 1,
     )
+    percolator = Percolator(
+        engine,
+        settings.percolate_page_size,
+        settings.percolator_replicas,
+        max_queries=settings.max_queries_per_index,
+        max_indexes=settings.max_percolator_indexes,
+        listened_window=settings.active_grace_seconds,
+    )
+    presearch = settings.presearch and settings.percolate_only_active
     beater = Beater(
-        Percolator(
-            engine,
-            settings.percolate_page_size,
-            settings.percolator_replicas,
-            max_queries=settings.max_queries_per_index,
-            max_indexes=settings.max_percolator_indexes,
-            listened_window=settings.active_grace_seconds,
-        ),
+        percolator,
         settings.batching(),
         Interest(settings.active_grace_seconds) if settings.percolate_only_active else None,
         limits=settings.query_limits(),
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         calls_queued=settings.engine_calls_queued,
         store=Store(engine, settings.max_backlog) if settings.store else None,
         tokens=tokens,
+        presearch=Presearcher(engine, percolator_index) if presearch else None,
     )
     wamp = component(
         settings.router_url,

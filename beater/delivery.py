@@ -26,8 +26,9 @@ from beater.cursor import Cursors
 from beater.documents import CBOR_PER_JSON_BYTE
 from beater.engine import EngineError, EngineUnavailable
 from beater.interest import Interest
-from beater.percolator import Percolator
+from beater.percolator import Matches, Percolator
 from beater.pipeline import Misconfigured, Rejected
+from beater.presearch import Presearcher
 from beater.store import Store
 from estrom import api
 from estrom.metrics import BeaterMetrics
@@ -64,8 +65,12 @@ class Delivery:
         store: Store | None,
         cursors: Cursors,
         metrics: BeaterMetrics,
+        presearch: Presearcher | None = None,
     ):
         self.percolator = percolator
+        self.presearch = presearch  # None: every document of a batch is percolated
+        if presearch is not None and percolator is not None:
+            percolator.remapped = presearch.remapped
         self.interest = interest  # None: percolate every stored query; who listens is not known
         self.store = store  # None: documents are percolated and published, not kept
         self.cursors = cursors
@@ -181,6 +186,8 @@ class Delivery:
                     raise RouterUnavailable(f"publishing to the router failed: {e}") from e
                 raise
         self.metrics.delivered(index, len(documents), sum(map(len, matches.values())), percolated)
+        self.metrics.stages.labels("percolate").observe(percolated)
+        self.metrics.stages.labels("publish").observe(time.monotonic() - started - percolated)
         return matches
 
     def _publications(
@@ -236,17 +243,36 @@ class Delivery:
             )
             return {}
 
+    async def _percolate(self, index: str, documents: list[dict], only: list[str] | None) -> Matches:
+        """The batch's matches, the documents that no listened-to query can match left out
+        (beater.presearch): a percolation of its candidates alone."""
+        chosen = None
+        if self.presearch is not None and only is not None and len(only) <= self.percolator.max_filter_terms:
+            chosen = self.presearch.candidates(index, documents, only)
+        if chosen is None or len(chosen) == len(documents):
+            return await self.percolator.percolate(index, documents, only)
+        anchored = self.presearch.anchored(index, only)
+        if await self.percolator.listened_elsewhere(index, anchored):
+            return await self.percolator.percolate(index, documents, only)  # no anchor for that one
+        self.metrics.not_percolated.inc(len(documents) - len(chosen))
+        moved = Matches()
+        if chosen:
+            matches = await self.percolator.percolate(index, [documents[slot] for slot in chosen], only)
+            moved.update((query_id, [chosen[slot] for slot in slots]) for query_id, slots in matches.items())
+            moved.highlight, moved.recent = matches.highlight, matches.recent
+        return moved
+
     async def _percolate_and_store(
         self, index: str, documents: list[dict], ids: list[str], cursors: list[str], only: list[str] | None
     ) -> tuple[dict[str, list[int]], list]:
         """Percolate a batch and, with the store, store it at the same time: the matches, and
         what was stored. If either fails, what was stored of it is removed again."""
         if self.store is None:
-            return await self.percolator.percolate(index, documents, only), []
+            return await self._percolate(index, documents, only), []
         fields = self.percolator.new_fields(index, documents)
         if fields:
             return await self._store_then_percolate(index, documents, ids, cursors, only, fields)
-        percolating = Deferred.fromCoroutine(self.percolator.percolate(index, documents, only))
+        percolating = Deferred.fromCoroutine(self._percolate(index, documents, only))
         storing = Deferred.fromCoroutine(self.store.put(index, documents, ids, cursors))
         (percolated, matches), (was_stored, storing) = await DeferredList(
             [percolating, storing], consumeErrors=True
@@ -279,7 +305,7 @@ class Delivery:
                 await self.percolator.follow_stored(index, fields)
             except EngineError as e:  # not the sender's fault: the sweep will follow it later
                 log.warn("Beater: cannot follow the mapping of {index}: {error}", index=index, error=e)
-            return await self.percolator.percolate(index, documents, only), written
+            return await self._percolate(index, documents, only), written
         except Exception:
             await self.store.remove(index, written, cursors)
             raise

@@ -233,15 +233,22 @@ class IndexDocsResource(_Ingest):
         index = self.allowed_index(request)
         if index is None:
             return
+        started = time.perf_counter()
         read = await self.read(
             request, lambda body, kind: parse_documents(body, kind, self.beater.document_limits)
         )
         if read is None:
             return
         body, documents = read
+        parsed = time.perf_counter()
         counts = await self.ingest(request, index, documents, len(body))
         if counts is not None:
+            delivered = time.perf_counter()
             send_json(request, 200, counts)
+            stages = self.beater.metrics.stages
+            stages.labels("parse").observe(parsed - started)
+            stages.labels("pipeline").observe(delivered - parsed)
+            stages.labels("answer").observe(time.perf_counter() - delivered)
 
     def allowed_index(self, request: LimitedRequest) -> str | None:
         """The index of this path, if the sender may send to it; else None, answered why not."""

@@ -137,6 +137,8 @@ class Percolator:
         # Called with (query ID, why) when a query is taken out of percolation (Beater tells
         # its subscribers).
         self.taken_out: Callable[[str, str], Any] = lambda query_id, why: None
+        # Called with an index whose percolator index's mapping this Percolator changed.
+        self.remapped: Callable[[str], Any] = lambda index: None
 
     async def store(self, query: Identified) -> None:
         """Store ``query`` so that it matches from the moment this returns.
@@ -416,7 +418,7 @@ class Percolator:
             return set()  # a mapping that large is the engine's to refuse; the sweep follows it
         fields: set[str] = set()
         for document in documents:
-            _paths(document, "", fields)
+            document_paths(document, "", fields)
         return fields - followed
 
     async def follow_stored(self, index: str, fields: set[str]) -> None:
@@ -530,6 +532,29 @@ class Percolator:
             if len(hits) < self.page_size:
                 return matches
             body["search_after"] = hits[-1]["sort"]
+
+    async def listened_elsewhere(self, index: str, besides: list[str]) -> bool:
+        """Whether a query of ``index`` other than ``besides`` was registered or looked up
+        within ``listened_window`` seconds, through any Beater (percolate() matches those too)."""
+        since = int(self._clock.seconds() - self.listened_window)
+        body = {
+            "size": 0,
+            "terminate_after": 1,
+            "track_total_hits": True,
+            "query": {
+                "bool": {
+                    "filter": [{"range": {SEEN_FIELD: {"gte": since}}}],
+                    "must_not": [{"terms": {ID_FIELD: besides}}],
+                }
+            },
+        }
+        try:
+            answer = await self.engine.request("POST", path(percolator_index(index), "_search"), body)
+        except EngineError as e:
+            if e.type == "index_not_found_exception":
+                return False
+            raise
+        return answer["hits"]["total"]["value"] > 0
 
     async def highlights(
         self, index: str, documents: list[dict], matches: Matches
@@ -810,6 +835,8 @@ class Percolator:
                 "Beater: cannot follow the mapping of index {index}: {error}", index=index, error=e.reason
             )
             return False
+        finally:
+            self.remapped(index)  # taken or not, the mapping may differ from what was read
         made.known.update(_field_names(properties))
         await self._store_again(index)
         return True
@@ -954,17 +981,17 @@ def _taken_out_message(why: str) -> str:
     )
 
 
-def _paths(value: Any, prefix: str, into: set[str]) -> None:
+def document_paths(value: Any, prefix: str, into: set[str]) -> None:
     """Add the field paths of a document (or of its objects, under ``prefix``) to ``into``."""
     if isinstance(value, list):
         for item in value:
-            _paths(item, prefix, into)
+            document_paths(item, prefix, into)
     elif isinstance(value, dict):
         for key, item in value.items():
             name = prefix + key
             into.add(name)
             if isinstance(item, (dict, list)):
-                _paths(item, name + ".", into)
+                document_paths(item, name + ".", into)
 
 
 def _versioned(action: str, hit: dict[str, Any]) -> dict[str, Any]:

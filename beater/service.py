@@ -32,6 +32,7 @@ from beater.percolator import (
     check_index,
 )
 from beater.pipeline import Pipeline
+from beater.presearch import Presearcher
 from beater.store import Store
 from beater.summary import summarize, summary_options
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
@@ -74,8 +75,11 @@ class Beater(Delivery):
         cursors: Cursors | None = None,
         tokens: TokenFile | None = None,
         metrics: BeaterMetrics | None = None,
+        presearch: Presearcher | None = None,
     ):
-        super().__init__(percolator, interest, store, cursors or Cursors(), metrics or BeaterMetrics())
+        super().__init__(
+            percolator, interest, store, cursors or Cursors(), metrics or BeaterMetrics(), presearch
+        )
         if percolator is not None:
             percolator.taken_out = self._taken_out
         for counting in (percolator, store):

@@ -137,6 +137,13 @@ class BeaterSettings(ServiceSettings):
         "percolate only queries someone subscribes to (from the router's meta-events)",
     )
 
+    presearch: bool = setting(
+        True,
+        "ESTROM_PRESEARCH",
+        "percolate only the documents a listened-to query can match (what each query needs, decided "
+        "as the engine would: docs/percolation.md); needs ESTROM_PERCOLATE_ONLY_ACTIVE",
+    )
+
     active_grace_seconds: float = setting(
         60.0,
         "ESTROM_ACTIVE_GRACE_SECONDS",

@@ -47,7 +47,7 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from bench import page
+from bench import page, tail
 from dev.stack import ROOT, Ports, Stack
 from estrom import api
 from estrom.testing import (
@@ -58,6 +58,7 @@ from estrom.testing import (
     never_reading_stream,
     percolations,
     rss,
+    scrape,
     wamp_session,
 )
 
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--page-rate", type=int, default=7000, help="matching documents/s sent to the page")
     parser.add_argument(
         "--phases",
-        default="throughput,beaters,routers,filter,sequential,large,streams,aggs,page,highlight,overload",
+        default="throughput,http,everyday,beaters,routers,filter,sequential,large,streams,aggs,page,highlight,overload",
         help="which runs, comma-separated (all by default)",
     )
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
@@ -109,6 +110,9 @@ def main() -> None:
     workdir = ROOT / ".estrom" / "bench"
     shutil.rmtree(workdir, ignore_errors=True)  # every run starts from an empty engine
     stack = Stack(workdir, ports=PORTS, watcher=secrets.token_urlsafe(24))
+    # Queries registered count as listened to this long (every Beater alike): the everyday tail
+    # waits it out, as stored queries registered long ago are.
+    stack.env["ESTROM_ACTIVE_GRACE_SECONDS"] = str(tail.GRACE_SECONDS)
     try:
         stack.start_engine()
         stack.start_router()
@@ -164,6 +168,22 @@ class Bench:
                     if "throughput" in phases
                     else self._register(f"bench-{count}", count)
                 )
+        if {"http", "everyday"} & phases:
+            # Readers as people tail, over Tailor: no prefix subscriber (it would receive every
+            # query's own event, and switch the listened-to filter off).
+            await self.watching.unsubscribe()
+            if "http" in phases:
+                self.results["http"] = {}
+                for count in counts:
+                    figures = await tail.http_streams(self, count)
+                    self.results["http"][str(count)] = figures
+                    print(f"bench: http streams, {count} queries: {json.dumps(figures)}", flush=True)
+            if "everyday" in phases:
+                self.results["everyday"] = await tail.everyday(self)
+                print(f"bench: everyday tail: {json.dumps(self.results['everyday'])}", flush=True)
+            self.watching = await self.session.subscribe(
+                self._count, api.TOPIC_PREFIX, SubscribeOptions(match="prefix")
+            )
         if "beaters" in phases:
             await self._beaters(min(counts))
         if "routers" in phases:
@@ -264,12 +284,54 @@ class Bench:
         self.results["throughput"][str(count)] = figures
         print(f"bench: {count} queries: {json.dumps(figures)}", flush=True)
 
+    async def deliver_for_a_while(
+        self,
+        beater_url: str,
+        index: str,
+        count: int,
+        delivered: Callable[[], int] | None,
+        documents: Callable[[int], list[dict]] | None = None,
+    ) -> float:
+        """Documents/s sent (``documents(n)``: n of them; by default, each matching one of the
+        ``count`` queries ``user:u<n>``), until their hits were all ``delivered`` (hits counted
+        since the start; None: not counted). Keeps the mean batch Beater formed in
+        ``self.mean_batch``, and how many were sent in ``self.last_sent``."""
+        before = await percolations(self.stack.engine_url, index, self.http)
+        _, sent, elapsed = await self._load(
+            beater_url, index, count, documents=documents, delivered=delivered
+        )
+        self.mean_batch = sent / max(await percolations(self.stack.engine_url, index, self.http) - before, 1)
+        self.last_sent = sent
+        return sent / elapsed
+
+    async def engine_alone(
+        self,
+        index: str,
+        count: int,
+        documents: Callable[[int], list[dict]] | None = None,
+        ids: list[str] | None = None,
+    ) -> float:
+        """The engine's own percolation rate (documents/s) of the documents the last
+        ``deliver_for_a_while`` sent, in its mean batch, for the queries ``ids`` (all: None)."""
+        docs_per_s, _ = await self._engine_direct(
+            index, count, max(1, round(self.mean_batch)), documents, ids
+        )
+        return docs_per_s
+
     async def _load(
-        self, beater_url: str | list[str], index: str, count: int, copies: int = 1
+        self,
+        beater_url: str | list[str],
+        index: str,
+        count: int,
+        copies: int = 1,
+        documents: Callable[[int], list[dict]] | None = None,
+        delivered: Callable[[], int] | None = None,
     ) -> tuple[float, int, int]:
         """JSON batches from concurrent senders for a while (to one Beater, or to several in
         turn): delivered documents/s, documents sent, documents delivered (to each of ``copies``
-        subscribers of every query)."""
+        subscribers of every query). With ``delivered`` (what readers counted since the
+        start), documents sent and the seconds until their hits were all delivered instead."""
+        make = documents or partial(_user_documents, count)
         urls = [
             f"{url}/api/v0.1/docs/{index}"
             for url in ([beater_url] if isinstance(beater_url, str) else beater_url)
@@ -283,10 +345,7 @@ class Bench:
         async def send():
             nonlocal published, sent, turn
             url, turn = urls[turn % len(urls)], turn + 1
-            documents = [
-                {"user": f"u{random.randrange(count)}", "msg": "GET /api 200"}
-                for _ in range(self.args.batch_docs)
-            ]
+            documents = make(self.args.batch_docs)
             try:
                 response = await self.http.post(url, json=documents, timeout=120)
                 answer = await response.json()
@@ -298,21 +357,34 @@ class Bench:
                 sent += len(documents)
 
         await self._for_a_while(self.args.senders, send)
+        if delivered is not None:
+            await _until(lambda: delivered() >= published, 60)
+            return 0.0, sent, time.monotonic() - started
         await _until(lambda: self.received - received_before >= published * copies, 60)
         received = (self.received - received_before) // copies
         return received / (time.monotonic() - started), sent, received
 
-    async def _engine_direct(self, index: str, count: int, batch: int) -> tuple[float, int]:
+    async def _engine_direct(
+        self,
+        index: str,
+        count: int,
+        batch: int,
+        documents: Callable[[int], list[dict]] | None = None,
+        ids: list[str] | None = None,
+    ) -> tuple[float, int]:
         """Percolate requests straight to the engine (2 at a time, like Beater): documents/s,
-        and documents percolated."""
+        and documents percolated (``documents``: as _load; ``ids``: only those queries)."""
         url = f"{self.stack.engine_url}/estrom-queries-{index}/_search"
+        make = documents or partial(_user_documents, count)
         done = 0
 
         async def call():
             nonlocal done
-            documents = [{"user": f"u{random.randrange(count)}", "msg": "GET /api 200"} for _ in range(batch)]
+            query = {"percolate": {"field": "estrom_query", "documents": make(batch)}}
+            if ids is not None:
+                query = {"bool": {"filter": [query, {"terms": {"estrom_id": ids}}]}}
             body = {
-                "query": {"percolate": {"field": "estrom_query", "documents": documents}},
+                "query": query,
                 "_source": False,
                 "size": 1000,
                 "sort": [{"estrom_id": "asc"}],
@@ -525,6 +597,7 @@ class Bench:
         figures = {}
         for side, (url, body) in sides.items():
             times: list[float] = []
+            scraped = await scrape(self.urls["estrom"])
 
             async def one(
                 url: str = url, body: bytes = body, times: list[float] = times, side: str = side
@@ -545,6 +618,12 @@ class Bench:
                 "requests_per_s": len(times) / elapsed,
                 "requests": len(times),
             }
+            if side == "estrom":  # where a lone document's time goes, inside Beater
+                after = await scrape(self.urls["estrom"])
+                figures[side]["stage_p50_ms"] = {
+                    stage: round(1000 * _p50(scraped, after, "estrom_stage_seconds", stage), 3)
+                    for stage in ("parse", "pipeline", "percolate", "publish", "answer")
+                }
         await pool.closeCachedConnections()
         stream.close()
         figures["ratio"] = figures["estrom"]["requests_per_s"] / figures["engine"]["requests_per_s"]
@@ -942,6 +1021,29 @@ class Bench:
                     f"{f['batched_over_naive']:>6.1f} {f['estrom_over_engine']:>14.2f} "
                     f"{f['batched']['cpu_ms_per_doc']['estrom']:>19.3f} {f['engine']['cpu_ms_per_doc']:>7.3f}"
                 )
+        if r["throughput"]:
+            print("\nWAMP subscribers, worst case (one event per document): router CPU ms per event")
+            for count, f in r["throughput"].items():
+                print(f"{count:>8} queries: {f['batched']['cpu_ms_per_doc']['router']:.4f}")
+        if "http" in r:
+            print("\nHTTP streams, worst case: one stream per query, each document matching one (docs/s)")
+            print(
+                f"{'queries':>8} {'estrom':>9} {'engine':>9} {'estrom/engine':>14} {'CPU ms/doc: Beater':>19} {'router':>7} {'Tailor':>7}"
+            )
+            for count, f in r["http"].items():
+                ms = f["cpu_ms_per_doc"]
+                print(
+                    f"{count:>8} {f['docs_per_s']:>9.0f} {f['engine_docs_per_s']:>9.0f} {f['estrom_over_engine']:>14.2f} "
+                    f"{ms.get('beater', 0):>19.4f} {ms.get('router', 0):>7.4f} {ms.get('tailor', 0):>7.4f}"
+                )
+        if "everyday" in r:
+            e = r["everyday"]
+            print(
+                f"\nEveryday tail ({e['stored_queries']} stored queries, {e['listened']} listened to over HTTP, "
+                f"{e['errors']:.0%} errors): estrom {e['docs_per_s']:.0f} docs/s, the engine alone for those "
+                f"{e['listened']} queries {e['engine_docs_per_s']:.0f} docs/s ({e['estrom_over_engine']:.2f}); "
+                f"{e['not_percolated']:.0%} not sent to the engine; CPU ms per document: {e['cpu_ms_per_doc']}"
+            )
         if "beaters" in r:
             b = r["beaters"]
             print(f"\nBatched throughput with {b['queries']} queries, senders on 1 Beater and on 2:")
@@ -978,7 +1080,8 @@ class Bench:
             print(
                 f"\nSequential sender: estrom p50 {q['estrom']['p50_ms']:.1f} ms, "
                 f"{q['estrom']['requests_per_s']:.0f} req/s; engine p50 {q['engine']['p50_ms']:.1f} ms, "
-                f"{q['engine']['requests_per_s']:.0f} req/s"
+                f"{q['engine']['requests_per_s']:.0f} req/s; inside Beater, p50 ms by stage: "
+                f"{q['estrom'].get('stage_p50_ms')}"
             )
         if "streams" in r:
             st = r["streams"]
@@ -1025,7 +1128,7 @@ class Bench:
                 print(f"  {count:>6} queries, {design:>7}: {f[design]['cpu_seconds']}")
         if "streams" in r:
             print(f"  {'streams':>14}: {r['streams']['cpu_seconds']}")
-        print("\nGoals (issues 9 and 23)")
+        print("\nGoals (issues 9, 23 and 26)")
         for goal in r["goals"]:
             print(
                 f"  {'met ' if goal['met'] else 'MISS'} {goal['figure']:<58} {goal['value']:>10} {goal['goal']:>10}"
@@ -1052,6 +1155,17 @@ class Bench:
         for count, f in r["throughput"].items():
             goal(f"throughput estrom/engine, {count} queries", f["estrom_over_engine"], 0.5, True)
             goal(f"CPU per document estrom/engine, {count} queries", f["cpu_estrom_over_engine"], 1.0, False)
+        for count, f in r.get("http", {}).items():
+            goal(f"HTTP streams estrom/engine, {count} queries", f["estrom_over_engine"], 0.8, True)
+            router = f["cpu_ms_per_doc"].get("router", 0.0)
+            goal(f"HTTP streams router CPU per document, {count} queries", router, 0.02, False, " ms")
+        if "everyday" in r:
+            goal(
+                "everyday tail estrom/engine for the 50 queries",
+                r["everyday"]["estrom_over_engine"],
+                2.0,
+                True,
+            )
         if "sequential" in r:
             goal("sequential sender estrom/engine (requests/s)", r["sequential"]["ratio"], 0.6, True)
         if "streams" in r:
@@ -1251,6 +1365,29 @@ def _crossbar_process(entry: Path) -> str:
         if marker in title:
             return kind
     return "controller"
+
+
+def _p50(before: dict, after: dict, name: str, stage: str) -> float:
+    """The median of a histogram's observations of ``stage`` between two scrapes, interpolated
+    within its bucket."""
+    buckets = sorted(
+        (float(dict(labels)["le"]), value - before.get((sample, labels), 0.0))
+        for (sample, labels), value in after.items()
+        if sample == f"{name}_bucket" and dict(labels).get("stage") == stage
+    )
+    if not buckets or buckets[-1][1] <= 0:
+        return 0.0
+    half, lower, below = buckets[-1][1] / 2, 0.0, 0.0
+    for bound, count in buckets:
+        if count >= half and bound != float("inf"):
+            return lower + (bound - lower) * (half - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
+
+
+def _user_documents(count: int, size: int) -> list[dict]:
+    """``size`` documents, each matching one of the ``count`` queries ``user:u<n>``."""
+    return [{"user": f"u{random.randrange(count)}", "msg": "GET /api 200"} for _ in range(size)]
 
 
 def _added(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:

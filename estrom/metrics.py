@@ -94,6 +94,40 @@ class BeaterMetrics(_Metrics):
             ["index"],
             registry=r,
         )
+        self.stages = Histogram(
+            "estrom_stage_seconds",
+            "Where a request's time goes: parse (its body), pipeline (submitted to delivered: waiting, "
+            "percolating, publishing), percolate and publish (of its batch: to the router's acknowledgement), "
+            "answer (the response written)",
+            ["stage"],
+            buckets=(
+                0.00005,
+                0.0001,
+                0.0002,
+                0.0003,
+                0.0005,
+                0.00075,
+                0.001,
+                0.0015,
+                0.002,
+                0.003,
+                0.005,
+                0.0075,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.5,
+                1,
+                5,
+            ),
+            registry=r,
+        )
+        self.not_percolated = Counter(
+            "estrom_documents_not_percolated",
+            "Documents no listened-to query could match (the presearcher): not sent to the engine",
+            registry=r,
+        )
         self.events = Counter(
             "estrom_events_published",
             "Events published to the router: to a query's topic, or to the feed (one per batch for Tailors)",

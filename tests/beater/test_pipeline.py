@@ -46,6 +46,10 @@ async def test_concurrent_requests_share_one_percolation_and_get_their_own_count
         assert grew(before, after, "estrom_batch_documents_count") == 1  # one batch...
         assert grew(before, after, "estrom_batch_documents_sum") == 5  # ...of all five
         assert await percolations(stack.engine_url, index) == percolated + 1  # one engine request
+        for stage in ("parse", "pipeline", "answer"):  # where each request's time went
+            assert grew(before, after, "estrom_stage_seconds_count", stage=stage) == 3, stage
+        for stage in ("percolate", "publish"):  # and its batch's
+            assert grew(before, after, "estrom_stage_seconds_count", stage=stage) == 1, stage
         hits = await stream.wait_for_hits(3)
         assert sorted(hit["_source"]["n"] for hit in hits) == [1, 2, 3]
         stream.close()

@@ -390,3 +390,66 @@ async def test_a_feed_larger_than_an_event_holds_goes_in_several_each_with_its_o
             received[query_id].extend(hits[position]["_source"]["n"] for position in positions)
     assert received == {A: [0, 2, 4, 6, 8], B: list(range(10))}
     assert [options.acknowledge for *_, options in made] == [None] * (len(made) - 1) + [True]
+
+
+# The presearcher: documents no listened-to query can match are not percolated.
+
+
+class _Choosing:
+    """A presearcher that picks the documents with ``"maybe": true``."""
+
+    def candidates(self, index, documents, only):
+        return [slot for slot, document in enumerate(documents) if document.get("maybe")]
+
+    def anchored(self, index, only):
+        return list(only)
+
+    def remapped(self, index):
+        pass
+
+
+class _Percolating:
+    max_filter_terms = 10_000
+
+    def __init__(self, elsewhere: bool = False):
+        self.elsewhere = elsewhere
+        self.percolated: list[list[int]] = []
+
+    async def percolate(self, index, documents, only=None):
+        self.percolated.append([document["n"] for document in documents])
+        matches = Matches()
+        matches[A] = list(range(len(documents)))  # every candidate matches
+        return matches
+
+    async def listened_elsewhere(self, index, besides):
+        return self.elsewhere
+
+
+async def _presearched(percolator: _Percolating, documents: list[dict]) -> tuple[Beater, dict]:
+    interest = Interest(clock=Clock())
+    interest.touch(A)  # listened to: percolated for
+    service = Beater(percolator, interest=interest, presearch=_Choosing())
+    service.session = _Publications()
+    return service, await service.deliver("events", documents)
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_candidates_are_percolated_and_their_hits_keep_their_places():
+    percolator = _Percolating()
+    documents = [{"n": 0}, {"n": 1, "maybe": True}, {"n": 2}, {"n": 3, "maybe": True}]
+    service, matches = await _presearched(percolator, documents)
+    assert percolator.percolated == [[1, 3]]
+    assert matches == {A: [1, 3]}
+    assert [hit["_source"]["n"] for hit in service.session.made[0][1]] == [1, 3]
+    assert service.metrics.registry.get_sample_value("estrom_documents_not_percolated_total") == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_candidate_no_percolation_unless_a_query_may_have_been_registered_elsewhere():
+    percolator = _Percolating()
+    _, matches = await _presearched(percolator, [{"n": 0}, {"n": 1}])
+    assert percolator.percolated == [] and matches == {}
+    # Another Beater registered a query this one has no anchor for: everything is percolated.
+    percolator = _Percolating(elsewhere=True)
+    _, matches = await _presearched(percolator, [{"n": 0}, {"n": 1, "maybe": True}])
+    assert percolator.percolated == [[0, 1]]

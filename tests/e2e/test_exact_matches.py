@@ -20,14 +20,16 @@ import random
 from collections import defaultdict
 from typing import Any
 
+import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import SubscribeOptions
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
+from beater.presearch import Anchors, anchor, read_mapping
 from estrom import api
-from estrom.testing import http, post, wamp_session
+from estrom.testing import eventually, grew, http, post, scrape, wamp_session
 from tests.fuzz.test_stack import sample
 
 QUERIES = int(os.environ.get("ESTROM_EXACT_QUERIES", "500"))
@@ -232,8 +234,9 @@ def queries(part: int) -> list:
 class Exact:
     """Registers queries on one index, delivers the corpus, and compares with the engine."""
 
-    def __init__(self, stack, index: str, watcher):
+    def __init__(self, stack, index: str, watcher, beater_url: str | None = None):
         self.stack, self.index, self.watcher = stack, index, watcher
+        self.beater_url = beater_url or stack.beater_url
         self.ids: dict[str, list] = defaultdict(list)  # ID -> queries registered with it
         self.refused: list = []
 
@@ -256,7 +259,7 @@ class Exact:
     async def send(self, documents: list[dict]) -> None:
         for start in range(0, len(documents), 40):
             status, answer = await post(
-                f"{self.stack.beater_url}/api/v0.1/docs/{self.index}", documents[start : start + 40]
+                f"{self.beater_url}/api/v0.1/docs/{self.index}", documents[start : start + 40]
             )
             assert status == 200, answer
 
@@ -409,3 +412,80 @@ async def test_deliveries_follow_a_source_mapping_that_grows(stack, index):
     exact, delivered = await deliver(stack, index, documents, generated, between=grow)
     await index_corpus(stack, index, documents, None)
     await exact.check(delivered, index)
+
+
+# --- the presearcher -------------------------------------------------------------------------
+
+# A Beater whose listened-to window is short: once the registrations are older than it, it
+# percolates only for the subscriptions, and the presearcher can leave documents out.
+PRESEARCH_WINDOW = "1"
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "unmapped"])
+@pytest_twisted.ensureDeferred
+async def test_with_the_presearcher_deliveries_are_still_the_engines_search_results(stack, index, mapped):
+    """Exact subscriptions to the generated queries that have an anchor (beater.presearch), and
+    none to the rest (a query without one makes every document a candidate): documents that
+    meet no anchor are left out, and each query still gets what the engine's search finds."""
+    documents, generated = corpus(SEED + 3, DOCUMENTS), queries(0 if mapped else 1)
+    if mapped:
+        await index_corpus(stack, index, documents, MAPPING)
+    port = stack.ports.beater + 17
+    url = stack.start_beater("beater-presearch", port=port, ESTROM_ACTIVE_GRACE_SECONDS=PRESEARCH_WINDOW)
+    session = await wamp_session(stack.router_url, {"ticket": {"authid": "watcher", "ticket": stack.watcher}})
+    try:
+        exact = Exact(stack, index, session, url)
+        await exact.register(generated)
+        anchored = await _anchored(stack, index, list(exact.ids), documents)
+        assert len(anchored) > 10, "too few generated queries have an anchor to tell"
+        exact.ids = defaultdict(list, {sid: exact.ids[sid] for sid in anchored})
+        delivered: dict[str, set[int]] = defaultdict(set)
+        for sid in anchored:
+            await session.subscribe(
+                lambda *hits, sid=sid: delivered[sid].update(hit["_source"]["n"] for hit in hits),
+                api.topic(sid),
+            )
+
+        async def left_out() -> bool:  # a document no anchor is met by: not percolated any more
+            before = await scrape(url)
+            status, _ = await post(f"{url}/api/v0.1/docs/{index}", {"level": "zzzz"})
+            assert status == 200
+            return grew(before, await scrape(url), "estrom_documents_not_percolated_total") == 1
+
+        await eventually(left_out, what="the presearcher to leave a document out")
+        before = await scrape(url)
+        await exact.send(documents)
+        left = grew(before, await scrape(url), "estrom_documents_not_percolated_total")
+        assert 0 < left <= len(documents) - sum(map(Anchors(anchored.values()).met, documents)), left
+        await settled(session, exact)
+    finally:
+        session.leave()
+        stack.stop("beater-presearch")
+    if mapped:
+        await exact.check(delivered, index)
+        return
+    copy = index + "-copy"
+    made = (await engine(stack, "GET", f"/estrom-queries-{index}"))[f"estrom-queries-{index}"]
+    default_fields = made["settings"]["index"]["query"]["default_field"]
+    settings = {"number_of_replicas": 0, "index.query.default_field": default_fields}
+    await engine(stack, "PUT", f"/{copy}", {"settings": settings, "mappings": made["mappings"]})
+    await index_corpus(stack, copy, documents, None)
+    await exact.check(delivered, copy)
+
+
+async def _anchored(stack, index: str, ids: list[str], documents: list[dict]) -> dict[str, Any]:
+    """The IDs whose stored queries have an anchor on the percolator index's mapping, and their
+    anchors: as many as leave a quarter of ``documents`` out, or more."""
+    name = f"estrom-queries-{index}"
+    made = (await engine(stack, "GET", f"/{name}"))[name]
+    fields = read_mapping(made["mappings"], made["settings"])
+    found = await engine(stack, "POST", f"/{name}/_mget", {"ids": sorted(ids)})
+    chosen: dict[str, Any] = {}
+    for hit in found["docs"]:
+        taken = anchor(hit["_source"]["estrom_query"], fields)
+        if taken is None:
+            continue
+        candidates = Anchors([*chosen.values(), taken])
+        if len(documents) - sum(map(candidates.met, documents)) >= len(documents) // 4:
+            chosen[hit["_id"]] = taken
+    return chosen
