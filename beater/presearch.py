@@ -53,7 +53,8 @@ log = Logger()
 
 Atom = tuple[str, str, str]  # (kind: "eq", "has" or "exists", the field's path in a document, the term)
 Anchor = frozenset[Atom]  # a document meets one of them
-NOTHING: Anchor = frozenset()  # the anchor of a query the index does not have: met by none
+NOTHING: Anchor = frozenset()  # an anchor met by no document
+ABSENT_SECONDS = 1.0  # a query the index had not is asked for again this much later
 
 # What Java's Character.toLowerCase makes ASCII: ASCII capitals, U+0130 and U+212A (checked with
 # Java 17 over every code point).
@@ -387,10 +388,14 @@ class Presearcher:
     ):
         self.engine = engine
         self.index_of = index_of  # the name of an index's percolator index
-        self.mapping_seconds = mapping_seconds  # how often a mapping (and absent queries) is read again
+        self.mapping_seconds = mapping_seconds  # how often a mapping is read again
         self._clock = clock
-        # (index, query ID) -> its anchor, None for none; NOTHING for a query the index has not.
+        # (index, query ID) -> its anchor, None for none (and for a query the index has not).
         self._anchors: dict[tuple[str, str], Anchor | None] = {}
+        # The queries the index had not when asked, and when: a subscriber may subscribe before
+        # it registers, so they are asked for again after ABSENT_SECONDS (meanwhile, every
+        # document is a candidate).
+        self._absent: dict[tuple[str, str], float] = {}
         self._fields: dict[str, tuple[Fields, float]] = {}  # index -> its mapping, and when read
         self._reading: set[str] = set()  # indexes whose mapping or anchors are being read
         # By index: the anchors of the queries last listened to, and what they were taken from.
@@ -400,6 +405,8 @@ class Presearcher:
     def candidates(self, index: str, documents: list[dict], only: list[str]) -> list[int] | None:
         """The positions of the documents that may match a query of ``only`` (those listened
         to), or None: every one may (or not all anchors are known yet)."""
+        if self._absent:
+            self._ask_again()
         known = self._fields.get(index)
         if known is None or self._clock.seconds() - known[1] > self.mapping_seconds:
             self._read(index, [])  # meanwhile, an old mapping is as good as it was
@@ -430,7 +437,15 @@ class Presearcher:
         """Of ``only``, the queries ``index`` has (whose anchors chose the candidates): a query
         registered or looked up through another Beater within the window that is not one of
         them may match a document that is not a candidate."""
-        return [query_id for query_id in only if self._anchors.get((index, query_id)) != NOTHING]
+        return [query_id for query_id in only if (index, query_id) not in self._absent]
+
+    def _ask_again(self) -> None:
+        now = self._clock.seconds()
+        for key, when in list(self._absent.items()):
+            if now - when > ABSENT_SECONDS:
+                del self._absent[key]
+                self._anchors.pop(key, None)
+                self._generation += 1
 
     def _read(self, index: str, missing: list[str]) -> None:
         if index in self._reading:
@@ -448,8 +463,6 @@ class Presearcher:
                 if known is not None and (known[0].kinds != fields.kinds or not fields.usable):
                     # Anchors were taken with other kinds (the index was made again): read them again.
                     self._forget(index, lambda anchor: True)
-                else:  # queries registered since may have an ID that was absent
-                    self._forget(index, lambda anchor: anchor == NOTHING)
                 self._fields[index] = (fields, self._clock.seconds())
                 self._generation += 1
                 return  # the next batch asks for the anchors it misses
@@ -461,7 +474,10 @@ class Presearcher:
                 )
                 for found in answer.get("docs", []):
                     clause = found.get("_source", {}).get(QUERY_FIELD) if found.get("found") else None
-                    self._anchors[index, found["_id"]] = NOTHING if clause is None else anchor(clause, fields)
+                    key = (index, found["_id"])
+                    self._anchors[key] = None if clause is None else anchor(clause, fields)
+                    if clause is None:
+                        self._absent[key] = self._clock.seconds()
                 self._generation += 1
         except (EngineError, EngineUnavailable) as e:
             log.warn("Beater: cannot read the anchors of {index}'s queries: {error}", index=index, error=e)

@@ -431,7 +431,9 @@ async def test_with_the_presearcher_deliveries_are_still_the_engines_search_resu
     if mapped:
         await index_corpus(stack, index, documents, MAPPING)
     port = stack.ports.beater + 17
-    url = stack.start_beater("beater-presearch", port=port, ESTROM_ACTIVE_GRACE_SECONDS=PRESEARCH_WINDOW)
+    url = stack.start_beater(
+        "beater-presearch", port=port, ESTROM_PRESEARCH="true", ESTROM_ACTIVE_GRACE_SECONDS=PRESEARCH_WINDOW
+    )
     session = await wamp_session(stack.router_url, {"ticket": {"authid": "watcher", "ticket": stack.watcher}})
     try:
         exact = Exact(stack, index, session, url)
