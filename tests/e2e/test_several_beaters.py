@@ -207,7 +207,15 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
             return expected <= set(opened.received)
 
         assert expected, f"{opened.how}: no document of its bucket came after it opened"
-        await eventually(complete, what=f"{opened.how}: every document of bucket {opened.bucket}")
+        try:
+            await eventually(complete, what=f"{opened.how}: every document of bucket {opened.bucket}")
+        except AssertionError as e:
+            when = dict(posted)
+            missed = ", ".join(
+                f"{n} (to Beater {n % len(beaters)}, {when[n] - opened.since:+.3f} s)"
+                for n in sorted(expected - set(opened.received))
+            )
+            raise AssertionError(f"{e}; missed, posted after its first bytes: {missed}") from None
         assert len(opened.received) == len(set(opened.received)), f"{opened.how}: a document came twice"
         assert all(n % BUCKETS == opened.bucket for n in opened.received)
         # Order (README, "How Beater percolates"): what one sender sent one Beater, in turn.
