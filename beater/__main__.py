@@ -13,7 +13,7 @@ from beater.engine import Engine, engine_answers
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
 from beater.percolator import Percolator, percolator_index
-from beater.presearch import Presearcher
+from beater.presearch import ABSENT_SECONDS, Presearcher
 from beater.service import Beater
 from beater.settings import BeaterSettings
 from beater.store import Store
@@ -57,7 +57,16 @@ def main(argv: list[str] | None = None) -> None:
         calls_queued=settings.engine_calls_queued,
         store=Store(engine, settings.max_backlog) if settings.store else None,
         tokens=tokens,
-        presearch=Presearcher(engine, percolator_index) if presearch else None,
+        presearch=(
+            # A query registered after it was found absent is read again within the window.
+            Presearcher(
+                engine,
+                percolator_index,
+                absent_seconds=min(ABSENT_SECONDS, settings.active_grace_seconds / 2),
+            )
+            if presearch
+            else None
+        ),
     )
     wamp = component(
         settings.router_url,

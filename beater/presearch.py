@@ -70,6 +70,7 @@ _MATCH_OPTIONS = frozenset({"query", "operator", "boost", "_name"})
 _BOOL_OPTIONS = frozenset({"must", "filter", "should", "must_not", "boost", "_name"})
 # Ask for the queries' clauses this many at a time.
 _FETCHED_AT_ONCE = 500
+_KEPT_UNLISTENED = 1024  # anchors kept of queries no longer listened to, before they go
 
 
 @dataclass
@@ -385,16 +386,22 @@ class Presearcher:
         index_of: Callable[[str], str],
         mapping_seconds: float = 60.0,
         clock: IReactorTime = default_reactor,
+        absent_seconds: float = ABSENT_SECONDS,
     ):
         self.engine = engine
         self.index_of = index_of  # the name of an index's percolator index
         self.mapping_seconds = mapping_seconds  # how often a mapping is read again
+        self.absent_seconds = absent_seconds
         self._clock = clock
-        # (index, query ID) -> its anchor, None for none (and for a query the index has not).
+        # (index, query ID) -> its anchor, None for none, NOTHING for a query the index has not.
         self._anchors: dict[tuple[str, str], Anchor | None] = {}
+        # query ID -> the index it was found in. An ID is of one index (beater.identity): in
+        # every other, the query matches nothing, with no need to ask.
+        self._home: dict[str, str] = {}
         # The queries the index had not when asked, and when: a subscriber may subscribe before
-        # it registers, so they are asked for again after ABSENT_SECONDS (meanwhile, every
-        # document is a candidate).
+        # it registers, so they are asked for again after ``absent_seconds``. Meanwhile they are
+        # met by no document, and ``anchored`` leaves them out: a batch that leaves documents out
+        # asks the engine whether a query of the index not anchored here was registered lately.
         self._absent: dict[tuple[str, str], float] = {}
         self._fields: dict[str, tuple[Fields, float]] = {}  # index -> its mapping, and when read
         self._reading: set[str] = set()  # indexes whose mapping or anchors are being read
@@ -416,11 +423,14 @@ class Presearcher:
         if cached is not None and cached[0] == self._generation and cached[1] == only:
             chosen = cached[2]
         else:  # the listened-to queries changed (or what is known of them)
-            missing = [query_id for query_id in only if (index, query_id) not in self._anchors]
+            if len(self._anchors) > 2 * len(only) + _KEPT_UNLISTENED:
+                self._keep(set(only))
+            mine = [query_id for query_id in only if self._home.get(query_id, index) == index]
+            missing = [query_id for query_id in mine if (index, query_id) not in self._anchors]
             if missing:
                 self._read(index, missing)
                 return None
-            anchors = [self._anchors[index, query_id] for query_id in only]
+            anchors = [self._anchors[index, query_id] for query_id in mine]
             usable = known[0].usable and None not in anchors
             chosen = Anchors(anchors) if usable else None
             self._chosen[index] = (self._generation, list(only), chosen)
@@ -442,7 +452,7 @@ class Presearcher:
     def _ask_again(self) -> None:
         now = self._clock.seconds()
         for key, when in list(self._absent.items()):
-            if now - when > ABSENT_SECONDS:
+            if now - when > self.absent_seconds:
                 del self._absent[key]
                 self._anchors.pop(key, None)
                 self._generation += 1
@@ -475,12 +485,22 @@ class Presearcher:
                 for found in answer.get("docs", []):
                     clause = found.get("_source", {}).get(QUERY_FIELD) if found.get("found") else None
                     key = (index, found["_id"])
-                    self._anchors[key] = None if clause is None else anchor(clause, fields)
                     if clause is None:
+                        self._anchors[key] = NOTHING
                         self._absent[key] = self._clock.seconds()
+                    else:
+                        self._anchors[key] = anchor(clause, fields)
+                        self._home[found["_id"]] = index
                 self._generation += 1
         except (EngineError, EngineUnavailable) as e:
             log.warn("Beater: cannot read the anchors of {index}'s queries: {error}", index=index, error=e)
+
+    def _keep(self, listened: set[str]) -> None:
+        """Forget what was read of the queries not ``listened`` to (memory stays bounded)."""
+        self._anchors = {key: found for key, found in self._anchors.items() if key[1] in listened}
+        self._absent = {key: when for key, when in self._absent.items() if key[1] in listened}
+        self._home = {query_id: index for query_id, index in self._home.items() if query_id in listened}
+        self._generation += 1
 
     def _forget(self, index: str, which: Callable[[Anchor | None], bool]) -> None:
         for key in [key for key, anchor in self._anchors.items() if key[0] == index and which(anchor)]:

@@ -138,7 +138,7 @@ class BeaterSettings(ServiceSettings):
     )
 
     presearch: bool = setting(
-        False,
+        True,
         "ESTROM_PRESEARCH",
         "percolate only the documents a listened-to query can match (what each query needs, decided "
         "as the engine would: docs/percolation.md); needs ESTROM_PERCOLATE_ONLY_ACTIVE",

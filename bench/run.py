@@ -113,7 +113,6 @@ def main() -> None:
     # Queries registered count as listened to this long (every Beater alike): the everyday tail
     # waits it out, as stored queries registered long ago are.
     stack.env["ESTROM_ACTIVE_GRACE_SECONDS"] = str(tail.GRACE_SECONDS)
-    stack.env["ESTROM_PRESEARCH"] = "true"  # measured here; off by default until issue 26 is done
     try:
         stack.start_engine()
         stack.start_router()

@@ -121,3 +121,35 @@ async def test_one_senders_bad_document_does_not_fail_the_others_in_its_batch(st
         stream.close()
     finally:
         stack.stop("beater-bad")
+
+
+@pytest_twisted.ensureDeferred
+async def test_documents_no_listened_query_can_match_are_not_percolated_unless_that_is_turned_off(
+    stack, index
+):
+    """The presearcher is on by default: a document that no listened-to query can match (here
+    none has ``level: error``) is left out of the percolation. ESTROM_PRESEARCH=false percolates it."""
+    stream = await tail(stack, index, "level:error")
+
+    async def left_out(beater: str) -> bool:
+        before = await scrape(beater)
+        status, answer = await post(docs_url(beater, index), {"level": "info"})
+        assert (status, answer) == (200, {"accepted": 1, "matched": 0, "published": 0})
+        return grew(before, await scrape(beater), "estrom_documents_not_percolated_total") == 1
+
+    try:
+        # Once the query's anchor is read (a moment after the subscription): left out.
+        await eventually(lambda: left_out(stack.beater_url), what="a document left out")
+        off = stack.start_beater(
+            "beater-presearch-off", port=stack.ports.beater + 3, ESTROM_PRESEARCH="false"
+        )
+        percolated = await percolations(stack.engine_url, index)
+        for _ in range(3):
+            assert not await left_out(off)
+        assert await percolations(stack.engine_url, index) == percolated + 3
+        status, answer = await post(docs_url(off, index), {"level": "error", "n": 1})
+        assert (status, answer) == (200, {"accepted": 1, "matched": 1, "published": 1})
+        assert [hit["_source"] for hit in await stream.wait_for_hits(1)] == [{"level": "error", "n": 1}]
+    finally:
+        stream.close()
+        stack.stop("beater-presearch-off")

@@ -4,8 +4,10 @@ engine (tests/beater/test_presearch.py checks them against the engine's own matc
 from __future__ import annotations
 
 import pytest
+from twisted.internet.task import Clock
 
-from beater.presearch import NOTHING, Anchors, Fields, anchor, read_mapping
+from beater.percolator import QUERY_FIELD
+from beater.presearch import NOTHING, Anchors, Fields, Presearcher, anchor, read_mapping
 
 MAPPING = {
     "properties": {
@@ -153,3 +155,55 @@ def test_an_index_with_its_own_default_analyzer_has_no_text_anchors():
 def test_a_query_the_index_does_not_have_is_met_by_no_document():
     assert not Anchors([NOTHING]).met({"level": "error"})
     assert Anchors([NOTHING, anchor(stored("level:error"), FIELDS)]).met({"level": "error"})
+
+
+class _Engine:
+    """Percolator indexes and their queries' stored clauses: what a Presearcher reads."""
+
+    def __init__(self, stored: dict[str, dict[str, object]]):
+        self.stored = stored
+        self.asked: list[tuple[str, list[str]]] = []  # (percolator index, IDs) of each read
+
+    async def request(self, method: str, path: str, body: dict | None = None, params: dict | None = None):
+        name, what = path.strip("/").split("/", 1)
+        if what == "_mapping":
+            return {name: {"mappings": MAPPING}}
+        if what == "_settings":
+            return {name: {"settings": {}}}
+        assert what == "_mget", path
+        self.asked.append((name, list(body["ids"])))
+        queries = self.stored[name]
+        return {
+            "docs": [
+                {"_id": i, "found": True, "_source": {QUERY_FIELD: queries[i]}}
+                if i in queries
+                else {"_id": i}
+                for i in body["ids"]
+            ]
+        }
+
+
+def test_queries_of_other_indexes_and_absent_ones_leave_an_indexs_documents_out():
+    """Listened-to queries are of several indexes: in each, the others' match nothing (and are
+    not asked for there once found elsewhere); one found nowhere is asked for again, and once
+    stored its documents are candidates."""
+    engine = _Engine({"q-a": {"a1": stored("level:error")}, "q-b": {"b1": stored("level:warn")}})
+    clock = Clock()
+    presearch = Presearcher(engine, lambda index: f"q-{index}", clock=clock, absent_seconds=1.0)
+    only = ["a1", "b1", "c1"]
+    documents = [{"level": "error"}, {"level": "warn"}, {"level": "info"}]
+
+    def settled(index: str) -> list[int] | None:
+        for _ in range(3):  # the mapping, then the anchors (each read once, in the background)
+            chosen = presearch.candidates(index, documents, only)
+        return chosen
+
+    assert settled("b") == [1]
+    assert settled("a") == [0]
+    assert engine.asked == [("q-b", ["a1", "b1", "c1"]), ("q-a", ["a1", "c1"])]  # b1: of index b
+    assert presearch.anchored("a", only) == ["a1", "b1"]  # c1 may be registered meanwhile
+    engine.stored["q-a"]["c1"] = stored("level:info")
+    clock.advance(1.5)
+    assert settled("a") == [0, 2]
+    assert engine.asked[2:] == [("q-a", ["c1"])]
+    assert presearch.anchored("a", only) == only
