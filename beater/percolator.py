@@ -215,7 +215,10 @@ class Percolator:
                 answer = await self.engine.request(
                     "GET",
                     path(percolator_index(query.index), "_doc", query.id),
-                    params={"_source_includes": f"{SEEN_FIELD},{TAKEN_OUT_FIELD}"},
+                    # Not real-time: a query another Beater has written but whose refresh is
+                    # still to come is not searchable yet, so it is stored (and refreshed) here
+                    # too; a subscriber could miss what is posted in between otherwise.
+                    params={"_source_includes": f"{SEEN_FIELD},{TAKEN_OUT_FIELD}", "realtime": "false"},
                 )
             except EngineError as e:
                 if e.status == 404:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import DeferredSemaphore, gatherResults
 
+from beater.percolator import percolator_index
 from estrom import api
-from estrom.testing import ACKNOWLEDGE, wamp_session
+from estrom.testing import ACKNOWLEDGE, docs_url, get, http, post, wamp_session
 
 
 @pytest_twisted.async_yield_fixture
@@ -114,3 +117,29 @@ async def test_concurrent_registrations_on_a_new_index_through_several_beaters_a
         assert len(set(ids)) == 100
     finally:
         stack.stop("beater-second")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registration_returns_once_its_query_matches_while_another_beater_stores_it(
+    stack, session, index
+):
+    """Another Beater storing the same query has written it, and not yet made it searchable (its
+    refresh is still to come): a registration through this Beater returns only once the query
+    matches, so its subscriber misses no document posted after it subscribed."""
+    sid = await session.call(api.REGISTER, index, "level:error")
+    stored = f"{stack.engine_url}/{percolator_index(index)}"
+    status, written = await get(f"{stored}/_doc/{sid}")
+    assert status == 200
+    # Written again as that other Beater writes it, where a search does not see it yet.
+    for method, url, body in (
+        ("DELETE", f"{stored}/_doc/{sid}?refresh=true", None),
+        ("PUT", f"{stored}/_settings", {"index": {"refresh_interval": "-1"}}),
+        ("PUT", f"{stored}/_doc/{sid}", written["_source"]),
+    ):
+        data = None if body is None else json.dumps(body).encode()
+        response = await http.request(method, url, data=data, headers={"Content-Type": "application/json"})
+        assert response.code in (200, 201), await response.text()
+    assert await session.call(api.REGISTER, index, "level:error") == sid
+    await session.subscribe(lambda *hits: None, api.topic(sid))
+    status, answer = await post(docs_url(stack.beater_url, index), {"level": "error"})
+    assert (status, answer) == (200, {"accepted": 1, "matched": 1, "published": 1})
