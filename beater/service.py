@@ -40,6 +40,7 @@ from estrom import api
 from estrom.coalesce import Coalesce
 from estrom.metrics import BeaterMetrics
 from estrom.tokens import ANONYMOUS, Principal, TokenFile
+from estrom.wamp import FeedCodec
 
 # A caller the router did not disclose, while there are tokens: it may read nothing.
 _UNDISCLOSED = Principal("undisclosed caller")
@@ -112,6 +113,7 @@ class Beater(Delivery):
         await session.register(self.summary, api.SUMMARY, options=options)
         if self.interest is not None:
             await self.interest.follow(session)
+        session.set_payload_codec(FeedCodec())
         self.session = session
         self.metrics.router_joined.set(1)
         log.info("Beater joined realm {realm} as {authid}", realm=details.realm, authid=details.authid)

@@ -47,7 +47,7 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from bench import page, tail
+from bench import feed, page, tail
 from dev.stack import ROOT, Ports, Stack
 from estrom import api
 from estrom.testing import (
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--page-rate", type=int, default=7000, help="matching documents/s sent to the page")
     parser.add_argument(
         "--phases",
-        default="throughput,http,everyday,beaters,routers,filter,sequential,large,streams,aggs,page,highlight,overload",
+        default="throughput,http,everyday,feed,beaters,routers,filter,sequential,large,streams,aggs,page,highlight,overload",
         help="which runs, comma-separated (all by default)",
     )
     parser.add_argument("--soak", default="60,300", help="seconds of overload at which memory is read")
@@ -184,6 +184,9 @@ class Bench:
             self.watching = await self.session.subscribe(
                 self._count, api.TOPIC_PREFIX, SubscribeOptions(match="prefix")
             )
+        if "feed" in phases:
+            self.results["feed"] = await feed.feed(self)
+            print(f"bench: feed: {json.dumps(self.results['feed'])}", flush=True)
         if "beaters" in phases:
             await self._beaters(min(counts))
         if "routers" in phases:
@@ -1036,6 +1039,14 @@ class Bench:
                     f"{count:>8} {f['docs_per_s']:>9.0f} {f['engine_docs_per_s']:>9.0f} {f['estrom_over_engine']:>14.2f} "
                     f"{ms.get('beater', 0):>19.4f} {ms.get('router', 0):>7.4f} {ms.get('tailor', 0):>7.4f}"
                 )
+        if "feed" in r:
+            f = r["feed"]
+            print(
+                f"\nThe feed through the router, {f['hits_per_event']} hits an event: router CPU ms per event "
+                f"{f['arguments']['router_ms_per_event']:.3f} as arguments, {f['opaque']['router_ms_per_event']:.3f} "
+                f"opaque ({f['router_opaque_over_arguments']:.2f}); the ends' (encoding and decoding) "
+                f"{f['arguments']['bench_ms_per_event']:.3f} and {f['opaque']['bench_ms_per_event']:.3f}"
+            )
         if "everyday" in r:
             e = r["everyday"]
             print(

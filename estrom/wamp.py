@@ -9,13 +9,16 @@ import cbor2
 from autobahn.twisted.component import Component
 from autobahn.twisted.wamp import Session
 from autobahn.wamp import protocol, serializer
+from autobahn.wamp.interfaces import IPayloadCodec
 from autobahn.wamp.protocol import ApplicationSession
-from autobahn.wamp.types import CloseDetails, SessionDetails
+from autobahn.wamp.types import CloseDetails, EncodedPayload, SessionDetails
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from estrom import api
 
 # The deepest a WAMP message can be when the router relays it: the router decodes msgpack up to
 # 1,024 levels (msgpack's own limit), JSON to about 480 (its recursion limit, which
@@ -58,6 +61,35 @@ def is_rawsocket(router_url: str) -> bool:
 
 
 log = Logger()
+
+# The feed's events cross the router as one opaque CBOR payload (WAMP payload transparency): the
+# router neither decodes a batch's hits nor encodes them again for each Tailor.
+FEED_ENCODING = "x_estrom_feed"
+
+
+class FeedCodec(IPayloadCodec):
+    """Beater's and Tailor's payload codec: the feed (api.FEED) as ``[hits, {api.MATCHES: ...}]``
+    in CBOR; every other message as usual (None: not encoded)."""
+
+    def encode(
+        self, is_originating: bool, uri: str, args: list | None = None, kwargs: dict | None = None
+    ) -> EncodedPayload | None:
+        if not is_originating or uri != api.FEED:
+            return None
+        return EncodedPayload(cbor2.dumps([list(args or ()), kwargs or {}]), FEED_ENCODING, "cbor")
+
+    def decode(
+        self, is_originating: bool, uri: str, encoded_payload: EncodedPayload
+    ) -> tuple[str, list, dict]:
+        # autobahn drops the event, with a warning, on an error raised here.
+        how = (encoded_payload.enc_algo, encoded_payload.enc_serializer)
+        if uri != api.FEED or how != (FEED_ENCODING, "cbor"):
+            raise ValueError(f"{uri}: an encoded payload that is not the feed's ({encoded_payload.enc_algo})")
+        args, kwargs = cbor2.loads(encoded_payload.payload, max_depth=MAX_MESSAGE_DEPTH)
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise TypeError(f"{uri}: a feed payload is [hits, {{...}}]")
+        return uri, args, kwargs
+
 
 # RawSocket has no ping: a router that stops answering (stopped, stuck) would leave calls and
 # acknowledged publications waiting for ever. So a RawSocket session asks the router, every

@@ -20,6 +20,7 @@ from twisted.web.server import Request
 from estrom import api
 from estrom.coalesce import Coalesce
 from estrom.http import ByteBudget, principal_of, send_error
+from estrom.wamp import FeedCodec
 from tailor.aggregate import DISTINCT_ALL, Aggregation, Options, duration_name
 from tailor.resends import Resends
 from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameGroup, FrameStream, Stream
@@ -111,6 +112,7 @@ class Tailor:
         # feed, once per batch, and leaves Tailors out of their own topics' events.
         self.fed = details.authrole == api.TAILOR_ROLE
         if self.fed:
+            session.set_payload_codec(FeedCodec())
             await session.subscribe(self._fed, api.FEED).addTimeout(self.call_seconds, reactor)
         self.session = session
         log.info(

@@ -1,13 +1,18 @@
 """The heartbeat of RawSocket sessions (which have no ping), by task.Clock: a router that stops
-answering gets its connection dropped, so the component reconnects."""
+answering gets its connection dropped, so the component reconnects. And the feed's payload codec
+(tests/router/test_authorization.py sees it pass through the router)."""
 
 from __future__ import annotations
 
+import cbor2
+import pytest
 from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import EncodedPayload
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from estrom.wamp import HEARTBEAT_PROCEDURE, Heartbeat, whole_join
+from estrom import api
+from estrom.wamp import FEED_ENCODING, HEARTBEAT_PROCEDURE, FeedCodec, Heartbeat, whole_join
 
 
 class _Session:
@@ -90,3 +95,31 @@ def test_a_whole_join_keeps_its_connection():
     assert done.called and not session.aborted and failed == []
     # A join that is not a coroutine (Tailor's) is taken too.
     assert whole_join(lambda session, details: None)(session, None).called
+
+
+def test_the_feed_is_one_opaque_cbor_payload_and_nothing_else_is_encoded():
+    codec = FeedCodec()
+    hits, more = [{"_id": "1", "_source": {"level": "error", "n": 1.5}}], {api.MATCHES: {"a" * 16: [0]}}
+    encoded = codec.encode(True, api.FEED, hits, more)
+    assert (encoded.enc_algo, encoded.enc_serializer) == (FEED_ENCODING, "cbor")
+    assert codec.decode(False, api.FEED, encoded) == (api.FEED, hits, more)
+    # Per-query events, calls and their results, errors: as usual.
+    assert codec.encode(True, api.topic("a" * 16), hits) is None
+    assert codec.encode(True, api.REGISTER, ["events", "level:error"]) is None
+    assert codec.encode(False, api.FEED, hits, more) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "payload"),
+    [
+        (api.topic("a" * 16), EncodedPayload(cbor2.dumps([[], {}]), FEED_ENCODING, "cbor")),
+        (api.FEED, EncodedPayload(cbor2.dumps([[], {}]), "x_other", "cbor")),
+        (api.FEED, EncodedPayload(b"{}", FEED_ENCODING, "json")),
+        (api.FEED, EncodedPayload(cbor2.dumps({"hits": []}), FEED_ENCODING, "cbor")),
+        (api.FEED, EncodedPayload(b"\xff", FEED_ENCODING, "cbor")),
+    ],
+)
+def test_a_payload_that_is_not_the_feeds_is_refused(uri, payload):
+    """autobahn drops an event whose payload the codec refuses, with a warning."""
+    with pytest.raises((ValueError, TypeError, cbor2.CBORDecodeError)):
+        FeedCodec().decode(False, uri, payload)

@@ -23,6 +23,7 @@ from twisted.internet.protocol import Protocol
 from dev.stack import ROOT
 from estrom import api
 from estrom.testing import eventually, post, wamp_attempt, wamp_session
+from estrom.wamp import FEED_ENCODING, FeedCodec
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
@@ -150,6 +151,41 @@ async def test_only_a_tailor_admitted_by_its_secret_may_subscribe_to_the_feed(st
         watcher.leave()
     wrong = {"ticket": {"authid": "tailor", "ticket": stack.tailor_secret + "x"}}
     assert await wamp_attempt(stack.router_url, wrong) == (api.NOT_AUTHENTICATED, "the ticket is not valid")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_feed_crosses_the_router_as_an_opaque_payload(stack, index):
+    """Beater publishes the feed's events as one CBOR payload (estrom.wamp.FeedCodec), which the
+    router hands on without decoding: a Tailor decodes it, hits and matches as Beater sent them."""
+    seen: list[str] = []
+
+    class Recording(FeedCodec):
+        def decode(self, is_originating, uri, encoded_payload):
+            seen.append(encoded_payload.enc_algo)
+            return super().decode(is_originating, uri, encoded_payload)
+
+    tailor = await wamp_session(
+        stack.router_url, {"ticket": {"authid": "tailor", "ticket": stack.tailor_secret}}
+    )
+    try:
+        tailor.set_payload_codec(Recording())
+        fed: Deferred = Deferred()
+        await tailor.subscribe(lambda *hits, **more: fed.called or fed.callback((hits, more)), api.FEED)
+        sid = await tailor.call(api.REGISTER, index, "level:error")
+        await tailor.subscribe(ignore, api.topic(sid))
+
+        async def sent() -> bool:  # until Beater has heard of the subscription: the feed is for it
+            status, _ = await post(f"{stack.beater_url}/api/v0.1/docs/{index}", {"level": "error"})
+            assert status == 200
+            return fed.called
+
+        await eventually(sent, what="a feed event")
+        hits, more = await fed
+        assert [hit["_source"] for hit in hits] == [{"level": "error"}]
+        assert more == {api.MATCHES: {sid: [0]}}
+        assert seen and set(seen) == {FEED_ENCODING}
+    finally:
+        tailor.leave()
 
 
 # --- calls --------------------------------------------------------------------------------------------
