@@ -50,20 +50,32 @@ class Interest:
         self._tailors: set[int] = set()  # the sessions of role "tailor"
         self._patterns: set[int] = set()  # prefix/wildcard subscriptions that may cover them
         self._recent: dict[str, float] = {}  # query id -> when it was registered or looked up
+        # active()'s answer, asked for by every batch (with 10,000 queries listened to, making
+        # it took 3.7 ms): made again when a topic comes or goes, a query is touched first, or
+        # the first touch of those in it is older than ``grace``.
+        self._active: list[str] | None = None
+        self._active_until = 0.0
 
     def touch(self, query_id: str) -> None:
         """``query_id`` was just registered or looked up: a subscription is likely to follow."""
+        if query_id not in self._recent:
+            self._active = None
         self._recent[query_id] = self._clock.seconds()
 
     def active(self) -> list[str] | None:
-        """The IDs of the queries to percolate, or None for all of them."""
+        """The IDs of the queries to percolate (sorted; not to be changed), or None for all
+        of them."""
         if self._patterns:
             return None
         now = self._clock.seconds()
+        if self._active is not None and now <= self._active_until:
+            return self._active
         for query_id, since in list(self._recent.items()):
             if now - since > self.grace:
                 del self._recent[query_id]
-        return sorted(set(self._topics.values()) | set(self._recent))
+        self._active = sorted(set(self._topics.values()) | set(self._recent))
+        self._active_until = min(self._recent.values(), default=float("inf")) + self.grace
+        return self._active
 
     def subscribed(self) -> set[str]:
         """The IDs of the queries whose topic has a subscriber now."""
@@ -112,6 +124,7 @@ class Interest:
         self._subscription.clear()
         self._subscribers.clear()
         self._patterns.clear()
+        self._active = None
         self._tailors = set(await self._asked(session.call("wamp.session.list", [api.TAILOR_ROLE])) or ())
         listed = await self._asked(session.call("wamp.subscription.list"))
         known = {subscription_id for ids in listed.values() for subscription_id in ids}
@@ -167,6 +180,7 @@ class Interest:
         if match == "exact" and uri.startswith(api.TOPIC_PREFIX):
             query_id = uri[len(api.TOPIC_PREFIX) :]
             self._topics[details["id"]] = query_id
+            self._active = None
             self._subscription[query_id] = details["id"]
             self._subscribers.setdefault(details["id"], set())
         elif match != "exact" and _may_cover_topics(uri, match):
@@ -174,8 +188,10 @@ class Interest:
 
     def _deleted(self, session_id: int, subscription_id: int) -> None:
         query_id = self._topics.pop(subscription_id, None)
-        if query_id is not None and self._subscription.get(query_id) == subscription_id:
-            del self._subscription[query_id]
+        if query_id is not None:
+            self._active = None
+            if self._subscription.get(query_id) == subscription_id:
+                del self._subscription[query_id]
         self._subscribers.pop(subscription_id, None)
         self._patterns.discard(subscription_id)
 

@@ -447,6 +447,8 @@ class Presearcher:
         """Of ``only``, the queries ``index`` has (whose anchors chose the candidates): a query
         registered or looked up through another Beater within the window that is not one of
         them may match a document that is not a candidate."""
+        if not self._absent:
+            return only
         return [query_id for query_id in only if (index, query_id) not in self._absent]
 
     def _ask_again(self) -> None:

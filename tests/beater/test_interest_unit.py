@@ -73,6 +73,22 @@ def test_a_registered_query_is_percolated_for_the_grace_seconds_then_not():
     assert interest.active() == []
 
 
+def test_the_answer_follows_touches_and_topics_and_is_not_made_again_for_every_batch():
+    clock = Clock()
+    interest = Interest(grace=60, clock=clock)
+    interest.touch("a" * 16)
+    first = interest.active()
+    assert interest.active() is first  # nothing changed: the same list
+    clock.advance(50)
+    interest.touch("a" * 16)  # again: counts from now
+    interest.touch("b" * 16)
+    assert interest.active() == ["a" * 16, "b" * 16]
+    clock.advance(20)  # past the first touch's window, within the second's
+    assert interest.active() == ["a" * 16, "b" * 16]
+    clock.advance(41)
+    assert interest.active() == []
+
+
 def test_a_subscribed_query_is_percolated_until_its_subscription_ends():
     clock = Clock()
     interest = Interest(grace=1, clock=clock)
