@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -289,16 +289,21 @@ class Percolator:
             marked += len(hits) - len(refused)
         return marked
 
-    async def remove_unused(self, unused_for: float, patterns: tuple[str, ...] = ("*",)) -> int:
+    async def remove_unused(
+        self, unused_for: float, patterns: tuple[str, ...] = ("*",), keep: Collection[str] = ()
+    ) -> int:
         """Remove the queries of ``patterns``' indexes that were not in use for ``unused_for``
-        seconds; fires with how many were removed.
+        seconds, except those in ``keep`` (known to be in use now: whatever their record says,
+        which the sweep's own marking may not have reached yet); fires with how many were removed.
 
         A search and a bulk delete per thousand (delete-by-query is a module of its own, which an
         engine may lack). Each delete is of the version the search found: a query that anyone
         (any Beater) registered, looked up or recorded as in use since is changed, and stays
         (409). A query used after it was removed is stored again by whoever registers it.
         """
-        query = {"range": {SEEN_FIELD: {"lt": int(self._clock.seconds() - unused_for)}}}
+        query: dict[str, Any] = {"range": {SEEN_FIELD: {"lt": int(self._clock.seconds() - unused_for)}}}
+        if keep:
+            query = {"bool": {"filter": [query], "must_not": [{"ids": {"values": sorted(keep)}}]}}
         removed = 0
         while True:
             answer = await self.engine.request(

@@ -352,7 +352,7 @@ class Beater(Delivery):
             if not self._sweeping:
                 log.info("Beater: {marked} queries in use; another Beater sweeps", marked=marked)
                 return
-            removed = await self.percolator.remove_unused(unused_for, self.index_patterns)
+            removed = await self.percolator.remove_unused(unused_for, self.index_patterns, keep=seen)
             await self.percolator.follow_sources(self.index_patterns)
         except (EngineUnavailable, EngineError) as e:
             self._seen |= seen  # try again next time

@@ -96,6 +96,21 @@ async def test_queries_that_cannot_be_recorded_as_in_use_are_counted(stack, inde
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_query_the_sweeping_beater_knows_in_use_stays_whatever_its_record_says(stack, index):
+    """The sweep removes only what its Beater does not know to be in use: a subscribed query
+    whose record was made old after the sweep marked it (its marking not searchable yet, or
+    overwritten) stays."""
+    percolator, _ = _percolator(stack)
+    listened, unused = identify(index, "level:info"), identify(index, "level:debug")
+    for query in (listened, unused):
+        await percolator.store(query)
+        await _age(stack, index, query.id, 40 * DAY)
+    assert await percolator.remove_unused(30 * DAY, (index,), keep={listened.id}) == 1
+    assert await _stored(stack, index, listened.id)
+    assert not await _stored(stack, index, unused.id)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_query_looked_up_between_the_sweeps_search_and_its_delete_stays(stack, index):
     sweeper, _ = _percolator(stack)
     other, _ = _percolator(stack)  # another Beater's, serving a lookup
