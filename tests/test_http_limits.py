@@ -177,6 +177,37 @@ def test_beater_ingest_site_is_guarded():
     assert issubclass(IngestSite, GuardedSite)
 
 
+@pytest.mark.parametrize(
+    "kind, body",
+    [
+        ("application/x-www-form-urlencoded", b"format=json&q=x"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="format"\r\n\r\njson\r\n--b--\r\n',
+        ),
+    ],
+    ids=["urlencoded", "multipart"],
+)
+def test_a_posted_body_is_never_taken_for_url_arguments(kind, body):
+    # Twisted parses a form's body into request.args by default: a POST could then pass for
+    # arguments (?format=json) its URL does not have, and a multipart body be parsed whole.
+    seen = []
+
+    class Echo(Resource):
+        isLeaf = True
+
+        def render_POST(self, request: Request) -> bytes:
+            seen.append((request.args, request.content.read()))
+            return b"{}"
+
+    site = GuardedSite(Echo(), reactor=Clock())
+    protocol, transport = connect(site)
+    head = f"POST /_bulk?pretty=1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: {kind}\r\n"
+    protocol.dataReceived(head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    assert seen == [({b"pretty": [b"1"]}, body)]
+
+
 # Request deadline
 
 

@@ -13,6 +13,7 @@ from beater.documents import (
     DocumentLimits,
     DocumentTooLarge,
     TooManyDocuments,
+    new_ids,
     parse_documents,
 )
 
@@ -105,3 +106,10 @@ def test_what_is_fine_passes_unchanged():
     assert parse_documents(body, "application/json") == [
         {"msg": "😀 😀", "a.estrom_query": 1, "nested": {"estrom_x": 2}}
     ]
+
+
+def test_new_ids_are_distinct_128_bit_hex():
+    ids = new_ids(1000)
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert new_ids(0) == []

@@ -81,6 +81,28 @@ def test_a_2xx_answer_is_decoded():
     assert d.result == {"took": 1}
 
 
+@pytest.mark.parametrize(
+    "content, answer",
+    [
+        (
+            b'{"n": 123456789012345678901234567890, "s": "\\u00e9"}',
+            {"n": 123456789012345678901234567890, "s": "é"},
+        ),
+        (b'{"x": NaN}', "nan"),  # not JSON, but what the standard library reads
+        (b"<html>not json</html>", {"error": "<html>not json</html>"}),
+    ],
+    ids=["exact", "nan", "not-json"],
+)
+def test_an_answer_is_read_exactly_or_kept_as_the_error(content, answer):
+    engine, stub, _, _ = stubbed()
+    d = Deferred.fromCoroutine(engine.request("POST", "/echo", content))
+    stub.flush()
+    if answer == "nan":
+        assert d.result["x"] != d.result["x"]
+    else:
+        assert d.result == answer
+
+
 @pytest.mark.parametrize("code", [500, 503, 429])
 def test_a_5xx_or_429_answer_is_unavailable(code):
     engine, stub, _, _ = stubbed()
