@@ -5,7 +5,6 @@ a backlog read from Beater's store before a stream goes live.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
@@ -23,7 +22,7 @@ from estrom.http import ByteBudget, principal_of, send_error
 from estrom.wamp import FeedCodec
 from tailor.aggregate import DISTINCT_ALL, Aggregation, Options, duration_name
 from tailor.resends import Resends
-from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameGroup, FrameStream, Stream
+from tailor.stream import DEFAULT_BOUNDS, Bounds, FrameGroup, FrameStream, Stream, encode_hit
 
 log = Logger()
 
@@ -390,7 +389,7 @@ class Tailor:
                 stream.add(hits if keep is None else [hits[slot] for slot in keep], now)
                 continue
             if encoded is None:  # once, for every stream
-                encoded = [json.dumps(hit).encode("utf-8") for hit in hits]
+                encoded = [encode_hit(hit) for hit in hits]
                 cursors = [hit.get("_cursor") if isinstance(hit, dict) else None for hit in hits]
             if keep is None:
                 stream.send(encoded, cursors)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -27,6 +28,18 @@ from estrom.http import ByteBudget, send_error
 from tailor.aggregate import Aggregation
 
 log = Logger()
+
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_hit(hit: Any) -> bytes:
+    """A hit as a line of a stream: JSON, written by msgspec (0.1-0.4 µs a hit instead of the
+    standard library's 2-5: Tailor writes every hit of its streams). What it cannot write as
+    UTF-8 (a lone surrogate, which Beater refuses to take in) the standard library escapes."""
+    try:
+        return _encode(hit)
+    except (UnicodeEncodeError, TypeError):
+        return json.dumps(hit).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,7 @@ class Stream:
             cursor = hit.get("_cursor")
             if isinstance(cursor, str) and len(cursor) == 20:
                 self._seen.setdefault(cursor[-4:], deque()).append(cursor)
-        self._send([json.dumps(hit).encode("utf-8") for hit in hits])
+        self._send([encode_hit(hit) for hit in hits])
 
     def release(self) -> None:
         """Write the live hits kept back (but those the backlog had), and go on live."""

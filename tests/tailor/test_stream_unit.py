@@ -9,7 +9,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from estrom.http import ByteBudget
 from tailor.aggregate import Aggregation, Options
-from tailor.stream import Bounds, FrameGroup, FrameStream, Stream
+from tailor.stream import Bounds, FrameGroup, FrameStream, Stream, encode_hit
 
 
 class _Request(DummyRequest):
@@ -257,3 +257,14 @@ def test_aggregation_streams_in_a_group_share_one_frame_and_count_their_own():
     second.close()
     clock.advance(5.0)
     assert made == [1_800_000_001.0]  # the group stopped with its last stream
+
+
+def test_hits_are_written_as_the_json_they_were():
+    hits = [
+        {"_id": "a", "_source": {"n": 2**70, "f": 1e16, "s": "é ✓", "l": [None, True, {"x": -0.5}]}},
+        {"_id": "b", "_source": {"s": "lone \ud800 surrogate"}},  # escaped, not refused
+    ]
+    for hit in hits:
+        written = encode_hit(hit)
+        written.decode("utf-8")
+        assert json.loads(written) == hit
