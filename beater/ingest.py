@@ -454,9 +454,7 @@ class IngestRoot(JsonResource):
         super().__init__()
         self.beater = beater
         self.compat = compat = compat or Compat()
-        api = api_root(DocsResource(beater)).children[b"api"]
-        api.putChild(b"_bulk", BulkResource(beater, "api", compat))  # "api" is an index name too
-        self.putChild(b"api", api)
+        self.putChild(b"api", api_root(DocsResource(beater)).children[b"api"])
         self.putChild(b"_bulk", BulkResource(beater, None, compat))
         self.otlp = OtlpLogsResource(beater, otlp_index)
         # What shippers ask before they send (beater.probes).
@@ -469,6 +467,14 @@ class IngestRoot(JsonResource):
         for branch, answer in ((b"_cat", "line"), (b"_cluster", "object")):
             self.putChild(branch, Branch())
             self.children[branch].putChild(b"health", _Health(beater, answer))
+
+    def getChildWithDefault(self, name: bytes, request: Request) -> Resource:
+        # An index may be named as Beater's own paths are (api, healthz, readyz, metrics):
+        # followed by one of the engine's endpoints (_bulk, _doc, _create), the name is the
+        # index's; alone, or followed by anything else, the path is Beater's.
+        if not name.startswith(b"_") and request.postpath and request.postpath[0].startswith(b"_"):
+            return self.getChild(name, request)
+        return super().getChildWithDefault(name, request)
 
     def getChild(self, name: bytes, request: Request) -> Resource:
         if name == b"" and not request.postpath:

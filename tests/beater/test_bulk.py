@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
 import pytest_twisted
 
 from estrom.testing import HttpStream, http, post
@@ -155,3 +156,33 @@ async def test_an_item_the_engine_refuses_is_refused_alone(stack, index):
     hits = await stream.wait_for_hits(2)
     assert [hit["_source"]["n"] for hit in hits] == [1, 3]
     stream.close()
+
+
+@pytest.mark.parametrize("stack", ["opensearch"], indirect=True)  # routing: one engine is enough
+@pytest_twisted.ensureDeferred
+async def test_an_index_named_as_beaters_own_paths_takes_documents_and_the_paths_stay_beaters(stack):
+    # /healthz, /readyz, /metrics and /api are Beater's; /<that name>/_bulk, _doc and _create
+    # are an index's, as the engine has them.
+    for name in ("healthz", "readyz", "metrics", "api"):
+        stream = await tail(stack, name)
+        status, answer = await post(
+            f"{stack.beater_url}/{name}/_bulk",
+            ndjson({"index": {}}, {"service": "api", "n": 1}),
+            "application/x-ndjson",
+        )
+        assert status == 200 and answer["errors"] is False, (name, answer)
+        status, answer = await post(f"{stack.beater_url}/{name}/_doc", {"service": "api", "n": 2})
+        assert status == 201 and answer["_index"] == name, (name, answer)
+        response = await http.put(
+            f"{stack.beater_url}/{name}/_create/three",
+            data=json.dumps({"service": "api", "n": 3}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.code == 201, (name, await response.text())
+        hits = await stream.wait_for_hits(3)
+        assert [(hit["_index"], hit["_source"]["n"]) for hit in hits] == [(name, 1), (name, 2), (name, 3)]
+        stream.close()
+    for path, status in (("/healthz", 200), ("/readyz", 200), ("/metrics", 200)):
+        response = await http.get(stack.beater_url + path)
+        assert response.code == status, path
+        await response.content()

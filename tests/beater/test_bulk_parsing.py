@@ -8,6 +8,7 @@ from io import BytesIO
 from types import SimpleNamespace
 
 import pytest
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -15,8 +16,9 @@ from beater.bulk import MAX_ID_BYTES, parse_bulk
 from beater.delivery import RouterUnavailable
 from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments
 from beater.engine import EngineUnavailable
-from beater.ingest import BISECTIONS, BulkResource, Refused, gunzip
+from beater.ingest import BISECTIONS, BulkResource, DocResource, IngestRoot, Refused, gunzip
 from beater.pipeline import Overloaded, Rejected
+from estrom.health import Healthz, add_health
 from estrom.metrics import BeaterMetrics
 from estrom.tokens import ANONYMOUS
 
@@ -222,3 +224,24 @@ def test_a_request_of_many_refused_documents_costs_the_engine_a_bounded_number_o
     statuses = bulk_into(beater, ndjson(*lines))
     assert statuses == [400] * 2000
     assert beater.calls <= 1 + 2 * BISECTIONS
+
+
+@pytest.mark.parametrize(
+    "path, kind, index",
+    [
+        ("metrics/_bulk", BulkResource, "metrics"),
+        ("healthz/_doc/1", DocResource, "healthz"),
+        ("readyz/_create/1", DocResource, "readyz"),
+        ("api/_bulk", BulkResource, "api"),
+        ("_bulk", BulkResource, None),
+        ("healthz", Healthz, None),
+        ("healthz/", Healthz, None),
+    ],
+)
+def test_an_index_named_as_one_of_beaters_paths_is_reached_through_the_engines_endpoints(path, kind, index):
+    root = IngestRoot(SimpleNamespace())
+    add_health(root, {})  # as estrom.service serves it, with /metrics
+    root.putChild(b"metrics", Resource())
+    resource = getChildForRequest(root, DummyRequest(path.encode().split(b"/")))
+    assert isinstance(resource, kind)
+    assert getattr(resource, "index", None) == index
