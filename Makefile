@@ -5,16 +5,23 @@ ROUTER_VENV := .venv-router
 
 .PHONY: install lock up test test-unit lint bench fuzz soak exact several faults chaos differential engine browser shippers clients screenshots clean
 
+# `make up ENGINE=elasticsearch7` starts Elasticsearch instead, when no engine answers;
+# `make up ENGINE=none` (or `make install ENGINE=none`) builds no local node, for an engine that
+# runs elsewhere (ESTROM_ELASTICSEARCH_URL), and needs no Java or Maven.
+ENGINE ?= opensearch
+PREREQS := $(if $(filter test,$(MAKECMDGOALS)),test,$(if $(filter none,$(ENGINE)),cluster,up))
+
 # `make`, `make up` and `make test` first name whatever this machine lacks for them, and how to
 # install it (dev/prereqs), before anything is built: checked as the Makefile is read, so it
 # comes first whatever the order of targets (or -j).
 ifneq ($(filter install up test,$(or $(MAKECMDGOALS),install)),)
-ifneq ($(shell PYTHON='$(PYTHON)' dev/prereqs $(if $(filter test,$(MAKECMDGOALS)),test,up) || echo missing),)
+ifneq ($(shell PYTHON='$(PYTHON)' dev/prereqs $(PREREQS) || echo missing),)
 $(error the tools listed above are missing)
 endif
 endif
 
-install: $(VENV)/.installed $(ROUTER_VENV)/.installed engine router/web/node_modules/.installed
+install: $(VENV)/.installed $(ROUTER_VENV)/.installed $(if $(filter none,$(ENGINE)),,engine) \
+		router/web/node_modules/.installed
 
 # Both virtualenvs are installed from lock files, every package at one version with its hashes
 # (`make lock` makes them again from pyproject.toml and router/requirements.txt).
@@ -129,9 +136,6 @@ engine/elasticsearch7/target/.built: engine/elasticsearch7/pom.xml $(LAUNCHER) \
 		$(wildcard engine/elasticsearch7/src/main/java/estrom/engine/es7/*.java)
 	cd engine/elasticsearch7 && mvn -q -B package
 	touch $@
-
-# `make up ENGINE=elasticsearch7` starts Elasticsearch instead, when no engine answers.
-ENGINE ?= opensearch
 
 # `make up BEATERS=3 TAILORS=2` runs several of each behind the one router.
 BEATERS ?= 1

@@ -426,9 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=str(ROOT / ".estrom"), help="logs and engine data")
     parser.add_argument(
         "--engine",
-        choices=sorted(ENGINES),
+        choices=[*sorted(ENGINES), "none"],
         default="opensearch",
-        help="the local node to start when no engine answers at $ESTROM_ELASTICSEARCH_URL",
+        help="the local node to start when no engine answers at $ESTROM_ELASTICSEARCH_URL "
+        "(none: start none, and stop if nothing answers)",
     )
     parser.add_argument("--beaters", type=int, default=1, help="Beaters to run (ports 8070, 8071, ...)")
     parser.add_argument("--tailors", type=int, default=1, help="Tailors to run (ports 8090, 8091, ...)")
@@ -454,6 +455,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"estrom: starting (logs in {stack.workdir})", flush=True)
         if stack.engine_answers():
             print(f"estrom: using the search engine at {stack.engine_url}", flush=True)
+        elif args.engine == "none":
+            raise RuntimeError(
+                f"nothing answers at {stack.engine_url} (ESTROM_ELASTICSEARCH_URL), and with "
+                "ENGINE=none no local node is started: start the engine, or set the variable to its URL"
+            )
         else:
             print(
                 f"estrom: nothing answers at {stack.engine_url}; starting a local {ENGINE_NAMES[args.engine]} node",

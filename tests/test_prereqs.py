@@ -4,8 +4,10 @@ do) and the few utilities it uses, so the real Java, Maven or npm of this machin
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,7 +65,7 @@ def install_line(stderr: str, command: str) -> list[str]:
     return line.split(command, 1)[1].split()
 
 
-@pytest.mark.parametrize("mode", ["up", "test"])
+@pytest.mark.parametrize("mode", ["up", "cluster", "test"])
 def test_a_machine_with_everything_hears_nothing(tmp_path, mode):
     result = run(tmp_path, mode)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -110,6 +112,49 @@ def test_missing_maven_and_npm_are_both_named(tmp_path):
     assert "npm: npm not found" in result.stderr
     assert install_line(result.stderr, "sudo apt-get install") == ["maven", "npm"]
     assert install_line(result.stderr, "brew install") == ["maven", "node"]
+
+
+def test_an_engine_elsewhere_needs_no_java_or_maven(tmp_path):
+    # `make up ENGINE=none` builds no local node.
+    result = run(tmp_path / "without-java", "cluster", java=None, javac=None, mvn=None)
+    assert (result.returncode, result.stderr) == (0, "")
+    result = run(tmp_path / "without-npm", "cluster", java=None, mvn=None, npm=None)
+    assert result.returncode == 1
+    assert (
+        "npm: npm not found" in result.stderr and "Java" not in result.stderr and "Maven" not in result.stderr
+    )
+
+
+def test_make_up_with_engine_none_builds_no_local_node():
+    # -W: as if the node's sources had changed, so that Make would rebuild it if it were wanted.
+    def planned(*args: str) -> str:
+        return subprocess.run(
+            ["make", "-n", "-W", "engine/pom.xml", "install", *args],
+            check=True,
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+
+    assert "mvn" in planned()
+    assert "mvn" not in planned("ENGINE=none")
+
+
+def test_make_up_with_engine_none_and_no_engine_answering_says_so_and_starts_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dev.stack", "--engine", "none", "--workdir", str(tmp_path)],
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "ESTROM_ELASTICSEARCH_URL": "http://127.0.0.1:1"},  # nothing listens on 1
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "nothing answers at http://127.0.0.1:1" in result.stderr and "ENGINE=none" in result.stderr
+    assert not list((tmp_path / "none").glob("*.log"))  # no part was started
 
 
 def test_an_old_python_is_named_and_make_is_told_which_python_to_use(tmp_path):
