@@ -5,7 +5,7 @@ turned into a canonical DSL clause (a Lucene string becomes ``{"query_string": {
 and the ID is the xxh3_64 of the index and that clause, in which each query string stands for the
 structure the engine reads from it (beater.lucene). A query string itself is stored as written:
 the engine reads it as it reads the user's, and any other string with the same ID means the same.
-The rules, and why each one keeps the meaning, are listed in the README ("Query identity").
+The rules, and why each one keeps the meaning, are listed in docs/query-identity.md.
 
 Every query is checked by beater.validation before it is canonicalised (a query string as it
 is read): nothing here sees a query that is too big, too deep, or not of the allowed shape. The

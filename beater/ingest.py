@@ -199,7 +199,7 @@ class _Ingest(JsonResource):
         """The body of ``request`` and ``parse(body, content type)``, gunzipped and parsed off the
         reactor's thread from ESTROM_OFF_REACTOR_BYTES on; None once a body that cannot be read was
         answered: 413 or 415, which the sender mends by sending it otherwise, or 422 for
-        documents that will never be taken (see "Statuses, and shippers" in README)."""
+        documents that will never be taken (see "Statuses, and shippers" in docs/api.md)."""
         try:
             body, content_type, gzipped = request_body(request, self.content_types)
             site = request.channel.site
@@ -428,7 +428,7 @@ class OtlpLogsResource(_Ingest):
                     records.reject(f"the search engine refused the record: {error}")
         if retry:
             # Not taken, and a retry mends it: the whole request again (a group taken meanwhile
-            # arrives twice: OTLP has no IDs to tell; README, Known limits).
+            # arrives twice: OTLP has no IDs to tell; docs/limits.md).
             status = 429 if all(isinstance(e, Overloaded) for e in retry) else 503
             send_error(request, status, f"{retry[0]}: retry", RETRY_AFTER)
             return

@@ -27,7 +27,7 @@ class InvalidQuery(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """How big a query may be (README, "Security"); each has a setting in beater/settings.py."""
+    """How big a query may be (docs/security.md); each has a setting in beater/settings.py."""
 
     max_bytes: int = 16 * 1024  # a Lucene string, or the DSL object as compact JSON
     max_depth: int = 32  # nesting of JSON objects and arrays, or of Lucene groups

@@ -368,7 +368,7 @@ def tokens_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 TOKEN_FILE_HEAD = (
-    "# estrom's tokens (see README, 'Running it for a team'): each token's SHA-256, and the index\n"
+    "# estrom's tokens (see docs/team.md): each token's SHA-256, and the index\n"
     "# patterns it may send to and read. Made with `estrom token add`.\n"
 )
 

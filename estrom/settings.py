@@ -106,7 +106,7 @@ class ServiceSettings:
     tokens: str = setting(
         "",
         "ESTROM_TOKENS",
-        "the token file (see README, 'Running it for a team'); unset: anyone may send and read, "
+        "the token file (see docs/team.md); unset: anyone may send and read, "
         "and the service listens only on loopback",
     )
     allowed_hosts: str = setting(

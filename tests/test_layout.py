@@ -1,4 +1,4 @@
-"""README's "Layout" names every file of the tree, and only those."""
+"""docs/layout.md names every file of the tree, and only those."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import subprocess
 
 from dev.stack import ROOT
 
-# Not in the list: the tests mirror the code (README, "Tests"), and these say nothing of a job.
+# Not in the list: the tests mirror the code (docs/tests.md), and these say nothing of a job.
 UNLISTED = re.compile(r"^(tests/|README\.md$|\.gitignore$)|(^|/)__init__\.py$")
 
 
 def listed() -> set[str]:
-    """The paths README's "Layout" names: `dir/` bullets, then the files under each."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    """The paths docs/layout.md names: `dir/` bullets, then the files under each."""
+    section = (ROOT / "docs" / "layout.md").read_text()
     paths, directory = set(), ""
     for line in section.splitlines():
         match = re.match(r"^(  )?- (.*?)(?: — |$)", line)
@@ -29,9 +28,9 @@ def listed() -> set[str]:
     return paths
 
 
-def test_the_readme_layout_names_each_file_of_the_tree():
+def test_the_layout_names_each_file_of_the_tree():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
     files = {path for path in tracked.stdout.splitlines() if not UNLISTED.search(path)}
     named = listed()
-    assert sorted(files - named) == [], "in the tree, not in README's Layout"
-    assert sorted(named - files) == [], "in README's Layout, not in the tree"
+    assert sorted(files - named) == [], "in the tree, not in docs/layout.md"
+    assert sorted(named - files) == [], "in docs/layout.md, not in the tree"

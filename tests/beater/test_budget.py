@@ -19,7 +19,7 @@ from estrom.testing import eventually, http, post, rss, scrape
 MIB = 1024 * 1024
 UPLOADS = 200
 BUDGET = 256 * MIB  # the default
-# What the README says Beater's resident memory stays under, at the default budget.
+# What docs/memory.md says Beater's resident memory stays under, at the default budget.
 RSS_BOUND = 1024 * MIB
 
 # Beater's memory does not depend on the engine: run on one.

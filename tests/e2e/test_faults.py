@@ -4,7 +4,7 @@ Tailor are each restarted in turn, while documents keep coming. Every document t
 2xx for must arrive at every stream exactly once. The sender names its documents (`_bulk` with
 an `_id`, as Logstash's elasticsearch output with a `document_id`): a resend of a request whose
 answer was lost (Beater killed while answering) is then known, where an unnamed one arrives
-twice (README, Known limits).
+twice (docs/limits.md).
 
 `make test` runs it on OpenSearch at 200 documents/s with 20 streams; `make faults` on both
 engines at 500/s (ESTROM_FAULTS_RATE, ESTROM_FAULTS_STREAMS, ESTROM_FAULTS_ENGINES)."""

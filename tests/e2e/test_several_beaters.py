@@ -228,7 +228,7 @@ async def _one_run(stack, index: str, beaters: list[str], tailors: list[str]) ->
             raise AssertionError(f"{e}; missed, posted after its first bytes: {missed}") from None
         assert len(opened.received) == len(set(opened.received)), f"{opened.how}: a document came twice"
         assert all(n % BUCKETS == opened.bucket for n in opened.received)
-        # Order (README, "How Beater percolates"): what one sender sent one Beater, in turn.
+        # Order (docs/percolation.md): what one sender sent one Beater, in turn.
         for beater in range(len(beaters)):
             mine = [n for n in opened.received if n % len(beaters) == beater]
             assert mine == sorted(mine), f"{opened.how}: Beater {beater}'s documents out of order"
