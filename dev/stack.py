@@ -131,6 +131,8 @@ class Stack:
 
     def start_engine(self, timeout: float = 180) -> None:
         """Start a local search engine node (see engine/) with its data under workdir/engine."""
+        if self.engine not in ENGINES:  # "none": an engine elsewhere, which stopped answering
+            raise RuntimeError(f"nothing answers at {self.engine_url}, and no local node is to be started")
         module, launcher = ENGINES[self.engine]
         classes = module / "target" / "classes"
         if not classes.is_dir():

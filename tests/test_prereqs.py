@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dev.stack import Stack
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "dev" / "prereqs"
 
@@ -155,6 +157,14 @@ def test_make_up_with_engine_none_and_no_engine_answering_says_so_and_starts_not
     assert result.returncode == 1
     assert "nothing answers at http://127.0.0.1:1" in result.stderr and "ENGINE=none" in result.stderr
     assert not list((tmp_path / "none").glob("*.log"))  # no part was started
+
+
+def test_with_engine_none_no_local_node_is_ever_started(tmp_path):
+    # An engine elsewhere that answered at the start and stopped before the rest came up.
+    stack = Stack(tmp_path, engine="none", engine_url="http://127.0.0.1:1")
+    with pytest.raises(RuntimeError, match="nothing answers at http://127.0.0.1:1"):
+        stack.up()
+    assert stack.processes == {}
 
 
 def test_an_old_python_is_named_and_make_is_told_which_python_to_use(tmp_path):
