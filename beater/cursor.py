@@ -1,9 +1,4 @@
-"""Cursors: where a hit stands among the hits of its index.
-
-A cursor is 20 lowercase hex digits: the milliseconds since the Unix epoch when Beater took the
-document's batch (12 digits), a sequence within that millisecond (4), and the Beater that took it
-(4, drawn at random when it starts). Cursors compare as strings, also in the engine (a keyword
-field) and in JavaScript, where a 64-bit number would lose digits.
+"""Beater's cursors (their layout: estrom.cursor), and the times streams ask from.
 
 One Beater's cursors only grow: it takes them for a batch in the order its batches publish, and
 when its clock steps back it goes on from the last millisecond it used. Several Beaters' cursors
@@ -19,14 +14,13 @@ import secrets
 from twisted.internet import reactor as default_reactor
 from twisted.internet.interfaces import IReactorTime
 
-CURSOR = re.compile(r"[0-9a-f]{20}")
-_SEQUENCE = 0x10000  # cursors per millisecond per Beater
+from estrom.cursor import SEQUENCE, make_cursor, new_node
 
 
 class Cursors:
     def __init__(self, clock: IReactorTime = default_reactor, node: int | None = None):
         self._clock = clock
-        self.node = f"{secrets.randbits(16) if node is None else node:04x}"
+        self.node = new_node(secrets.randbits(16) if node is None else node)
         self._ms = 0
         self._next = 0  # the next sequence number within self._ms
 
@@ -40,32 +34,15 @@ class Cursors:
             self._ms, self._next = now, 0
         cursors = []
         for _ in range(count):
-            if self._next == _SEQUENCE:  # borrow the next millisecond
+            if self._next == SEQUENCE:  # borrow the next millisecond
                 self._ms, self._next = self._ms + 1, 0
-            cursors.append(f"{self._ms:012x}{self._next:04x}{self.node}")
+            cursors.append(make_cursor(self._ms, self._next, self.node))
             self._next += 1
         return cursors
 
 
-def cursor_at(seconds: float) -> str:
-    """The least cursor of a time (seconds since the epoch): the hits taken from then on are
-    the ones with a cursor at least this."""
-    return f"{max(0, int(seconds * 1000)):012x}" + "0" * 8
-
-
-def cursor_time(cursor: str) -> float:
-    """When the hit with ``cursor`` was taken, in seconds since the epoch."""
-    return int(cursor[:12], 16) / 1000
-
-
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def cursor_iso(cursor: str) -> str:
-    """The time ``cursor`` was taken, ISO 8601 in UTC to the millisecond."""
-    moment = datetime.datetime.fromtimestamp(cursor_time(cursor), datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_since(text: str, now: float) -> float:

@@ -17,7 +17,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger
 
-from beater.cursor import CURSOR, Cursors, cursor_at, parse_since
+from beater.cursor import Cursors, parse_since
 from beater.delivery import Delivery, RouterUnavailable
 from beater.documents import DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
@@ -38,6 +38,7 @@ from beater.summary import summarize, summary_options
 from beater.validation import DEFAULT_LIMITS, InvalidQuery, Limits
 from estrom import api
 from estrom.coalesce import Coalesce
+from estrom.cursor import CURSOR, cursor_at, node_of
 from estrom.metrics import BeaterMetrics
 from estrom.tokens import ANONYMOUS, Principal, TokenFile
 from estrom.wamp import FeedCodec
@@ -330,7 +331,7 @@ class Beater(Delivery):
         node = self.cursors.node
 
         def unpublished(cursor: Any) -> bool:
-            if not isinstance(cursor, str) or not cursor.endswith(node):
+            if node_of(cursor) != node:
                 return False
             if self.store is not None and self.store.removing_cursor(index, cursor):
                 return True  # not published, and its copies not removed yet

@@ -21,12 +21,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from beater.cursor import cursor_iso
 from beater.documents import CBOR_PER_JSON_BYTE
 from beater.engine import Engine, EngineError, EngineUnavailable, path
 from beater.percolator import HIGHLIGHT
 from estrom import api
 from estrom.coalesce import Coalesce
+from estrom.cursor import cursor_iso
 
 log = Logger()
 

@@ -22,10 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from beater.cursor import cursor_at, cursor_iso, parse_since
+from beater.cursor import parse_since
 from beater.engine import EngineError, path
 from beater.store import FIELD, Store
 from estrom import api, sketch
+from estrom.cursor import cursor_at, cursor_iso, cursor_ms
 
 MAX_K = 10_000  # top values of a field
 TERMS = 20_000  # top values asked of the engine in all, shared by the `by` fields
@@ -148,10 +149,10 @@ async def summarize(
     count = total["value"] if isinstance(total, dict) else total
     # The histogram's buckets: from `since` (or the newest MAX_BUCKETS) to the seam's.
     ms = round(asked.interval * 1000)
-    last_bucket = int(cursor[:12], 16) // ms
+    last_bucket = cursor_ms(cursor) // ms
     first_bucket = last_bucket - MAX_BUCKETS + 1
     if asked.since:
-        first_bucket = max(first_bucket, int(asked.since[:12], 16) // ms)
+        first_bucket = max(first_bucket, cursor_ms(asked.since) // ms)
     filters = {
         str(bucket): {
             "range": {

@@ -30,6 +30,7 @@ import ijson
 from twisted.web.iweb import IResponse
 
 from estrom import api, tokens
+from estrom.cursor import cursor_iso, cursor_ms
 
 DEFAULT_URL = "http://127.0.0.1:8090"
 RECONNECT_MAX_SECONDS = 10.0
@@ -442,7 +443,7 @@ def _line(hit: dict[str, Any], source: Any, level: Any, start: str | None, highl
     when = _first(source, TIME_FIELDS, scalar=True)
     if when is None:
         cursor = hit.get("_cursor")
-        when = _cursor_time(cursor) if isinstance(cursor, str) and len(cursor) == 20 else "-"
+        when = _cursor_time(cursor)
     parts = [_text(when)]
     if level is not None:
         shown = _text(level).upper()[:10].ljust(5)
@@ -508,9 +509,9 @@ def _text(value: Any) -> str:
     return printable(value) if isinstance(value, str) else _json(value)
 
 
-def _cursor_time(cursor: str) -> str:
-    moment = time.gmtime(int(cursor[:12], 16) / 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(cursor[:12], 16) % 1000:03d}Z"
+def _cursor_time(cursor: Any) -> str:
+    """When Beater took the hit with ``cursor`` (as ``cursor_iso``), or ``-``."""
+    return "-" if cursor_ms(cursor) is None else cursor_iso(cursor)
 
 
 def printable(text: str) -> str:

@@ -32,6 +32,7 @@ from ddsketch import LogCollapsingLowestDenseDDSketch
 from sortedcontainers import SortedKeyList
 
 from estrom import sketch as sketches
+from estrom.cursor import cursor_ms
 
 SLICES = 30  # of a rolling window
 DISTINCT = 1_000  # values of a field one slice of a rolling window counts exactly
@@ -155,7 +156,8 @@ class Aggregation:
             cursor = hit.get("_cursor")
             if self._seam is not None and self._held(cursor):
                 continue
-            ms = int(cursor[:12], 16) if isinstance(cursor, str) and len(cursor) == 20 else int(now * 1000)
+            ms = cursor_ms(cursor)
+            ms = int(now * 1000) if ms is None else ms
             if isinstance(cursor, str) and (self.cursor is None or cursor > self.cursor):
                 self.cursor = cursor
             self.count += 1

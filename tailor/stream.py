@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from estrom.cursor import node_of
 from estrom.http import ByteBudget, send_error
 from tailor.aggregate import Aggregation
 
@@ -133,8 +134,9 @@ class Stream:
         """Write hits of the backlog (oldest first); their live copies will be skipped."""
         for hit in hits:
             cursor = hit.get("_cursor")
-            if isinstance(cursor, str) and len(cursor) == 20:
-                self._seen.setdefault(cursor[-4:], deque()).append(cursor)
+            node = node_of(cursor)
+            if node is not None:
+                self._seen.setdefault(node, deque()).append(cursor)
         self._send([encode_hit(hit) for hit in hits])
 
     def release(self) -> None:
@@ -174,10 +176,8 @@ class Stream:
         self._send(hits)
 
     def _in_backlog(self, cursor: str | None) -> bool:
-        if not isinstance(cursor, str):
-            return False
-        node = cursor[-4:]
-        cursors = self._seen.get(node)
+        node = node_of(cursor)
+        cursors = self._seen.get(node) if node is not None else None
         if not cursors:
             return False
         while cursors and cursors[0] < cursor:

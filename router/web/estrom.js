@@ -151,10 +151,15 @@ function errorText(error) {
   return String(error);
 }
 
-// A cursor's last 4 hex digits name the Beater that took the hit; one Beater's hits of an
-// index arrive in cursor order.
+// A cursor (estrom/cursor.py): 20 hex digits, the milliseconds when Beater took the hit (12), a
+// sequence (4) and the Beater that took it (4); one Beater's hits of an index arrive in cursor
+// order. These two read it; nothing else here does.
 function beaterOf(cursor) {
   return typeof cursor === "string" && cursor.length === 20 ? cursor.slice(16) : null;
+}
+
+function cursorMs(cursor) {
+  return typeof cursor === "string" && cursor.length === 20 ? parseInt(cursor.slice(0, 12), 16) : null;
 }
 
 // The fields the store's summary counts first: levels and the usual columns, then by name;
@@ -397,11 +402,11 @@ class Tail {
     const seam = this.seam;
     for (const hit of hits) {
       const cursor = hit._cursor;
-      const taken = typeof cursor === "string" && cursor.length === 20;
-      if (seam && taken && cursor <= seam.cursor && !seam.pending.some(([a, b]) => a <= cursor && cursor <= b)) {
+      const taken = cursorMs(cursor);
+      if (seam && taken !== null && cursor <= seam.cursor && !seam.pending.some(([a, b]) => a <= cursor && cursor <= b)) {
         continue;
       }
-      const second = Math.floor((taken ? parseInt(cursor.slice(0, 12), 16) : Date.now()) / 1000);
+      const second = Math.floor((taken !== null ? taken : Date.now()) / 1000);
       const source = hit._source || {};
       const level = firstOf(source, LEVEL_FIELDS);
       this.countAt(second, levelKind(typeof level === "string" ? level.toLowerCase() : ""), 1);

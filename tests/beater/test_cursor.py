@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from beater.cursor import CURSOR, Cursors, cursor_at, cursor_time, parse_since
+from beater.cursor import Cursors, parse_since
 from beater.service import _backlog_options
+from estrom.cursor import CURSOR, cursor_at, cursor_ms, cursor_time, node_of
 
 
 def test_cursors_grow_even_when_the_clock_steps_back_or_a_millisecond_fills():
@@ -94,3 +95,10 @@ def test_a_backlog_leaves_out_only_this_beaters_batches_not_yet_published():
     assert not unpublished(later)
     assert not unpublished(middle[:16] + "cafe")  # another Beater's: it knows its own
     assert not beater._unpublished("other")(middle)  # noqa: SLF001
+
+
+def test_the_layout_is_read_in_one_place():
+    (cursor,) = Cursors(Clock(), node=0xBEEF).take(1)
+    assert node_of(cursor) == "beef" and cursor_ms(cursor) == int(cursor_time(cursor) * 1000)
+    for not_a_cursor in (None, 12, "", "abc", cursor + "0"):
+        assert node_of(not_a_cursor) is None and cursor_ms(not_a_cursor) is None

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from beater.cursor import cursor_at
 from beater.summary import Asked, summary_options
+from estrom.cursor import cursor_at
 
 NOW = 1_800_000_000.0
 

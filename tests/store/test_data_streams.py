@@ -11,7 +11,7 @@ import re
 
 import pytest_twisted
 
-from beater.cursor import cursor_iso
+from estrom.cursor import cursor_iso
 from estrom.testing import HttpStream, get, http, post
 from tests.store.test_resends import bulk
 
