@@ -26,7 +26,7 @@ from beater.documents import CBOR_PER_JSON_BYTE, new_ids
 from beater.engine import EngineError, EngineUnavailable
 from beater.interest import Interest
 from beater.percolator import Matches, Percolator
-from beater.pipeline import Misconfigured, Rejected
+from beater.pipeline import Misconfigured, UnreadableDocuments
 from beater.presearch import Presearcher
 from beater.store import Store
 from estrom import api
@@ -123,7 +123,7 @@ class Delivery:
                         error=e,
                     )
                     raise Misconfigured(f"the search engine refuses Beater: {e.reason}") from e
-                raise Rejected(e.reason) from e
+                raise UnreadableDocuments(e.reason) from e
             finally:
                 if before is not None:
                     await before

@@ -256,7 +256,7 @@ class Engine:
             return await self.request("POST", "/_bulk", _ndjson(actions))
         return await self.request("POST", "/_bulk", await deferToThread(_ndjson, actions))
 
-    async def bulk_items(self, items: list[list[dict]]) -> list[Refused]:
+    async def bulk_items(self, items: list[list[dict]]) -> list[FailedItem]:
         """Send ``items`` (each its action line, and its source line if it has one) in one bulk
         request; fire with those the engine refused, in order. An item refused for a reason a
         moment can mend (429, 5xx) is sent once more, with the others like it."""
@@ -291,7 +291,7 @@ class Engine:
 
 
 @dataclass(frozen=True)
-class Refused:
+class FailedItem:
     """An item of a bulk request that the engine did not carry out."""
 
     position: int  # among the request's items
@@ -303,7 +303,7 @@ class Refused:
         return f"{self.status} {self.type}: {self.reason}"
 
 
-def refused_items(answer: Any, count: int) -> list[Refused]:
+def refused_items(answer: Any, count: int) -> list[FailedItem]:
     """The items of a bulk ``answer`` to ``count`` items that failed: each with a status of 300
     or more, and any the answer does not account for (as 500)."""
     items = answer.get("items") if isinstance(answer, dict) else None
@@ -313,14 +313,14 @@ def refused_items(answer: Any, count: int) -> list[Refused]:
         item = items[position] if position < len(items) else None
         result = next(iter(item.values()), None) if isinstance(item, dict) and item else None
         if not isinstance(result, dict):
-            refused.append(Refused(position, 500, "no_answer", "the engine's answer has no such item"))
+            refused.append(FailedItem(position, 500, "no_answer", "the engine's answer has no such item"))
             continue
         status = result.get("status")
         status = status if isinstance(status, int) else 500
         if status >= 300:
             error = result.get("error")
             kind, reason = _reason({"error": error}) if isinstance(error, dict) else ("error", str(error))
-            refused.append(Refused(position, status, kind, reason))
+            refused.append(FailedItem(position, status, kind, reason))
     return refused
 
 

@@ -38,7 +38,7 @@ from beater.documents import (
 )
 from beater.engine import EngineUnavailable
 from beater.percolator import InvalidIndex, check_index
-from beater.pipeline import Misconfigured, Overloaded, Rejected
+from beater.pipeline import Misconfigured, Overloaded, UnreadableDocuments
 from beater.service import Beater
 from estrom.http import (
     Branch,
@@ -214,9 +214,9 @@ class _Ingest(JsonResource):
             else:
                 plain, parsed = unpack()
             if gzipped and not request.hold(len(plain)):  # the gunzipped copy is held too
-                raise Refused(429, request.over_budget_message(), RETRY_AFTER)
+                raise UnreadableBody(429, request.over_budget_message(), RETRY_AFTER)
             return plain, parsed
-        except Refused as e:
+        except UnreadableBody as e:
             send_error(request, e.status, str(e), e.headers)
         except TooManyDocuments as e:
             send_error(request, 413, str(e))
@@ -279,7 +279,7 @@ class IndexDocsResource(_Ingest):
         answered with why not (a status a sender that retries mends, or not)."""
         try:
             counts = await self.beater.ingest(index, documents, size, ids, named)
-        except Rejected as e:
+        except UnreadableDocuments as e:
             self.beater.metrics.refused(index, len(documents), 422)
             send_error(request, 422, f"the search engine refused the documents: {e}")
             return None
@@ -611,7 +611,7 @@ class BulkResource(_Ingest):
                 [item.id for item in items],
                 [item.named for item in items],
             )
-        except Rejected as e:
+        except UnreadableDocuments as e:
             if len(items) > 1 and budget[0] > 0:
                 budget[0] -= 1
                 half = len(items) // 2
@@ -654,7 +654,7 @@ def _index_name(segment: bytes) -> str | None:
         return None
 
 
-class Refused(Exception):
+class UnreadableBody(Exception):
     """A request body estrom cannot read: the status to answer, and why."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
@@ -665,25 +665,25 @@ class Refused(Exception):
 
 def request_body(request: LimitedRequest, content_types: tuple[str, ...]) -> tuple[bytes, str, bool]:
     """The body of ``request`` as sent, its content type, and whether it is gzipped (to
-    gunzip); raise Refused."""
+    gunzip); raise UnreadableBody."""
     limit = request.channel.site.max_body_bytes
     if request.body_too_large:
-        raise Refused(413, f"the body is larger than {limit} bytes")
+        raise UnreadableBody(413, f"the body is larger than {limit} bytes")
     content_type, charset = _content_type(request)
     try:
         content_type = compat.plain_type(content_type, _content_params(request))
     except compat.MediaTypeError as e:
-        raise Refused(400, str(e)) from None
+        raise UnreadableBody(400, str(e)) from None
     if content_type not in content_types:
-        raise Refused(
+        raise UnreadableBody(
             415, f"unsupported Content-Type '{content_type}': use application/json or application/x-ndjson"
         )
     if charset not in (None, "utf-8", "utf8"):
-        raise Refused(415, f"unsupported charset '{charset}': use utf-8")
+        raise UnreadableBody(415, f"unsupported charset '{charset}': use utf-8")
     body = request.content.getvalue()
     encoding = (request.getHeader(b"content-encoding") or b"identity").decode("latin-1").strip().lower()
     if encoding not in ("gzip", "identity"):
-        raise Refused(415, f"unsupported Content-Encoding '{encoding[:100]}': use gzip or none")
+        raise UnreadableBody(415, f"unsupported Content-Encoding '{encoding[:100]}': use gzip or none")
     return body, content_type, encoding == "gzip"
 
 
@@ -696,12 +696,12 @@ def gunzip(body: bytes, limit: int) -> bytes:
         try:
             part = inflater.decompress(rest, limit + 1 - size)
         except zlib.error as e:
-            raise Refused(400, f"the body is not valid gzip: {e}") from None
+            raise UnreadableBody(400, f"the body is not valid gzip: {e}") from None
         size += len(part)
         if size > limit:
-            raise Refused(413, f"the body is larger than {limit} bytes once gunzipped")
+            raise UnreadableBody(413, f"the body is larger than {limit} bytes once gunzipped")
         if not inflater.eof:
-            raise Refused(400, "the body is not valid gzip: it ends before its last member does")
+            raise UnreadableBody(400, "the body is not valid gzip: it ends before its last member does")
         parts.append(part)
         rest = inflater.unused_data
     return b"".join(parts)

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from beater.engine import Engine, EngineError, EngineUnavailable, Refused, encode, path
+from beater.engine import Engine, EngineError, EngineUnavailable, FailedItem, encode, path
 from beater.fields import searched_fields, with_default_fields
 from beater.identity import Identified
 from beater.validation import InvalidQuery
@@ -285,7 +285,7 @@ class Percolator:
             # One removed since the search (404) is not in use: it is stored again by whoever
             # registers it. Anything else is a failure: it may be removed while in use.
             failed = [r for r in refused if r.status != 404]
-            self._refused("record as in use", failed, [hit["_id"] for hit in hits])
+            self._log_failed_items("record as in use", failed, [hit["_id"] for hit in hits])
             marked += len(hits) - len(refused)
         return marked
 
@@ -317,7 +317,7 @@ class Percolator:
                 return removed
             refused = await self.engine.bulk_items([[_versioned("delete", hit)] for hit in hits])
             # 409: changed since the search (in use again); 404: removed by another sweep.
-            self._refused(
+            self._log_failed_items(
                 "remove", [r for r in refused if r.status not in (404, 409)], [h["_id"] for h in hits]
             )
             await self.engine.request(
@@ -907,10 +907,10 @@ class Percolator:
         conflicts = [ids[r.position] for r in answered if r.status == 409]
         changed += conflicts
         refused = [r for r in answered if r.status not in (404, 409)]
-        self._refused(f"store again under the new mapping of {index!r}", refused, ids)
+        self._log_failed_items(f"store again under the new mapping of {index!r}", refused, ids)
         return len(hits) - len(conflicts) - len(refused), len(refused)
 
-    def _refused(self, what: str, refused: list[Refused], ids: list[str]) -> None:
+    def _log_failed_items(self, what: str, refused: list[FailedItem], ids: list[str]) -> None:
         """Log and count the items of one of the sweep's bulk requests that the engine refused
         (``ids``: the request's, by position)."""
         if not refused:

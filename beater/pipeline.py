@@ -34,7 +34,7 @@ class Overloaded(Exception):
     """Too many documents are waiting for the engine: the sender should retry later."""
 
 
-class Rejected(Exception):
+class UnreadableDocuments(Exception):
     """The engine cannot read these documents (the sender's fault: do not retry as is)."""
 
 
@@ -93,7 +93,7 @@ class Pipeline:
         """Queue ``documents`` (``size``: the bytes of the request that carried them; ``ids``:
         theirs, made here if not given; ``named``: which of those the sender gave); fires with their counts once percolated and published.
 
-        Raises Overloaded at once when the queue is full. The Deferred fails with Rejected, or
+        Raises Overloaded at once when the queue is full. The Deferred fails with UnreadableDocuments, or
         with whatever ``deliver`` raised for a batch (engine or router unavailable).
         """
         if self.queued > 0 and (
@@ -162,7 +162,7 @@ class Pipeline:
             matches = await self._deliver(
                 index, documents, [(len(request.documents), request.size) for request in batch], ids, named
             )
-        except Rejected:
+        except UnreadableDocuments:
             if len(batch) == 1:
                 batch[0].done.errback()
                 return

@@ -382,8 +382,8 @@ class Beater(Delivery):
         """Percolate and publish ``documents`` (``size`` bytes of request; ``ids``: theirs, made
         if not given; ``named``: which of those the sender gave; with those of concurrent
         requests), then fire with their counts. Raises Overloaded, RouterUnavailable,
-        EngineUnavailable or Rejected; then nothing can be taken as delivered and the sender
-        should retry (but for Rejected)."""
+        EngineUnavailable or UnreadableDocuments; then nothing can be taken as delivered and the sender
+        should retry (but for UnreadableDocuments)."""
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         return await self.pipeline.submit(index, documents, size, ids, named)

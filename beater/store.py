@@ -88,7 +88,7 @@ _DOCUMENT_ERRORS = {
 }
 
 
-def _refused(position: int, status: int, error: Any, index: str) -> Exception:
+def _item_error(position: int, status: int, error: Any, index: str) -> Exception:
     """The exception for a bulk item the engine did not store."""
     kind = error.get("type") if isinstance(error, dict) else None
     if status == 400 and kind in _DOCUMENT_ERRORS:
@@ -236,7 +236,7 @@ class Store:
             elif status == 409 and stream:
                 pass  # a resend of a document the sender named, stored before: that copy stays
             elif refused is None:
-                refused = _refused(position, status, result.get("error"), index)
+                refused = _item_error(position, status, result.get("error"), index)
         if refused is not None:
             refused.written = written
             raise refused

@@ -67,7 +67,7 @@ _GAP = "estrom: documents sent while disconnected are missing here (Tailor keeps
 _BACKLOG_GAP = "estrom: more stored documents match than a backlog holds: the newest are shown\n"
 
 
-class Refused(Exception):
+class TailorRefused(Exception):
     """Tailor refused the request (4xx): retrying will not help."""
 
 
@@ -216,7 +216,7 @@ def follow(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
                 if args.limit and printed >= args.limit:
                     return 0
             reason = "the stream ended"
-        except Refused as e:
+        except TailorRefused as e:
             # Tailor's reasons quote the query, and the engine's: they are shown, not obeyed.
             err.write(f"estrom: {printable(str(e))}\n")
             return 2
@@ -244,7 +244,7 @@ def stream_items(
     except urllib.error.HTTPError as e:
         message = _error_message(e)
         if e.code in (400, 401, 403, 404):
-            raise Refused(message) from None
+            raise TailorRefused(message) from None
         raise Lost(message) from None
     except (urllib.error.URLError, OSError) as e:
         raise Lost(f"cannot reach Tailor at {url}: {getattr(e, 'reason', e)}") from None

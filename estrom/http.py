@@ -119,7 +119,7 @@ class JsonResource(Resource):
         return super().render(request)
 
 
-class Refusal(JsonResource):
+class ErrorResource(JsonResource):
     """The same JSON error for every method."""
 
     isLeaf = True
@@ -132,7 +132,7 @@ class Refusal(JsonResource):
         return error_answer(request, self.code, self.message, self.headers)
 
 
-class NotFound(Refusal):
+class NotFound(ErrorResource):
     """A JSON 404 for every path that is not the API's, instead of Twisted's HTML page."""
 
     def __init__(self) -> None:
@@ -317,9 +317,9 @@ class GuardedSite(Site):
         _watch(request)
         host = request_host(request)
         if host is None:
-            return Refusal(421, "the request must name the host it is for in one Host header")
+            return ErrorResource(421, "the request must name the host it is for in one Host header")
         if not self.limits.allows(host):
-            return Refusal(
+            return ErrorResource(
                 421, f"this server does not answer for host {host[:200]!r} (see ESTROM_ALLOWED_HOSTS)"
             )
         if self.authenticate(request) is None and request.path not in self.open_paths:
@@ -356,14 +356,14 @@ def principal_of(request: Request) -> Principal:
     return getattr(request, "principal", None) or NOBODY
 
 
-def _unauthorized(request: Request) -> Refusal:
+def _unauthorized(request: Request) -> ErrorResource:
     message = (
         "the token is not valid"
         if request.getHeader(b"authorization") is not None
         else "this estrom needs a token: 'Authorization: Bearer <token>', or basic auth with "
         "the token's name and the token"
     )
-    return Refusal(401, message, {"WWW-Authenticate": 'Bearer realm="estrom", Basic realm="estrom"'})
+    return ErrorResource(401, message, {"WWW-Authenticate": 'Bearer realm="estrom", Basic realm="estrom"'})
 
 
 class _Connection(ProtocolWrapper):

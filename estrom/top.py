@@ -24,7 +24,14 @@ from typing import Any, TextIO
 
 from blessed import Terminal
 
-from estrom.cli import RECONNECT_MAX_SECONDS, Lost, Refused, add_query_arguments, printable, stream_items
+from estrom.cli import (
+    RECONNECT_MAX_SECONDS,
+    Lost,
+    TailorRefused,
+    add_query_arguments,
+    printable,
+    stream_items,
+)
 
 SPARKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 60  # buckets of the histogram shown, the newest
@@ -88,7 +95,7 @@ def _read(url: str, params: dict[str, str], token: str | None, frames: queue.Que
                     frames.put(("frame", value))
                     delay = 0.5
             reason = "the stream ended"
-        except Refused as e:
+        except TailorRefused as e:
             frames.put(("refused", str(e)))
             return
         except Lost as e:
@@ -206,10 +213,10 @@ def _screen(frames: queue.Queue, err: TextIO) -> int:
                     if kind == "frame":
                         frame, message = value, ""
                     elif kind == "refused":
-                        raise Refused(value)
+                        raise TailorRefused(value)
                     else:
                         message = value
-    except Refused as e:
+    except TailorRefused as e:
         err.write(f"estrom: {printable(str(e))}\n")
         return 2
     except KeyboardInterrupt:

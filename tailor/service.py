@@ -180,7 +180,7 @@ class Tailor:
                 if highlight and not found.get("highlight"):
                     sid = await self._call(session, api.REGISTER, found["index"], found["query"], *marked)
         except ApplicationError as e:
-            _refused(request, e)
+            _answer_refused(request, e)
             return
         except TransportLost:
             send_error(request, 503, "Tailor lost the router", {"Retry-After": "1"})
@@ -278,7 +278,7 @@ class Tailor:
             summary = await self._call(session, api.SUMMARY, sid, asked)
         except ApplicationError as e:
             stream.discard()
-            _refused(stream.request, e)
+            _answer_refused(stream.request, e)
             return
         except (TransportLost, defer.TimeoutError, defer.CancelledError):
             stream.discard()
@@ -306,7 +306,7 @@ class Tailor:
                 answer = {"hits": [], "next": None, "gap": True}
             else:
                 stream.discard()
-                _refused(request, e)
+                _answer_refused(request, e)
                 return
         except (TransportLost, defer.TimeoutError, defer.CancelledError):
             stream.discard()
@@ -425,7 +425,7 @@ class Tailor:
 READY_CALL_SECONDS = 5.0
 
 
-def _refused(request: Request, error: ApplicationError) -> None:
+def _answer_refused(request: Request, error: ApplicationError) -> None:
     """Answer a stream's request that Beater or the router refused with ``error``."""
     status = _STATUS.get(error.error, 503)
     if error.error == api.NOT_AUTHORIZED:

@@ -16,8 +16,8 @@ from beater.bulk import MAX_ID_BYTES, parse_bulk
 from beater.delivery import RouterUnavailable
 from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments
 from beater.engine import EngineUnavailable
-from beater.ingest import BISECTIONS, BulkResource, DocResource, IngestRoot, Refused, gunzip
-from beater.pipeline import Overloaded, Rejected
+from beater.ingest import BISECTIONS, BulkResource, DocResource, IngestRoot, UnreadableBody, gunzip
+from beater.pipeline import Overloaded, UnreadableDocuments
 from estrom.health import Healthz, add_health
 from estrom.metrics import BeaterMetrics
 from estrom.tokens import ANONYMOUS
@@ -125,13 +125,13 @@ def test_gzip_bodies_are_read_whole_and_bounded():
     assert gunzip(gzip.compress(b"abc") + gzip.compress(b"def"), 100) == b"abcdef"
     bomb = gzip.compress(b"\0" * 10_000_000)
     assert len(bomb) < 20_000
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(UnreadableBody) as refused:
         gunzip(bomb, 1_000_000)
     assert refused.value.status == 413
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(UnreadableBody) as refused:
         gunzip(gzip.compress(b"abc" * 1000)[:-20], 10_000)
     assert refused.value.status == 400 and "ends before" in str(refused.value)
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(UnreadableBody) as refused:
         gunzip(b"not gzip at all", 100)
     assert refused.value.status == 400
 
@@ -200,7 +200,7 @@ class _Refusing(_Beater):
     async def ingest(self, index, documents, size=0, ids=None, named=None):
         self.calls += 1
         if any(document.get("bad") for document in documents):
-            raise Rejected("mapper_parsing_exception: bad")
+            raise UnreadableDocuments("mapper_parsing_exception: bad")
         return {"accepted": len(documents)}
 
 

@@ -97,7 +97,7 @@ def test_tailors_refusal_is_shown_not_obeyed(monkeypatch):
     from estrom import cli
 
     def refused(url, params, token=None):
-        raise cli.Refused("invalid query: \x1b]52;c;ZXZpbA==\x07\x9b2J")
+        raise cli.TailorRefused("invalid query: \x1b]52;c;ZXZpbA==\x07\x9b2J")
         yield  # a generator, as stream_items is
 
     monkeypatch.setattr(cli, "stream_items", refused)
