@@ -8,6 +8,7 @@ what it names first, as an upgrade would."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -62,3 +63,26 @@ def test_a_patch_refuses_what_it_does_not_recognise(case):
     )
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout, done.stdout
+
+
+def test_each_embedded_component_joins_with_no_more_rights_than_its_job():
+    # The slow-reader bound makes no WAMP call: its role may do nothing. The authorizer's role
+    # may register the authorizer and authenticator, look up a query, and end a session.
+    config = json.loads((ROOT / "router" / ".crossbar" / "config.json").read_text())
+    (worker,) = [worker for worker in config["workers"] if worker.get("components")]
+    roles = {role["name"]: role for realm in worker["realms"] for role in realm["roles"]}
+    joins = {component["classname"]: component["role"] for component in worker["components"]}
+    assert joins == {"authorizer.Authorizer": "authorizer", "readers.SlowReaders": "guard"}
+    assert roles["guard"]["permissions"] == []
+    allowed = {
+        (permission["uri"], action)
+        for permission in roles["authorizer"]["permissions"]
+        for action, yes in permission["allow"].items()
+        if yes
+    }
+    assert allowed == {
+        ("router.authorize", "register"),
+        ("router.authenticate", "register"),
+        ("estrom.lookup", "call"),
+        ("wamp.session.kill_by_authid", "call"),
+    }
