@@ -101,7 +101,9 @@ class Beater(Delivery):
         # of piling engine requests up until they all time out.
         self._engine_calls = DeferredSemaphore(calls_in_flight)
         self._calls_queued = calls_queued
-        self._storing = Coalesce()  # by query id
+        # Queries being saved in their percolator index, by ID. ("store" is the document store:
+        # self.store, beater.store.)
+        self._saving = Coalesce()
         self._identified: OrderedDict[tuple[str, str], Identified] = OrderedDict()
         self._seen: set[str] = set()  # queries registered or looked up since the last sweep
 
@@ -191,7 +193,7 @@ class Beater(Delivery):
                 # there may be one more).
                 await self.percolator.room_for(identified.index)
                 await self.store.ensure(identified.index)
-            await self._store(identified)
+            await self._save_query(identified)
             if self.interest is not None:
                 self.interest.touch(identified.id)
         except InvalidIndex as e:
@@ -220,11 +222,12 @@ class Beater(Delivery):
                 self._identified.popitem(last=False)
         return identified
 
-    async def _store(self, identified: Identified) -> None:
-        """Store a query once, however many callers register it at the same time."""
-        if identified.id not in self._storing and self._engine_busy():
+    async def _save_query(self, identified: Identified) -> None:
+        """Save a query in its percolator index once, however many callers register it at the
+        same time."""
+        if identified.id not in self._saving and self._engine_busy():
             raise EngineUnavailable("too many registrations wait for the search engine: retry")
-        await self._storing.run(
+        await self._saving.run(
             identified.id,
             lambda: self._engine_calls.run(lambda: Deferred.fromCoroutine(self.percolator.store(identified))),
         )

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from beater.engine import Engine, engine_answers
 from estrom.health import CHECK_EVERY, Readyz
-
-
-class _Now:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest_twisted.ensureDeferred
@@ -30,18 +23,19 @@ async def test_a_flood_of_probes_runs_each_check_once_per_second():
         calls.append("router")
         return "not joined to the router"
 
-    now = _Now()
-    ready = Readyz({"engine": engine, "router": router}, clock=now)
+    now = Clock()  # seconds() is the time
+    now.advance(100)
+    ready = Readyz({"engine": engine, "router": router}, clock=now.seconds)
     probes = [Deferred.fromCoroutine(ready.outcome()) for _ in range(100)]
     gate.callback(None)
     outcomes = [await probe for probe in probes]
     assert outcomes[0] == {"engine": "ok", "router": "not joined to the router"}
     assert all(outcome == outcomes[0] for outcome in outcomes)
     assert calls == ["engine", "router"]
-    now.now += CHECK_EVERY / 2
+    now.advance(CHECK_EVERY / 2)
     await ready.outcome()
     assert len(calls) == 2
-    now.now += CHECK_EVERY
+    now.advance(CHECK_EVERY)
     await ready.outcome()
     assert len(calls) == 4
 

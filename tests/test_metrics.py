@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest_twisted
 from prometheus_client.exposition import generate_latest
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
 from estrom.metrics import MAX_INDEX_LABELS, OTHER_INDEXES, BeaterMetrics, IndexLabels, MetricsResource
@@ -29,13 +30,6 @@ def test_a_sender_making_up_indexes_does_not_grow_the_metrics():
     assert f'estrom_documents_accepted_total{{index="{OTHER_INDEXES}"}} {MAX_INDEX_LABELS * 2}.0' in text
 
 
-class _Now:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _get(resource: MetricsResource, principal: Principal) -> tuple[DummyRequest, Deferred]:
     request = DummyRequest([b""])
     request.principal = principal
@@ -53,8 +47,9 @@ async def test_a_flood_of_scrapes_asks_the_router_once_per_second_and_needs_a_to
         asked.append(1)
         await gate
 
-    now = _Now()
-    resource = MetricsResource(BeaterMetrics(), refresh, clock=now)
+    now = Clock()  # seconds() is the time
+    now.advance(100)
+    resource = MetricsResource(BeaterMetrics(), refresh, clock=now.seconds)
     request, _ = _get(resource, Principal("alice", read=("logs-*",)))
     assert request.responseCode == 403
     scrapes = [_get(resource, ANONYMOUS) for _ in range(50)]
@@ -63,7 +58,7 @@ async def test_a_flood_of_scrapes_asks_the_router_once_per_second_and_needs_a_to
         await finished
         assert b"estrom_queue_documents" in b"".join(request.written)
     assert len(asked) == 1
-    now.now += 1.5
+    now.advance(1.5)
     _, finished = _get(resource, ANONYMOUS)
     await finished
     assert len(asked) == 2
