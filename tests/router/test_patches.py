@@ -3,32 +3,27 @@ start-up that what they patch is there and works as they expect, and refuse othe
 upgrade that changed it stops the router (tests/router/test_embedded.py: a component whose start
 fails stops it) instead of silently switching the slow-reader bound or the quiet logs off.
 
-Run in the router's own Python (.venv-router), each case in a process of its own: a case breaks
-what it names first, as an upgrade would."""
+Run in the router's own Python (tests/router/probe.py), each case in a process of its own: a
+case breaks what it names first, as an upgrade would."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from dev.stack import ROOT
+from tests.router import probe
 
-PROBE = """
-import sys
-sys.path.insert(0, "router")
-import crossbar._util, crossbar.router.router, crossbar.router.session
-from twisted.internet import abstract
-import quietlog, readers
+CHECK = """
 {breaks}
 try:
     readers.check()
     quietlog.quiet_debug_arguments("warn")
 except RuntimeError as e:
-    print("refused:", e)
+    result = f"refused: {{e}}"
 else:
-    print("accepted")
+    result = "accepted"
 """
 
 CASES = {
@@ -47,22 +42,13 @@ CASES = {
         "highlighting no longer goes through what it replaces",
     ),
 }
+for _case, (_breaks, _) in CASES.items():
+    probe.add(__name__, f"patch: {_case}", CHECK.format(breaks=_breaks))
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_patch_refuses_what_it_does_not_recognise(case):
-    breaks, expected = CASES[case]
-    python = ROOT / ".venv-router" / "bin" / "python"
-    done = subprocess.run(
-        [str(python), "-c", PROBE.format(breaks=breaks)],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert expected in done.stdout, done.stdout
+    assert CASES[case][1] in probe.result(f"patch: {case}")
 
 
 def test_each_embedded_component_joins_with_no_more_rights_than_its_job():
