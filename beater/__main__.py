@@ -10,9 +10,10 @@ from twisted.internet.defer import Deferred
 
 from beater.compat import Compat
 from beater.engine import Engine, engine_answers
+from beater.indexes import percolator_index
 from beater.ingest import IngestRoot, IngestSite
 from beater.interest import Interest
-from beater.percolator import Percolator, percolator_index
+from beater.percolator import Percolator
 from beater.presearch import ABSENT_SECONDS, Presearcher
 from beater.service import Beater
 from beater.settings import BeaterSettings

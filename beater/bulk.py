@@ -24,7 +24,7 @@ from beater.documents import (
     loads,
     new_ids,
 )
-from beater.percolator import InvalidIndex, check_index
+from beater.indexes import InvalidIndex, check_index
 
 ACTIONS = ("index", "create", "update", "delete")
 TAKEN = ("index", "create")

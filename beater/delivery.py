@@ -69,7 +69,7 @@ class Delivery:
         self.percolator = percolator
         self.presearch = presearch  # None: every document of a batch is percolated
         if presearch is not None and percolator is not None:
-            percolator.remapped = presearch.remapped
+            percolator.mappings.remapped = presearch.remapped
         self.interest = interest  # None: percolate every stored query; who listens is not known
         self.store = store  # None: documents are percolated and published, not kept
         self.cursors = cursors
@@ -268,7 +268,7 @@ class Delivery:
         what was stored. If either fails, what was stored of it is removed again."""
         if self.store is None:
             return await self._percolate(index, documents, only), []
-        fields = self.percolator.new_fields(index, documents)
+        fields = self.percolator.mappings.new_fields(index, documents)
         if fields:
             return await self._store_then_percolate(index, documents, ids, cursors, only, fields)
         percolating = Deferred.fromCoroutine(self._percolate(index, documents, only))
@@ -301,7 +301,7 @@ class Delivery:
             raise
         try:
             try:
-                await self.percolator.follow_stored(index, fields)
+                await self.percolator.mappings.follow_stored(index, fields)
             except EngineError as e:  # not the sender's fault: the sweep will follow it later
                 log.warn("Beater: cannot follow the mapping of {index}: {error}", index=index, error=e)
             return await self._percolate(index, documents, only), written

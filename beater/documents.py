@@ -59,7 +59,7 @@ DEFAULT_DOCUMENT_LIMITS = DocumentLimits()
 # cannot be encoded again when it is lone. Raw UTF-8 cannot hold one (decoding refuses it).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
-# Field names of estrom's own in the percolator index (see beater.percolator): a document field
+# Field names of estrom's own in the percolator index (see beater.indexes): a document field
 # named like them would be read with their mapping (the query field parses its value as a query).
 RESERVED_PREFIX = "estrom_"
 

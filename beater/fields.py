@@ -1,7 +1,7 @@
 """The fields a stored query names, for its percolator index's mapping and default fields.
 
 A query stored in a percolator index is parsed against that index's mapping: a field it names
-must be mapped there (beater.percolator maps the missing ones as ``searched_fields`` says), and a
+must be mapped there (beater.mapping maps the missing ones as ``searched_fields`` says), and a
 query that searches the default fields must name them (``with_default_fields``), or the engine's
 percolator reads it differently from the engine's search of the source index.
 """

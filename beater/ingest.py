@@ -37,7 +37,7 @@ from beater.documents import (
     parse_documents,
 )
 from beater.engine import EngineUnavailable
-from beater.percolator import InvalidIndex, check_index
+from beater.indexes import InvalidIndex, check_index
 from beater.pipeline import Misconfigured, Overloaded, UnreadableDocuments
 from beater.service import Beater
 from estrom.http import (

@@ -47,7 +47,7 @@ from twisted.logger import Logger
 
 from beater import lucene
 from beater.engine import Engine, EngineError, EngineUnavailable, path
-from beater.percolator import QUERY_FIELD
+from beater.indexes import QUERY_FIELD
 
 log = Logger()
 

@@ -22,15 +22,10 @@ from beater.delivery import Delivery, RouterUnavailable
 from beater.documents import DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from beater.engine import EngineError, EngineUnavailable
 from beater.identity import Identified, highlighted, identify
+from beater.indexes import InvalidIndex, check_index
 from beater.interest import Interest
-from beater.percolator import (
-    InvalidIndex,
-    Percolator,
-    TakenOut,
-    TooManyIndexes,
-    TooManyQueries,
-    check_index,
-)
+from beater.mapping import TooManyIndexes
+from beater.percolator import Percolator, TakenOut, TooManyQueries
 from beater.pipeline import Pipeline
 from beater.presearch import Presearcher
 from beater.store import Store
@@ -191,7 +186,7 @@ class Beater(Delivery):
             if self.store is not None:
                 # Before the percolator index is made: it is made like the source index (if
                 # there may be one more).
-                await self.percolator.room_for(identified.index)
+                await self.percolator.mappings.room_for(identified.index)
                 await self.store.ensure(identified.index)
             await self._save_query(identified)
             if self.interest is not None:
@@ -351,13 +346,13 @@ class Beater(Delivery):
         if self.interest is not None:
             seen |= self.interest.subscribed()
         try:
-            marked = await self.percolator.mark_seen(sorted(seen), self.index_patterns)
-            self._sweeping = await self.percolator.take_lease(SWEEP_LEASE, self.holder, lease)
+            marked = await self.percolator.sweep.mark_seen(sorted(seen), self.index_patterns)
+            self._sweeping = await self.percolator.sweep.take_lease(SWEEP_LEASE, self.holder, lease)
             if not self._sweeping:
                 log.info("Beater: {marked} queries in use; another Beater sweeps", marked=marked)
                 return
-            removed = await self.percolator.remove_unused(unused_for, self.index_patterns, keep=seen)
-            await self.percolator.follow_sources(self.index_patterns)
+            removed = await self.percolator.sweep.remove_unused(unused_for, self.index_patterns, keep=seen)
+            await self.percolator.mappings.follow_sources(self.index_patterns)
         except (EngineUnavailable, EngineError) as e:
             self._seen |= seen  # try again next time
             log.warn("Beater: could not sweep stored queries: {error}", error=e)
@@ -370,7 +365,7 @@ class Beater(Delivery):
         """Give the sweep's lease back (at shutdown), so another Beater takes it at its next
         sweep instead of once it has expired."""
         try:
-            await self.percolator.give_lease_back(SWEEP_LEASE, self.holder)
+            await self.percolator.sweep.give_lease_back(SWEEP_LEASE, self.holder)
         except (EngineUnavailable, EngineError) as e:
             log.warn("Beater: could not give the sweep's lease back: {error}", error=e)
 

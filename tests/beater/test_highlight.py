@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
-from beater.percolator import percolator_index
+from beater.indexes import percolator_index
 from estrom import api
 from estrom.testing import HttpStream, docs_url, eventually, http, post, wamp_session
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beater.percolator import InvalidIndex, check_index
+from beater.indexes import InvalidIndex, check_index
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from beater.percolator import QUERY_FIELD
+from beater.indexes import QUERY_FIELD
 from beater.presearch import NOTHING, Anchors, Fields, Presearcher, anchor, read_mapping
 
 MAPPING = {

@@ -16,6 +16,7 @@ from beater.delivery import EVENT_BYTES, RouterUnavailable
 from beater.engine import Engine, EngineUnavailable
 from beater.identity import identify
 from beater.interest import Interest
+from beater.mapping import Mappings
 from beater.percolator import Matches, Percolator
 from beater.service import Beater
 from beater.store import Store
@@ -414,6 +415,7 @@ class _Percolating:
     def __init__(self, elsewhere: bool = False):
         self.elsewhere = elsewhere
         self.percolated: list[list[int]] = []
+        self.mappings = Mappings(engine=None)  # never asked: the documents are stored nowhere
 
     async def percolate(self, index, documents, only=None):
         self.percolated.append([document["n"] for document in documents])

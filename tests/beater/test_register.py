@@ -9,7 +9,7 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import DeferredSemaphore, gatherResults
 
-from beater.percolator import percolator_index
+from beater.indexes import percolator_index
 from estrom import api
 from estrom.testing import ACKNOWLEDGE, docs_url, get, http, post, wamp_session
 

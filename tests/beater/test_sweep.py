@@ -12,7 +12,8 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 
 from beater.engine import Engine
 from beater.identity import identify
-from beater.percolator import SEEN_FIELD, Percolator, TooManyQueries, percolator_index
+from beater.indexes import SEEN_FIELD, percolator_index
+from beater.percolator import Percolator, TooManyQueries
 from beater.store import Store
 from estrom import api
 from estrom.testing import HttpStream, eventually, http, post, wamp_session
@@ -72,12 +73,12 @@ async def test_queries_the_engine_will_not_remove_are_counted_and_the_sweep_ends
     try:
         # Each delete is refused (a write block): before, the sweep took them as removed, and
         # searched for them again for ever.
-        assert await percolator.remove_unused(30 * DAY, (index,)) == 0
+        assert await percolator.sweep.remove_unused(30 * DAY, (index,)) == 0
         assert counted.counts == {"bulk_item": 1}
         assert await _stored(stack, index, query.id)
     finally:
         await _block_writes(stack, percolator_index(index), False)
-    assert await percolator.remove_unused(30 * DAY, (index,)) == 1
+    assert await percolator.sweep.remove_unused(30 * DAY, (index,)) == 1
     assert not await _stored(stack, index, query.id)
 
 
@@ -88,11 +89,11 @@ async def test_queries_that_cannot_be_recorded_as_in_use_are_counted(stack, inde
     await percolator.store(query)
     await _block_writes(stack, percolator_index(index), True)
     try:
-        assert await percolator.mark_seen([query.id], (index,)) == 0
+        assert await percolator.sweep.mark_seen([query.id], (index,)) == 0
         assert counted.counts == {"bulk_item": 1}
     finally:
         await _block_writes(stack, percolator_index(index), False)
-    assert await percolator.mark_seen([query.id], (index,)) == 1
+    assert await percolator.sweep.mark_seen([query.id], (index,)) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -105,7 +106,7 @@ async def test_a_query_the_sweeping_beater_knows_in_use_stays_whatever_its_recor
     for query in (listened, unused):
         await percolator.store(query)
         await _age(stack, index, query.id, 40 * DAY)
-    assert await percolator.remove_unused(30 * DAY, (index,), keep={listened.id}) == 1
+    assert await percolator.sweep.remove_unused(30 * DAY, (index,), keep={listened.id}) == 1
     assert await _stored(stack, index, listened.id)
     assert not await _stored(stack, index, unused.id)
 
@@ -128,7 +129,7 @@ async def test_a_query_looked_up_between_the_sweeps_search_and_its_delete_stays(
         return answer
 
     engine.request = request
-    assert await sweeper.remove_unused(30 * DAY, (index,)) == 0
+    assert await sweeper.sweep.remove_unused(30 * DAY, (index,)) == 0
     assert await _stored(stack, index, query.id)
 
 
@@ -146,16 +147,16 @@ async def test_queries_not_stored_again_after_a_mapping_grew_are_counted_and_sto
     before = await _engine(stack, "GET", f"/{name}/_doc/{query.id}")
     await _block_writes(stack, name, True)
     try:
-        assert await percolator.follow_sources((index,)) == 1
+        assert await percolator.mappings.follow_sources((index,)) == 1
         assert counted.counts == {"bulk_item": 1}
     finally:
         await _block_writes(stack, name, False)
     # The next sweep stores them again, though the mapping has not grown since.
-    assert await percolator.follow_sources((index,)) == 1
+    assert await percolator.mappings.follow_sources((index,)) == 1
     after = await _engine(stack, "GET", f"/{name}/_doc/{query.id}")
     assert after["_seq_no"] > before["_seq_no"]
     assert counted.counts == {"bulk_item": 1}
-    assert await percolator.follow_sources((index,)) == 0
+    assert await percolator.mappings.follow_sources((index,)) == 0
 
 
 CURSORS = ["0" * 20, "0" * 19 + "1"]
@@ -213,7 +214,7 @@ async def test_copies_of_a_batch_whose_storing_got_no_answer_are_found_by_their_
 @pytest_twisted.ensureDeferred
 async def test_one_beater_at_a_time_holds_the_sweeps_lease(stack, index):
     name = f"lease-{index}"
-    holders = [_percolator(stack)[0] for _ in range(10)]
+    holders = [_percolator(stack)[0].sweep for _ in range(10)]
     # Asked at once: one gets it.
     taken = await gatherResults(
         [ensureDeferred(p.take_lease(name, f"beater-{n}", 60)) for n, p in enumerate(holders)]
