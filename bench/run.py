@@ -61,6 +61,7 @@ from estrom.testing import (
     scrape,
     wamp_session,
 )
+from router.configure import permission
 
 PORTS = Ports(engine=29200, router=28080, beater=28070, tailor=28090)
 # The seed's design (bench.naive): every document percolated on its own, on arrival.
@@ -1352,15 +1353,7 @@ def _start_proxied_router(stack: Stack, name: str, port: int, proxies: int = 2) 
 # A link's session may do anything on the worker it joins; only the node's own key opens it.
 _RLINK_ROLE = {
     "name": "rlink",
-    "permissions": [
-        {
-            "uri": "",
-            "match": "prefix",
-            "allow": {"call": True, "register": True, "publish": True, "subscribe": True},
-            "disclose": {"caller": True, "publisher": True},
-            "cache": True,
-        }
-    ],
+    "permissions": [permission("", "prefix", "call", "register", "publish", "subscribe", disclose=True)],
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -22,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+
+from router.configure import configure, origins, permission
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +74,7 @@ class Stack:
     # Browser origins ("https://tail.example.com:8443") whose pages may use the router besides its
     # own page; a WebSocket handshake from any other origin is refused.
     allowed_origins: list[str] = field(
-        default_factory=lambda: _origins(os.environ.get("ESTROM_ALLOWED_ORIGINS"))
+        default_factory=lambda: origins(os.environ.get("ESTROM_ALLOWED_ORIGINS"))
     )
     # The ticket of a "watcher" principal that may subscribe to every docs-for-* topic at once
     # (tests and the benchmark count what reaches subscribers); None: there is none.
@@ -182,28 +183,14 @@ class Stack:
         page's own origins on that port (plus ``allowed_origins``), absolute paths, and the
         ``watcher`` principal if there is one."""
         source = ROOT / "router" / ".crossbar"
-        config = json.loads((source / "config.json").read_text())
-        for worker in config["workers"]:
-            options = worker.get("options", {})
-            if "pythonpath" in options:  # relative to the cbdir, as the static directory below
-                options["pythonpath"] = [str((source / path).resolve()) for path in options["pythonpath"]]
-            for transport in worker.get("transports", []):
-                port = transport["endpoint"]["port"]
-                transport["endpoint"]["port"] = self.ports.router
-                services = [  # a web transport's, or a universal one's (RawSocket and web)
-                    *transport.get("paths", {}).values(),
-                    *transport.get("web", {}).get("paths", {}).values(),
-                    *([transport["rawsocket"]] if "rawsocket" in transport else []),
-                ]
-                for service in services:
-                    if service.get("type") == "static":
-                        service["directory"] = str((source / service["directory"]).resolve())
-                    origins = service.get("options", {}).get("allowed_origins")
-                    if origins is not None:
-                        # crossbar reads no environment variable inside a list: add them here.
-                        origins[:] = [_with_port(origin, port, self.ports.router) for origin in origins]
-                        origins += [origin for origin in self.allowed_origins if origin not in origins]
-            if self.watcher:
+        config = configure(
+            json.loads((source / "config.json").read_text()),
+            port=self.ports.router,
+            allowed_origins=self.allowed_origins,
+            cbdir=source,
+        )
+        if self.watcher:
+            for worker in config["workers"]:
                 for realm in worker.get("realms", []):
                     realm["roles"].append(_WATCHER_ROLE)
                 for component in worker.get("components", []):
@@ -343,56 +330,16 @@ class Stack:
             self.stop(name)
 
 
-def _origins(value: str | None) -> list[str]:
-    """The origins in a comma-separated list such as $ESTROM_ALLOWED_ORIGINS, each with its port:
-    autobahn compares "scheme://host:port", the port written out even when it is the default.
-    (router/Dockerfile does the same for the image.)"""
-    origins = [origin.strip().rstrip("/") for origin in (value or "").split(",")]
-    return [
-        origin
-        if origin.rpartition(":")[2].isdigit() or origin.endswith(":*")
-        else origin + (":443" if origin.startswith("https:") else ":80")
-        for origin in origins
-        if origin
-    ]
-
-
-def _with_port(origin: str, old: int, new: int) -> str:
-    """``origin`` on port ``new`` when it is on port ``old``: the page's own origin moves with it."""
-    return re.sub(rf":{old}$", f":{new}", origin)
-
-
 # Tests and the benchmark watch every topic at once, which no client of `make up` may: a ticket
 # principal of their own, in their copy of the router's configuration only. It may also call
 # what anonymous clients may call.
 _WATCHER_ROLE = {
     "name": "watcher",
     "permissions": [
-        {
-            "uri": "docs-for-",
-            "match": "prefix",
-            "allow": {"call": False, "register": False, "publish": False, "subscribe": True},
-            "disclose": {"caller": False, "publisher": False},
-            "cache": True,
-        },
-        *(
-            {
-                "uri": procedure,
-                "match": "exact",
-                "allow": {"call": True, "register": False, "publish": False, "subscribe": False},
-                "disclose": {"caller": False, "publisher": False},
-                "cache": True,
-            }
-            for procedure in ("estrom.register", "estrom.lookup")
-        ),
+        permission("docs-for-", "prefix", "subscribe"),
+        *(permission(procedure, "exact", "call") for procedure in ("estrom.register", "estrom.lookup")),
         # A wildcard subscription to "" receives every topic of one component, docs-for-* too.
-        {
-            "uri": "",
-            "match": "exact",
-            "allow": {"call": False, "register": False, "publish": False, "subscribe": True},
-            "disclose": {"caller": False, "publisher": False},
-            "cache": True,
-        },
+        permission("", "exact", "subscribe"),
     ],
 }
 

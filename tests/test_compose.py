@@ -144,12 +144,16 @@ def build_args(name: str) -> set[str]:
 
 
 def patch_config(tmp_path: Path, **env: str) -> dict:
-    """ROUTER_CONFIG as the router Dockerfile's patch step leaves it, run here with ``env``."""
-    (patch,) = [tokens for tokens in runs("router") if tokens[:2] == ["python", "-c"]]
-    assert patch[3] == posixpath.join(router_cbdir(), "config.json")
+    """ROUTER_CONFIG as the router Dockerfile's configure step leaves it, run here with the
+    build arguments ``env`` (the script from where the image copies it from)."""
+    (step,) = [tokens for tokens in runs("router") if tokens[0] == "python" and "configure.py" in tokens[1]]
+    step = step[: step.index("&&")] if "&&" in step else step
+    sources = {destination: source for source, destination in copies("router").items()}
+    assert step[-1] == posixpath.join(router_cbdir(), "config.json")
     config = tmp_path / "config.json"
     config.write_text(json.dumps(ROUTER_CONFIG))
-    subprocess.run([sys.executable, "-c", patch[2], str(config)], check=True, env=env)
+    arguments = [env.get(token[1:], "") if token.startswith("$") else token for token in step[2:-1]]
+    subprocess.run([sys.executable, str(ROOT / sources[step[1]]), *arguments, str(config)], check=True)
     return json.loads(config.read_text())
 
 
