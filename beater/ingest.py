@@ -38,7 +38,7 @@ from beater.documents import (
 )
 from beater.engine import EngineUnavailable
 from beater.indexes import InvalidIndex, check_index
-from beater.pipeline import Misconfigured, Overloaded, UnreadableDocuments
+from beater.pipeline import Misconfigured, Overloaded, Received, UnreadableDocuments
 from beater.service import Beater
 from estrom.http import (
     Branch,
@@ -241,7 +241,7 @@ class IndexDocsResource(_Ingest):
             return
         body, documents = read
         parsed = time.perf_counter()
-        counts = await self.ingest(request, index, documents, len(body))
+        counts = await self.ingest(request, Received(index, documents, len(body)))
         if counts is not None:
             delivered = time.perf_counter()
             send_json(request, 200, counts)
@@ -266,19 +266,12 @@ class IndexDocsResource(_Ingest):
             return None
         return index
 
-    async def ingest(
-        self,
-        request: LimitedRequest,
-        index: str,
-        documents: list[dict],
-        size: int,
-        ids: list[str] | None = None,
-        named: list[bool] | None = None,
-    ) -> dict[str, int] | None:
-        """Percolate and publish ``documents``: their counts, or None once ``request`` was
-        answered with why not (a status a sender that retries mends, or not)."""
+    async def ingest(self, request: LimitedRequest, received: Received) -> dict[str, int] | None:
+        """Percolate and publish the documents ``received``: their counts, or None once
+        ``request`` was answered with why not (a status a sender that retries mends, or not)."""
+        index, documents = received.index, received.documents
         try:
-            counts = await self.beater.ingest(index, documents, size, ids, named)
+            counts = await self.beater.ingest(received)
         except UnreadableDocuments as e:
             self.beater.metrics.refused(index, len(documents), 422)
             send_error(request, 422, f"the search engine refused the documents: {e}")
@@ -335,7 +328,9 @@ class DocResource(IndexDocsResource):
             return
         body, documents = read
         if (
-            await self.ingest(request, index, documents, len(body), [document_id], [given is not None])
+            await self.ingest(
+                request, Received(index, documents, len(body), [document_id], [given is not None])
+            )
             is None
         ):
             return
@@ -412,7 +407,10 @@ class OtlpLogsResource(_Ingest):
                 taken.setdefault(index, []).append(document)
         size = len(body)
         outcomes = await DeferredList(
-            [Deferred.fromCoroutine(beater.ingest(index, group, size)) for index, group in taken.items()],
+            [
+                Deferred.fromCoroutine(beater.ingest(Received(index, group, size)))
+                for index, group in taken.items()
+            ],
             consumeErrors=True,
         )
         retry: list[Exception] = []
@@ -605,11 +603,13 @@ class BulkResource(_Ingest):
         may make), so that as the engine does, only the refused items are refused."""
         try:
             await self.beater.ingest(
-                index,
-                [item.document for item in items],
-                sum(item.size for item in items),
-                [item.id for item in items],
-                [item.named for item in items],
+                Received(
+                    index,
+                    [item.document for item in items],
+                    sum(item.size for item in items),
+                    [item.id for item in items],
+                    [item.named for item in items],
+                )
             )
         except UnreadableDocuments as e:
             if len(items) > 1 and budget[0] > 0:

@@ -43,6 +43,19 @@ class Misconfigured(Exception):
     security plugin): no sender's fault, and a retry will not mend it until someone does."""
 
 
+@dataclass(frozen=True)
+class Received:
+    """The documents one request sent to one index, as they are queued: ``size``, the bytes of
+    the request that carried them; ``ids``, theirs (made when queued if not given); ``named``,
+    which of those the sender gave."""
+
+    index: str
+    documents: list[dict]
+    size: int = 0
+    ids: list[str] | None = None
+    named: list[bool] | None = None
+
+
 @dataclass
 class _Request:
     documents: list[dict]
@@ -82,20 +95,14 @@ class Pipeline:
         self.queued = 0  # documents waiting, not yet sent to the engine
         self.queued_bytes = 0  # the size of the requests that carried them
 
-    def submit(
-        self,
-        index: str,
-        documents: list[dict],
-        size: int = 0,
-        ids: list[str] | None = None,
-        named: list[bool] | None = None,
-    ) -> Deferred[dict[str, int]]:
-        """Queue ``documents`` (``size``: the bytes of the request that carried them; ``ids``:
-        theirs, made here if not given; ``named``: which of those the sender gave); fires with their counts once percolated and published.
+    def submit(self, received: Received) -> Deferred[dict[str, int]]:
+        """Queue the documents ``received``; fires with their counts once percolated and
+        published.
 
         Raises Overloaded at once when the queue is full. The Deferred fails with UnreadableDocuments, or
         with whatever ``deliver`` raised for a batch (engine or router unavailable).
         """
+        index, documents, size = received.index, received.documents, received.size
         if self.queued > 0 and (
             self.queued + len(documents) > self.max_queued or self.queued_bytes + size > self.max_queued_bytes
         ):
@@ -105,8 +112,8 @@ class Pipeline:
         request = _Request(
             documents,
             size,
-            ids or new_ids(len(documents)),
-            named or [False] * len(documents),
+            received.ids or new_ids(len(documents)),
+            received.named or [False] * len(documents),
         )
         state = self._indexes.setdefault(index, _Index())
         state.waiting.append(request)

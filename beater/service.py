@@ -26,7 +26,7 @@ from beater.indexes import InvalidIndex, check_index
 from beater.interest import Interest
 from beater.mapping import TooManyIndexes
 from beater.percolator import Percolator, TakenOut, TooManyQueries
-from beater.pipeline import Pipeline
+from beater.pipeline import Pipeline, Received
 from beater.presearch import Presearcher
 from beater.store import Store
 from beater.summary import summarize, summary_options
@@ -369,22 +369,14 @@ class Beater(Delivery):
         except (EngineUnavailable, EngineError) as e:
             log.warn("Beater: could not give the sweep's lease back: {error}", error=e)
 
-    async def ingest(
-        self,
-        index: str,
-        documents: list[dict],
-        size: int = 0,
-        ids: list[str] | None = None,
-        named: list[bool] | None = None,
-    ) -> dict[str, int]:
-        """Percolate and publish ``documents`` (``size`` bytes of request; ``ids``: theirs, made
-        if not given; ``named``: which of those the sender gave; with those of concurrent
-        requests), then fire with their counts. Raises Overloaded, RouterUnavailable,
+    async def ingest(self, received: Received) -> dict[str, int]:
+        """Percolate and publish the documents ``received`` (with those of concurrent requests),
+        then fire with their counts. Raises Overloaded, RouterUnavailable,
         EngineUnavailable or UnreadableDocuments; then nothing can be taken as delivered and the sender
         should retry (but for UnreadableDocuments)."""
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
-        return await self.pipeline.submit(index, documents, size, ids, named)
+        return await self.pipeline.submit(received)
 
 
 def _register_options(options: Any) -> bool:

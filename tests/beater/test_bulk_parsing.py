@@ -146,7 +146,8 @@ class _Beater:
         self.outcomes = outcomes
         self.metrics = BeaterMetrics()
 
-    async def ingest(self, index, documents, size=0, ids=None, named=None):
+    async def ingest(self, received):
+        index, documents = received.index, received.documents
         if self.outcomes[index] is not None:
             raise self.outcomes[index]
         return {"accepted": len(documents)}
@@ -197,11 +198,11 @@ class _Refusing(_Beater):
         super().__init__({})
         self.calls = 0
 
-    async def ingest(self, index, documents, size=0, ids=None, named=None):
+    async def ingest(self, received):
         self.calls += 1
-        if any(document.get("bad") for document in documents):
+        if any(document.get("bad") for document in received.documents):
             raise UnreadableDocuments("mapper_parsing_exception: bad")
-        return {"accepted": len(documents)}
+        return {"accepted": len(received.documents)}
 
 
 def bulk_into(beater, body) -> list[int]:

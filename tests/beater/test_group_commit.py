@@ -6,7 +6,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from beater.pipeline import Pipeline
+from beater.pipeline import Pipeline, Received
 
 
 def pipeline(**options) -> tuple[Pipeline, list[tuple[list[dict], Deferred]], Clock]:
@@ -24,7 +24,7 @@ def pipeline(**options) -> tuple[Pipeline, list[tuple[list[dict], Deferred]], Cl
 
 def test_a_lone_request_goes_to_the_engine_at_once():
     queue, percolations, clock = pipeline()
-    done = queue.submit("events", [{"n": 1}])
+    done = queue.submit(Received("events", [{"n": 1}]))
     assert [documents for documents, _ in percolations] == [[{"n": 1}]]  # no clock advanced
     assert not clock.getDelayedCalls()
     percolations[0][1].callback({"0123456789abcdef": [0]})
@@ -34,7 +34,7 @@ def test_a_lone_request_goes_to_the_engine_at_once():
 def test_requests_arriving_while_percolations_run_share_the_next_one():
     queue, percolations, _ = pipeline(in_flight=2)
     for n in range(5):
-        queue.submit("events", [{"n": n}])
+        queue.submit(Received("events", [{"n": n}]))
     # Two go at once, one each; the other three wait for a percolation to end, together.
     assert [len(documents) for documents, _ in percolations] == [1, 1]
     percolations[1][1].callback({})
@@ -43,8 +43,8 @@ def test_requests_arriving_while_percolations_run_share_the_next_one():
 
 def test_a_configured_wait_still_holds_a_batch_for_companions():
     queue, percolations, clock = pipeline(max_wait=0.5)
-    queue.submit("events", [{"n": 1}])
-    queue.submit("events", [{"n": 2}])
+    queue.submit(Received("events", [{"n": 1}]))
+    queue.submit(Received("events", [{"n": 2}]))
     assert percolations == []
     clock.advance(0.5)
     assert [documents for documents, _ in percolations] == [[{"n": 1}, {"n": 2}]]
