@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import directlyProvides, providedBy
@@ -279,6 +279,9 @@ class GuardedSite(Site):
         self._refusing = False
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
+        # As twisted.protocols.policies.LimitTotalConnectionsFactory does, but it cannot wrap a
+        # Site: it makes its protocol without the address (Site.buildProtocol makes the HTTP
+        # channel from it), and counts the refused connections with the open ones.
         if len(self.connections) >= self.limits.max_connections:
             if not self._refusing:  # once per episode: a flood must not flood the log too
                 log.warn(
@@ -366,19 +369,20 @@ def _unauthorized(request: Request) -> ErrorResource:
     return ErrorResource(401, message, {"WWW-Authenticate": 'Bearer realm="estrom", Basic realm="estrom"'})
 
 
-class _Connection(ProtocolWrapper):
+class _Connection(TimeoutMixin, ProtocolWrapper):
     """One connection of a ``GuardedSite``, and the transport of its HTTP channel.
 
-    The deadline starts with a byte that arrives while no request is being answered, and ends
-    when the request has arrived whole (``received``); bytes that arrive while a request is
-    being answered wait in the channel (pipelining), so their deadline starts once it has been.
+    The deadline (Twisted's TimeoutMixin, set once and never reset by the bytes that arrive)
+    starts with a byte that arrives while no request is being answered, and ends when the request
+    has arrived whole (``received``); bytes that arrive while a request is being answered wait in
+    the channel (pipelining), so their deadline starts once it has been.
     """
 
     def __init__(self, site: GuardedSite, channel: Protocol):
         super().__init__(site, channel)
         self._clock: IReactorTime = site.reactor
+        self.callLater = self._clock.callLater  # TimeoutMixin's clock
         self._seconds = site.limits.request_deadline
-        self._deadline: IDelayedCall | None = None
         self._answering: set[Request] = set()  # received whole, not answered yet
         self._unparsed = False  # bytes arrived while answering
         self._expired = False
@@ -402,19 +406,19 @@ class _Connection(ProtocolWrapper):
             return  # answered 408: what else arrives is not read
         if self._answering:
             self._unparsed = True
-        elif self._deadline is None:
-            self._deadline = self._clock.callLater(self._seconds, self._expire)
+        elif self.timeOut is None:
+            self.setTimeout(self._seconds)
         super().dataReceived(data)
 
     def received(self, request: Request) -> None:
         """``request`` has arrived whole: its deadline is met."""
-        self._disarm()
+        self.setTimeout(None)
         self._answering.add(request)
         self._unparsed = False  # what arrived meanwhile may have been this very request
 
     def connectionLost(self, reason: Any) -> None:
         self._closed = True
-        self._disarm()
+        self.setTimeout(None)
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         super().connectionLost(reason)
@@ -425,21 +429,14 @@ class _Connection(ProtocolWrapper):
         else:
             # Answered without passing getResourceFor (Twisted answers `OPTIONS *` itself), so it
             # did arrive whole.
-            self._disarm()
+            self.setTimeout(None)
         if self._unparsed and not self._answering and not self._closed:
             # The channel now parses what arrived meanwhile; if it held a whole request, that one
             # has been received already (and cleared `_unparsed`).
             self._unparsed = False
-            self._deadline = self._clock.callLater(self._seconds, self._expire)
+            self.setTimeout(self._seconds)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def _expire(self) -> None:
-        self._deadline = None
+    def timeoutConnection(self) -> None:
         self._expired = True
         log.info(
             "no whole request from {peer} within {seconds} s: 408", peer=self.getPeer(), seconds=self._seconds
