@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from autobahn.wamp.types import PublishOptions
 
 from estrom import api
-from estrom.testing import eventually, wamp_session
+from estrom.clients import eventually, wamp_session
 from estrom.wamp import FeedCodec
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import time
 from playwright.sync_api import expect, sync_playwright
 
 from dev.stack import CHROMIUM, CHROMIUM_ARGS
-from estrom.testing import post_blocking
+from estrom.clients import post_blocking
 
 # Frames drawn, and for each key pressed: from the input event's time stamp to the frame drawn
 # after its handler ran (what the person sees), measured inside the page.

@@ -50,7 +50,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from bench import feed, page, tail
 from dev.stack import ROOT, Ports, Stack
 from estrom import api
-from estrom.testing import (
+from estrom.clients import (
     AggsStream,
     HttpStream,
     eventually,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults
 
 from estrom import api
-from estrom.testing import HttpStream, eventually, grew, post, scrape
+from estrom.clients import HttpStream, eventually, grew, post, scrape
 
 if TYPE_CHECKING:
     from bench.run import Bench

@@ -25,7 +25,7 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 from dev.stack import CHROMIUM, CHROMIUM_ARGS, ROOT, Ports, Stack
-from estrom.testing import docs_url, post_blocking
+from estrom.clients import docs_url, post_blocking
 
 DOCS = ROOT / "docs"
 XTERM = ROOT / "tests" / "js" / "node_modules" / "@xterm" / "xterm"

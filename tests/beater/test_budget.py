@@ -14,7 +14,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from estrom.testing import eventually, http, post, rss, scrape
+from estrom.clients import eventually, http, post, rss, scrape
 
 MIB = 1024 * 1024
 UPLOADS = 200

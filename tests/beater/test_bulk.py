@@ -8,7 +8,7 @@ import json
 import pytest
 import pytest_twisted
 
-from estrom.testing import HttpStream, http, post
+from estrom.clients import HttpStream, http, post
 
 
 def ndjson(*lines) -> bytes:

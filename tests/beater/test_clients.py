@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.utils import getProcessOutputAndValue
 
-from estrom.testing import HttpStream, eventually, http
+from estrom.clients import HttpStream, eventually, http
 
 ROOT = Path(__file__).resolve().parents[2]
 SEND = str(ROOT / "tests" / "clients" / "send.py")

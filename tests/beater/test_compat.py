@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 
 from beater.compat import Compat, ElasticsearchVersion, answer_type, plain_type
-from estrom.testing import HttpStream, http
+from estrom.clients import HttpStream, http
 
 V8 = "application/vnd.elasticsearch+json; compatible-with=8"
 V8_NDJSON = "application/vnd.elasticsearch+x-ndjson; compatible-with=8"

@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from beater.engine import ENCODE_IN_THREAD, Engine, EngineError, EngineUnavailable, encode
+from estrom.testing import FakeEngine
 
 # A deadline long enough for a busy test machine, but the test must fail, not hang, without it.
 WAIT = 10.0
@@ -327,19 +328,11 @@ async def test_concurrent_requests_reuse_kept_alive_connections():
         await port.stopListening()
 
 
-class _Bulk(Resource):
-    """A fake engine's ``_bulk``: answers each request with the next of ``answers`` (item
-    statuses; a missing status: an item the answer leaves out), and keeps the bodies."""
+def _bulk(answers: list[list[int | None]]) -> FakeEngine:
+    """A node whose ``_bulk`` answers each request with the next of ``answers`` (item statuses; a
+    missing status: an item the answer leaves out)."""
 
-    isLeaf = True
-
-    def __init__(self, answers: list[list[int | None]]) -> None:
-        super().__init__()
-        self.answers, self.bodies = answers, []
-
-    def render_POST(self, request: Request) -> bytes:
-        self.bodies.append(request.content.read())
-        statuses = self.answers.pop(0)
+    def answer(lines: list[dict]) -> tuple[int, dict]:
         items = [
             {
                 "delete": {
@@ -347,27 +340,30 @@ class _Bulk(Resource):
                     **({"error": {"type": f"e{status}", "reason": "no"}} if status >= 300 else {}),
                 }
             }
-            for status in statuses
+            for status in answers.pop(0)
             if status is not None
         ]
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"took": 1, "errors": True, "items": items}).encode()
+        return 200, {"took": 1, "errors": True, "items": items}
+
+    node = FakeEngine()
+    node.answer("POST", "/_bulk", answer)
+    return node
 
 
 @pytest_twisted.ensureDeferred
 async def test_bulk_items_says_which_items_were_refused_and_sends_those_a_moment_mends_once_more():
-    node = _Bulk([[200, 429, 409, 503], [200, 503]])
-    engine = Engine("http://engine", http=StubTreq(node))
+    node = _bulk([[200, 429, 409, 503], [200, 503]])
+    engine = Engine(FakeEngine.URL, http=StubTreq(node))
     items = [[{"delete": {"_index": "i", "_id": str(n)}}] for n in range(4)]
     refused = await engine.bulk_items(items)
     # 429 and 503 are sent again, alone; the 409 is not (a retry cannot mend it).
-    assert [json.loads(line)["delete"]["_id"] for line in node.bodies[1].splitlines()] == ["1", "3"]
+    assert [line["delete"]["_id"] for line in node.seen("POST", "/_bulk")[1].body] == ["1", "3"]
     assert [(r.position, r.status, r.type) for r in refused] == [(2, 409, "e409"), (3, 503, "e503")]
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_item_the_bulk_answer_leaves_out_is_refused():
-    engine = Engine("http://engine", http=StubTreq(_Bulk([[200, None], [None]])))
+    engine = Engine(FakeEngine.URL, http=StubTreq(_bulk([[200, None], [None]])))
     refused = await engine.bulk_items([[{"delete": {}}], [{"delete": {}}]])
     assert [(r.position, r.status, r.type) for r in refused] == [(1, 500, "no_answer")]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from estrom.testing import HttpStream, eventually, get, grew, http, post, scrape
+from estrom.clients import HttpStream, eventually, get, grew, http, post, scrape
 
 # Both engines store it while "f" is unmapped, and refuse to run it once "f" is a number.
 REGEXP = '{"regexp": {"f": "ab.*"}}'

@@ -9,7 +9,7 @@ from autobahn.wamp.exception import ApplicationError
 
 from beater.indexes import percolator_index
 from estrom import api
-from estrom.testing import HttpStream, docs_url, eventually, http, post, wamp_session
+from estrom.clients import HttpStream, docs_url, eventually, http, post, wamp_session
 
 
 async def _hits(stack, index: str, queries: dict[str, object], documents: list[dict], highlight=True):

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
 from estrom import api
-from estrom.testing import HttpStream, Received, docs_url, http, percolations, post, wamp_session
+from estrom.clients import HttpStream, Received, docs_url, http, percolations, post, wamp_session
 
 
 async def tail(stack, index, query="service:api") -> HttpStream:

@@ -6,7 +6,7 @@ import pytest_twisted
 from autobahn.wamp.types import SubscribeOptions
 
 from estrom import api
-from estrom.testing import HttpStream, eventually, post, wamp_session
+from estrom.clients import HttpStream, eventually, post, wamp_session
 
 
 @pytest_twisted.ensureDeferred

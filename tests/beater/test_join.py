@@ -10,7 +10,7 @@ from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 
 from beater.interest import Interest
 from estrom import api
-from estrom.testing import eventually, post, scrape, wamp_session
+from estrom.clients import eventually, post, scrape, wamp_session
 
 
 def _beater_ticket(stack) -> dict:

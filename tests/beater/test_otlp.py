@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from twisted.internet.utils import getProcessOutputAndValue
 
 from beater import otlp
-from estrom.testing import HttpStream, eventually, http
+from estrom.clients import HttpStream, eventually, http
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_796_000_000.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
-from estrom.testing import docs_url, eventually, first, grew, http, percolations, post, scrape
+from estrom.clients import docs_url, eventually, first, grew, http, percolations, post, scrape
 from tests.beater.test_ingest import tail
 
 

@@ -21,7 +21,7 @@ from beater.percolator import Matches, Percolator
 from beater.service import Beater
 from beater.store import Store
 from estrom import api
-from estrom.testing import http
+from estrom.clients import http
 from tests.beater.test_interest_unit import _Router
 
 

@@ -11,7 +11,7 @@ from twisted.internet.defer import DeferredSemaphore, gatherResults
 
 from beater.indexes import percolator_index
 from estrom import api
-from estrom.testing import ACKNOWLEDGE, docs_url, get, http, post, wamp_session
+from estrom.clients import ACKNOWLEDGE, docs_url, get, http, post, wamp_session
 
 
 @pytest_twisted.async_yield_fixture

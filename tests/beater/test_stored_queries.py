@@ -11,7 +11,7 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
 from estrom import api
-from estrom.testing import HttpStream, eventually, get, http, post, wamp_session
+from estrom.clients import HttpStream, eventually, get, http, post, wamp_session
 
 
 @pytest_twisted.ensureDeferred

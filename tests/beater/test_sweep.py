@@ -16,7 +16,7 @@ from beater.indexes import SEEN_FIELD, percolator_index
 from beater.percolator import Percolator, TooManyQueries
 from beater.store import Store
 from estrom import api
-from estrom.testing import HttpStream, eventually, http, post, wamp_session
+from estrom.clients import HttpStream, eventually, http, post, wamp_session
 
 DAY = 86400
 

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from estrom import api
-from estrom.testing import (
+from estrom.clients import (
     ProcessLines,
     docs_url,
     eventually,

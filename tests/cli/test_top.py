@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from estrom.testing import ProcessLines, docs_url, eventually, post, until_subscribed
+from estrom.clients import ProcessLines, docs_url, eventually, post, until_subscribed
 from estrom.top import plain, sparkline, table
 
 ESTROM = str(Path(sys.executable).parent / "estrom")

@@ -21,7 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from estrom.testing import ResendingSender, ResumingReader, eventually, pause, scrape, settle
+from estrom.clients import ResendingSender, ResumingReader, eventually, pause, scrape, settle
 from tests.conftest import STORE
 
 SECONDS = float(os.environ.get("ESTROM_CHAOS_SECONDS", "60"))

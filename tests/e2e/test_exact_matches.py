@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
 from beater.presearch import Anchors, anchor, read_mapping
 from estrom import api
-from estrom.testing import eventually, grew, http, post, scrape, wamp_session
+from estrom.clients import eventually, grew, http, post, scrape, wamp_session
 from tests.fuzz.test_stack import sample
 
 QUERIES = int(os.environ.get("ESTROM_EXACT_QUERIES", "500"))

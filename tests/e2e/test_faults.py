@@ -18,7 +18,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
-from estrom.testing import ResendingSender, ResumingReader, eventually, settle
+from estrom.clients import ResendingSender, ResumingReader, eventually, settle
 from tests.conftest import STORE
 
 RATE = int(os.environ.get("ESTROM_FAULTS_RATE", "200"))  # documents per second

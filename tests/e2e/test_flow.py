@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from estrom import api
-from estrom.testing import HttpStream, Received, docs_url, post, wamp_session
+from estrom.clients import HttpStream, Received, docs_url, post, wamp_session
 
 
 @pytest_twisted.ensureDeferred

@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
 from estrom import api
-from estrom.testing import HttpStream, get, http, post, wamp_session
+from estrom.clients import HttpStream, get, http, post, wamp_session
 
 CANARY_INDEX = "t-canary"
 

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from dev.stack import ROOT
-from estrom.testing import HttpStream, ProcessLines, post
+from estrom.clients import HttpStream, ProcessLines, post
 
 SCRIPT = ROOT / "tests" / "js" / "subscribe.mjs"
 

@@ -9,7 +9,7 @@ import signal
 import pytest
 import pytest_twisted
 
-from estrom.testing import HttpStream, docs_url, eventually, get, http, post
+from estrom.clients import HttpStream, docs_url, eventually, get, http, post
 
 
 async def answers_with(url: str, status: int, body=None) -> bool:

@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
 from estrom import api
-from estrom.testing import HttpStream, eventually, grew, post, scrape, wamp_session
+from estrom.clients import HttpStream, eventually, grew, post, scrape, wamp_session
 
 RUNS = int(os.environ.get("ESTROM_SEVERAL_RUNS", "1"))
 LATENCY = "0.3"

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 
-from estrom.testing import HttpStream, eventually, post
+from estrom.clients import HttpStream, eventually, post
 
 STREAMS = int(os.environ.get("ESTROM_STORM_STREAMS", "1000"))
 PER_SECOND = int(os.environ.get("ESTROM_STORM_RATE", "250"))  # streams opened per second

@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThread
 
 from dev.stack import ROOT, Stack
 from estrom import api, tokens
-from estrom.testing import (
+from estrom.clients import (
     HttpStream,
     ProcessLines,
     eventually,

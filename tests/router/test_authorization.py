@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 
 from dev.stack import ROOT
 from estrom import api
-from estrom.testing import eventually, post, wamp_attempt, wamp_session
+from estrom.clients import eventually, post, wamp_attempt, wamp_session
 from estrom.wamp import FEED_ENCODING, FeedCodec
 
 # The router, the page and the command do not depend on the engine: run on one.

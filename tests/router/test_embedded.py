@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from dev.stack import Stack
-from estrom.testing import TIMEOUT
+from estrom.clients import TIMEOUT
 
 # The router does not talk to the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from dev.stack import CHROMIUM, CHROMIUM_ARGS
-from estrom.testing import docs_url, post_blocking
+from estrom.clients import docs_url, post_blocking
 from tests.conftest import artifact
 
 # The router, the page and the command do not depend on the engine: run on one.

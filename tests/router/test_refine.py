@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.utils import getProcessOutputAndValue
 
-from estrom.testing import HttpStream, docs_url, post
+from estrom.clients import HttpStream, docs_url, post
 
 FACETS = pathlib.Path(__file__).resolve().parents[2] / "router" / "web" / "facets.js"
 # (field, the value filtered on, another value), the documents' `kind` telling them apart.

@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet.task import LoopingCall
 
 from estrom import api
-from estrom.testing import eventually, post, rss, wamp_session
+from estrom.clients import eventually, post, rss, wamp_session
 
 # The router, the page and the command do not depend on the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from dev.stack import ROOT
-from estrom.testing import HttpStream, eventually, get, post
+from estrom.clients import HttpStream, eventually, get, post
 
 UNPACKED = ROOT / ".shippers" / "root"
 LIBRARIES = f"{UNPACKED}/usr/lib/x86_64-linux-gnu:{UNPACKED}/usr/lib/syslog-ng"

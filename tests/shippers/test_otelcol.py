@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from estrom.testing import get
+from estrom.clients import get
 from tests.shippers import PROGRAM, ROOT, FileShipper, ship
 
 COUNT = 10_000

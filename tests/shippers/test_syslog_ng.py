@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from estrom.testing import HttpStream
+from estrom.clients import HttpStream
 from tests.shippers import LIBRARIES, PROGRAM, UNPACKED, Shipper, free_port, ship
 
 COUNT = 10_000

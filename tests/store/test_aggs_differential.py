@@ -19,8 +19,8 @@ import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 
 from estrom import api
+from estrom.clients import AggsStream, http, post, wamp_session
 from estrom.sketch import ACCURACY
-from estrom.testing import AggsStream, http, post, wamp_session
 from tests.conftest import STORE
 
 _SEED = os.environ.get("ESTROM_DIFF_SEED", "23")

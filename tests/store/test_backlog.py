@@ -14,7 +14,7 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet.defer import Deferred, gatherResults
 
 from estrom import api
-from estrom.testing import HttpStream, docs_url, eventually, get, post, wamp_session
+from estrom.clients import HttpStream, docs_url, eventually, get, post, wamp_session
 from tests.cli.test_tail import run
 
 

@@ -11,8 +11,8 @@ import re
 
 import pytest_twisted
 
+from estrom.clients import HttpStream, get, http, post
 from estrom.cursor import cursor_iso
-from estrom.testing import HttpStream, get, http, post
 from tests.store.test_resends import bulk
 
 

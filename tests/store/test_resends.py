@@ -8,7 +8,7 @@ import json
 import pytest_twisted
 
 from estrom import api
-from estrom.testing import HttpStream, post
+from estrom.clients import HttpStream, post
 
 
 def bulk(index: str, documents: list[tuple[str | None, dict]], action: str = "index") -> bytes:

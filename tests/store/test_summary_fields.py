@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 
 from estrom import api
-from estrom.testing import docs_url, post, wamp_session
+from estrom.clients import docs_url, post, wamp_session
 
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
 

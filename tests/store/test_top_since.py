@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from estrom.testing import ProcessLines, docs_url, eventually, post
+from estrom.clients import ProcessLines, docs_url, eventually, post
 from tests.cli.test_top import ESTROM
 
 # The command does not depend on the engine: run on one.

@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 import pytest_twisted
 
+from estrom.clients import AggsStream, docs_url, get, post
 from estrom.sketch import ACCURACY
-from estrom.testing import AggsStream, docs_url, get, post
 
 # Tailor does not talk to the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)

@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
 from estrom import api
-from estrom.testing import HttpStream, docs_url, eventually, get, http, post, subscribers, wamp_session
+from estrom.clients import HttpStream, docs_url, eventually, get, http, post, subscribers, wamp_session
 
 # Tailor does not talk to the engine: run on one.
 pytestmark = pytest.mark.parametrize("stack", ["opensearch"], indirect=True)
