@@ -123,7 +123,8 @@ class Delivery:
                         error=e,
                     )
                     raise Misconfigured(f"the search engine refuses Beater: {e.reason}") from e
-                raise UnreadableDocuments(e.reason) from e
+                # The store's bulk answer names the documents; a percolation's failure does not.
+                raise UnreadableDocuments(e.reason, getattr(e, "refused", None)) from e
             finally:
                 if before is not None:
                     await before
@@ -279,7 +280,9 @@ class Delivery:
         if percolated and was_stored:
             return matches, storing
         await self.store.remove(index, storing if was_stored else _written(storing.value), cursors)
-        failure = storing if percolated else matches  # the percolation's says most
+        # The percolation's failure says most, unless the store's names the documents refused.
+        named = not was_stored and hasattr(storing.value, "refused")
+        failure = storing if percolated or named else matches
         raise failure.value
 
     async def _store_then_percolate(

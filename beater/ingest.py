@@ -66,9 +66,6 @@ RETRY_AFTER = {"Retry-After": "1"}
 # thread costs more than they do. gzip packs JSON logs about tenfold: a gzipped body goes to a
 # thread from a sixteenth of that size.
 GZIP_RATIO = 16
-# Splits of a _bulk request's documents to find those the engine refuses: each costs the engine
-# a percolation, so a request of many bad documents cannot make it do thousands.
-BISECTIONS = 64
 
 
 class LimitedRequest(Request):
@@ -408,7 +405,7 @@ class OtlpLogsResource(_Ingest):
         size = len(body)
         outcomes = await DeferredList(
             [
-                Deferred.fromCoroutine(beater.ingest(Received(index, group, size)))
+                Deferred.fromCoroutine(beater.ingest(Received(index, group, size, each=True)))
                 for index, group in taken.items()
             ],
             consumeErrors=True,
@@ -416,13 +413,14 @@ class OtlpLogsResource(_Ingest):
         retry: list[Exception] = []
         for (ok, outcome), (index, group) in zip(outcomes, taken.items(), strict=True):
             if ok:
-                beater.metrics.took(index, len(group))
-                continue
-            error = outcome.value
-            if isinstance(error, (Overloaded, EngineUnavailable, RouterUnavailable)):
-                retry.append(error)
-            else:  # the engine refused them, or a misconfiguration: never taken
-                for _ in group:
+                beater.metrics.took(index, outcome["accepted"])
+                errors = list(outcome.refused.values())
+            else:  # none of the group taken
+                errors = [outcome.value] * len(group)
+            for error in errors:
+                if isinstance(error, (Overloaded, EngineUnavailable, RouterUnavailable)):
+                    retry.append(error)
+                else:  # the engine refused it, or a misconfiguration: never taken
                     records.reject(f"the search engine refused the record: {error}")
         if retry:
             # Not taken, and a retry mends it: the whole request again (a group taken meanwhile
@@ -565,9 +563,8 @@ class BulkResource(_Ingest):
                 )
             if not item.status:
                 taken.setdefault(item.index, []).append(item)
-        budget = [BISECTIONS]  # shared by the request's groups
         await DeferredList(
-            [Deferred.fromCoroutine(self._ingest(index, group, budget)) for index, group in taken.items()],
+            [Deferred.fromCoroutine(self._ingest(index, group)) for index, group in taken.items()],
             consumeErrors=True,
         )
         # Counted by index and status, not one metric update per item.
@@ -597,48 +594,44 @@ class BulkResource(_Ingest):
             },
         )
 
-    async def _ingest(self, index: str, items: list[BulkItem], budget: list[int]) -> None:
-        """Ingest the items of one index together; each gets the outcome as its status. If the
-        engine refuses one, the halves go again (``budget``: how many more splits this request
-        may make), so that as the engine does, only the refused items are refused."""
+    async def _ingest(self, index: str, items: list[BulkItem]) -> None:
+        """Ingest the items of one index together, document by document, as the engine does:
+        each gets its own outcome as its status (the pipeline finds those the engine refuses)."""
         try:
-            await self.beater.ingest(
+            counts = await self.beater.ingest(
                 Received(
                     index,
                     [item.document for item in items],
                     sum(item.size for item in items),
                     [item.id for item in items],
                     [item.named for item in items],
+                    each=True,
                 )
             )
-        except UnreadableDocuments as e:
-            if len(items) > 1 and budget[0] > 0:
-                budget[0] -= 1
-                half = len(items) // 2
-                await DeferredList(
-                    [
-                        Deferred.fromCoroutine(self._ingest(index, part, budget))
-                        for part in (items[:half], items[half:])
-                    ],
-                    consumeErrors=True,
-                )
-                return
-            reason = f"the search engine refused the document: {e}"
-            if len(items) > 1:
-                reason = (
-                    f"the search engine refused one of these {len(items)} documents "
-                    f"(too many were refused in one request to tell which): {e}"
-                )
-            _refuse(items, 400, "mapper_parsing_exception", reason)
-        except Misconfigured as e:
-            _refuse(items, 500, "illegal_state_exception", f"{e} (a misconfiguration, logged)")
-        except Overloaded as e:
-            _refuse(items, 429, "es_rejected_execution_exception", f"{e}: retry later")
-        except (EngineUnavailable, RouterUnavailable) as e:
-            _refuse(items, 503, "unavailable_exception", str(e))
-        else:
-            for item in items:
+        except _NOT_TAKEN as e:
+            _refuse(items, *_item_status(e))
+            return
+        for position, item in enumerate(items):
+            error = counts.refused.get(position)
+            if error is None:
                 item.status = 201
+            else:
+                item.refuse(*_item_status(error))
+
+
+# Why documents were not taken: the sender's, a misconfiguration, or a moment's.
+_NOT_TAKEN = (UnreadableDocuments, Misconfigured, Overloaded, EngineUnavailable, RouterUnavailable)
+
+
+def _item_status(error: Exception) -> tuple[int, str, str]:
+    """A bulk item's status, error type and reason for a document not taken because of ``error``."""
+    if isinstance(error, UnreadableDocuments):
+        return 400, "mapper_parsing_exception", f"the search engine refused it: {error}"
+    if isinstance(error, Misconfigured):
+        return 500, "illegal_state_exception", f"{error} (a misconfiguration, logged)"
+    if isinstance(error, Overloaded):
+        return 429, "es_rejected_execution_exception", f"{error}: retry later"
+    return 503, "unavailable_exception", str(error)
 
 
 def _refuse(items: list[BulkItem], status: int, error_type: str, reason: str) -> None:

@@ -4,8 +4,14 @@ Group commit: a request goes to the engine at once when fewer than ``in_flight``
 are running; while they all run, new requests for an index gather, and go together (up to
 ``max_docs`` documents) as soon as one ends. So a lone sender waits for nothing but its own
 percolation, and batches grow with the load. A ``max_wait`` above 0 also holds a batch that
-long for companions even when the engine is idle (fewer, larger batches at low load). A request is never split: its documents
-are percolated in one engine request, and it is answered once they are percolated and published.
+long for companions even when the engine is idle (fewer, larger batches at low load).
+
+A request is answered once its documents are percolated and published. If the engine cannot read
+some documents of a batch, the others go again without them: those the engine named (the item
+statuses of the store's bulk answer), or else found half by half (a percolation fails whole). A
+request is taken whole or not at all, unless it is taken document by document (``Received.each``:
+the bulk API, OTLP), when the documents the engine refused are refused alone.
+
 In front of the engine at most ``max_queued`` documents, and ``max_queued_bytes`` bytes of the
 requests that carried them, wait; past that, ``submit`` refuses at once (Beater answers 429), so
 memory stays flat under overload, whether the documents are many and tiny or few and large.
@@ -35,7 +41,15 @@ class Overloaded(Exception):
 
 
 class UnreadableDocuments(Exception):
-    """The engine cannot read these documents (the sender's fault: do not retry as is)."""
+    """The engine cannot read these documents (the sender's fault: do not retry as is).
+
+    ``refused``: why the engine refused each document it named, by position in what was
+    delivered (the item statuses of its bulk answer); None when it did not say which (a
+    percolation fails whole)."""
+
+    def __init__(self, reason: str, refused: dict[int, str] | None = None):
+        super().__init__(reason)
+        self.refused = refused
 
 
 class Misconfigured(Exception):
@@ -54,6 +68,19 @@ class Received:
     size: int = 0
     ids: list[str] | None = None
     named: list[bool] | None = None
+    # Taken document by document, as the engine's bulk API takes them: a document the engine
+    # refuses is refused alone (Counts.refused). Else the request is taken whole or not at all.
+    each: bool = False
+
+
+class Counts(dict):
+    """What became of one request's documents: ``{"accepted", "matched", "published"}``; for a
+    request taken document by document, ``refused``: why each of those not taken was not, by
+    position (UnreadableDocuments, Misconfigured, or what made the engine or router unavailable)."""
+
+    def __init__(self) -> None:
+        super().__init__(accepted=0, matched=0, published=0)
+        self.refused: dict[int, Exception] = {}
 
 
 @dataclass
@@ -62,7 +89,19 @@ class _Request:
     size: int
     ids: list[str]
     named: list[bool]
+    each: bool
     done: Deferred = field(default_factory=Deferred)
+    counts: Counts = field(default_factory=Counts)
+    left: int = 0  # units not delivered or refused yet
+
+
+@dataclass
+class _Unit:
+    """What is taken or refused together: a request's documents, or one document of a request
+    taken document by document (``positions``: in its request)."""
+
+    request: _Request
+    positions: list[int]
 
 
 @dataclass
@@ -95,12 +134,14 @@ class Pipeline:
         self.queued = 0  # documents waiting, not yet sent to the engine
         self.queued_bytes = 0  # the size of the requests that carried them
 
-    def submit(self, received: Received) -> Deferred[dict[str, int]]:
-        """Queue the documents ``received``; fires with their counts once percolated and
+    def submit(self, received: Received) -> Deferred[Counts]:
+        """Queue the documents ``received``; fires with their Counts once percolated and
         published.
 
-        Raises Overloaded at once when the queue is full. The Deferred fails with UnreadableDocuments, or
-        with whatever ``deliver`` raised for a batch (engine or router unavailable).
+        Raises Overloaded at once when the queue is full. Taken whole or not at all, the Deferred
+        fails with UnreadableDocuments, or with whatever ``deliver`` raised for its batch (engine
+        or router unavailable); taken document by document, it fires, and ``Counts.refused``
+        says why each document not taken was not.
         """
         index, documents, size = received.index, received.documents, received.size
         if self.queued > 0 and (
@@ -114,6 +155,7 @@ class Pipeline:
             size,
             received.ids or new_ids(len(documents)),
             received.named or [False] * len(documents),
+            received.each,
         )
         state = self._indexes.setdefault(index, _Index())
         state.waiting.append(request)
@@ -162,41 +204,120 @@ class Pipeline:
                 return
 
     async def _run(self, index: str, batch: list[_Request]) -> None:
-        documents = [document for request in batch for document in request.documents]
-        ids = [document_id for request in batch for document_id in request.ids]
-        named = [given for request in batch for given in request.named]
-        try:
-            matches = await self._deliver(
-                index, documents, [(len(request.documents), request.size) for request in batch], ids, named
+        units = []
+        for request in batch:
+            count = len(request.documents)
+            units += (
+                [_Unit(request, [p]) for p in range(count)]
+                if request.each
+                else [_Unit(request, [*range(count)])]
             )
-        except UnreadableDocuments:
-            if len(batch) == 1:
-                batch[0].done.errback()
-                return
-            # One sender's bad document must not fail the others: each request on its own.
-            for request in batch:
-                await self._run(index, [request])
+            request.left = count if request.each else 1
+        # Finding the documents the engine refuses costs at most this many more deliveries, and
+        # never fewer than trying each request once more on its own.
+        await self._deliver_units(index, units, [BISECTIONS + len(batch)])
+
+    async def _deliver_units(self, index: str, units: list[_Unit], budget: list[int]) -> None:
+        """Deliver ``units`` together. If the engine cannot read some of their documents, deliver
+        again without them: those it named (its item statuses), or else those in whichever half
+        fails again, half by half. Each delivery after the first takes one from ``budget``; when it
+        is spent, what is left of a failing group is refused whole."""
+        documents, ids, named, owners, places, carried = [], [], [], [], [], []
+        for number, unit in enumerate(units):
+            request = unit.request
+            for position in unit.positions:
+                documents.append(request.documents[position])
+                ids.append(request.ids[position])
+                named.append(request.named[position])
+                owners.append(number)
+                places.append(position)
+            if carried and number and units[number - 1].request is request:
+                carried[-1] = (carried[-1][0] + len(unit.positions), request.size)
+            else:  # the whole request's bytes: events are measured by what carried them, at most
+                carried.append((len(unit.positions), request.size))
+        try:
+            matches = await self._deliver(index, documents, carried, ids, named)
+        except UnreadableDocuments as e:
+            await self._isolate(index, units, list(zip(owners, places, strict=True)), e, budget)
             return
-        except Exception:  # noqa: BLE001 - whatever failed, every waiting request must hear of it
-            for request in batch:
-                request.done.errback()
+        except Exception as e:  # noqa: BLE001 - whatever failed, every waiting request must hear of it
+            for unit in units:
+                _refuse(unit, e)
             return
-        # Each request's share of the matches, in one pass over them: by slot, the request that
-        # carried it.
-        owner = [number for number, request in enumerate(batch) for _ in request.documents]
-        matched, published = [0] * len(batch), [0] * len(batch)
+        # Each unit's share of the matches, in one pass over them: by slot, the unit that carried it.
+        matched, published = [0] * len(units), [0] * len(units)
         seen: set[int] = set()
         for slots in matches.values():
             for slot in slots:
-                published[owner[slot]] += 1
+                published[owners[slot]] += 1
                 if slot not in seen:
                     seen.add(slot)
-                    matched[owner[slot]] += 1
-        for number, request in enumerate(batch):
-            request.done.callback(
-                {
-                    "accepted": len(request.documents),
-                    "matched": matched[number],
-                    "published": published[number],
-                }
+                    matched[owners[slot]] += 1
+        for number, unit in enumerate(units):
+            counts = unit.request.counts
+            counts["accepted"] += len(unit.positions)
+            counts["matched"] += matched[number]
+            counts["published"] += published[number]
+            _unit_done(unit.request)
+
+    async def _isolate(
+        self,
+        index: str,
+        units: list[_Unit],
+        places: list[tuple[int, int]],
+        error: UnreadableDocuments,
+        budget: list[int],
+    ) -> None:
+        """After the engine could not read what ``units`` carried (``places``: the unit of each
+        document delivered, and its position in its request), refuse the units it named, or find
+        them by halves."""
+        named: dict[int, str] = {}
+        for slot, why in sorted((error.refused or {}).items()):
+            if 0 <= slot < len(places):
+                number, position = places[slot]
+                each = units[number].request.each
+                named.setdefault(number, why if each else f"document {position}: {why}")
+        for number, why in named.items():
+            _refuse(units[number], UnreadableDocuments(why))
+        rest = [unit for number, unit in enumerate(units) if number not in named]
+        if named and not rest:
+            return
+        if len(rest) == 1 and not named:
+            _refuse(rest[0], error)
+            return
+        if budget[0] <= 0:
+            count = sum(len(unit.positions) for unit in rest)
+            refused = UnreadableDocuments(
+                f"one of these {count} documents, too many refused in one batch to tell which: {error}"
             )
+            for unit in rest:
+                _refuse(unit, refused)
+            return
+        budget[0] -= 1
+        if named:  # the engine said which: the others go again, together
+            await self._deliver_units(index, rest, budget)
+            return
+        half = len(rest) // 2
+        for part in (rest[:half], rest[half:]):
+            await self._deliver_units(index, part, budget)
+
+
+# Deliveries more than one batch may spend finding the documents the engine refuses, besides
+# one per request (a body of 10,000 documents all refused costs the engine this many at most).
+BISECTIONS = 64
+
+
+def _refuse(unit: _Unit, error: Exception) -> None:
+    request = unit.request
+    if request.each:
+        for position in unit.positions:
+            request.counts.refused[position] = error
+        _unit_done(request)
+    elif not request.done.called:
+        request.done.errback(error)
+
+
+def _unit_done(request: _Request) -> None:
+    request.left -= 1
+    if request.left == 0 and not request.done.called:
+        request.done.callback(request.counts)

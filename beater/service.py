@@ -26,7 +26,7 @@ from beater.indexes import InvalidIndex, check_index
 from beater.interest import Interest
 from beater.mapping import TooManyIndexes
 from beater.percolator import Percolator, TakenOut, TooManyQueries
-from beater.pipeline import Pipeline, Received
+from beater.pipeline import Counts, Pipeline, Received
 from beater.presearch import Presearcher
 from beater.store import Store
 from beater.summary import summarize, summary_options
@@ -369,11 +369,12 @@ class Beater(Delivery):
         except (EngineUnavailable, EngineError) as e:
             log.warn("Beater: could not give the sweep's lease back: {error}", error=e)
 
-    async def ingest(self, received: Received) -> dict[str, int]:
+    async def ingest(self, received: Received) -> Counts:
         """Percolate and publish the documents ``received`` (with those of concurrent requests),
-        then fire with their counts. Raises Overloaded, RouterUnavailable,
-        EngineUnavailable or UnreadableDocuments; then nothing can be taken as delivered and the sender
-        should retry (but for UnreadableDocuments)."""
+        then fire with their Counts (see Pipeline.submit). Raises Overloaded or RouterUnavailable
+        (nothing taken: the sender should retry); taken whole or not at all, also
+        EngineUnavailable or Misconfigured (nothing taken), or UnreadableDocuments (the sender's
+        to mend: not taken)."""
         if self.session is None:
             raise RouterUnavailable("Beater is not connected to the router")
         return await self.pipeline.submit(received)

@@ -88,18 +88,25 @@ _DOCUMENT_ERRORS = {
 }
 
 
-def _item_error(position: int, status: int, error: Any, index: str) -> Exception:
-    """The exception for a bulk item the engine did not store."""
+def _document_error(status: int, error: Any) -> str | None:
+    """Why the engine refused a bulk item for what its document holds, or None if that is not
+    why (the sender cannot mend it)."""
     kind = error.get("type") if isinstance(error, dict) else None
-    if status == 400 and kind in _DOCUMENT_ERRORS:
-        # The outermost reason names the field; the innermost says what is wrong with its value.
-        reasons = [error.get("reason", "")]
-        cause = error.get("caused_by")
-        while isinstance(cause, dict):
-            reasons.append(cause.get("reason", ""))
-            cause = cause.get("caused_by")
-        said = ": ".join(dict.fromkeys(reason for reason in (reasons[0], reasons[-1]) if reason))
-        return EngineError(status, {"error": {"type": kind, "reason": f"document {position}: {said}"}})
+    if status != 400 or kind not in _DOCUMENT_ERRORS:
+        return None
+    # The outermost reason names the field; the innermost says what is wrong with its value.
+    reasons = [error.get("reason", "")]
+    cause = error.get("caused_by")
+    while isinstance(cause, dict):
+        reasons.append(cause.get("reason", ""))
+        cause = cause.get("caused_by")
+    said = ": ".join(dict.fromkeys(reason for reason in (reasons[0], reasons[-1]) if reason))
+    return said or str(kind)
+
+
+def _unavailable(status: int, error: Any, index: str) -> EngineUnavailable:
+    """The exception for a bulk item the engine did not store, not for what it holds."""
+    kind = error.get("type") if isinstance(error, dict) else None
     reason = error.get("reason", "") if isinstance(error, dict) else str(error)
     if status not in (429, 503):
         log.warn(
@@ -199,9 +206,9 @@ class Store:
     ) -> list[Written]:
         """Index ``documents`` with their IDs and cursors, in one bulk request; what was written.
 
-        Raises EngineError with the engine's reason for the first document it refused for what
-        it holds (the sender's fault), EngineUnavailable for anything else (the engine could not
-        take one now, or refuses to store at all: a block, rights, an alias); either carries
+        Raises EngineUnavailable if the engine could not take a document now, or refuses to store
+        at all (a block, rights, an alias); else EngineError if it refused documents for what
+        they hold (the sender's fault), with ``refused``: why, by position. Either carries
         ``written``, what was stored nonetheless.
         """
         try:
@@ -220,7 +227,9 @@ class Store:
             refused = EngineUnavailable(f"the search engine refuses to store in '{index}': {e}", e.status)
             refused.written = []
             raise refused from e
-        written, refused = [], None
+        written: list[Written] = []
+        refused: dict[int, str] = {}  # documents refused for what they hold
+        unavailable = None
         for position, item in enumerate(answer.get("items", [])):
             result = next(iter(item.values()))
             status = result.get("status", 500)
@@ -235,11 +244,22 @@ class Store:
                 )
             elif status == 409 and stream:
                 pass  # a resend of a document the sender named, stored before: that copy stays
-            elif refused is None:
-                refused = _item_error(position, status, result.get("error"), index)
-        if refused is not None:
-            refused.written = written
-            raise refused
+            else:
+                why = _document_error(status, result.get("error"))
+                if why is not None:
+                    refused[position] = why
+                elif unavailable is None:
+                    unavailable = _unavailable(status, result.get("error"), index)
+        if unavailable is None and refused:
+            first = min(refused)
+            kind = next(iter(answer["items"][first].values()))["error"]["type"]
+            unavailable = EngineError(
+                400, {"error": {"type": kind, "reason": f"document {first}: {refused[first]}"}}
+            )
+            unavailable.refused = refused
+        if unavailable is not None:
+            unavailable.written = written
+            raise unavailable
         return written
 
     async def remove(self, index: str, written: list[Written] | None, cursors: list[str]) -> None:

@@ -16,8 +16,8 @@ from beater.bulk import MAX_ID_BYTES, parse_bulk
 from beater.delivery import RouterUnavailable
 from beater.documents import BadDocuments, DocumentLimits, TooManyDocuments
 from beater.engine import EngineUnavailable
-from beater.ingest import BISECTIONS, BulkResource, DocResource, IngestRoot, UnreadableBody, gunzip
-from beater.pipeline import Overloaded, UnreadableDocuments
+from beater.ingest import BulkResource, DocResource, IngestRoot, UnreadableBody, gunzip
+from beater.pipeline import BISECTIONS, Counts, Overloaded, Pipeline, UnreadableDocuments
 from estrom.health import Healthz, add_health
 from estrom.metrics import BeaterMetrics
 from estrom.tokens import ANONYMOUS
@@ -137,7 +137,9 @@ def test_gzip_bodies_are_read_whole_and_bounded():
 
 
 class _Beater:
-    """Beater's ingest as the bulk endpoint sees it: one outcome per index."""
+    """Beater's ingest as the bulk endpoint sees it: one outcome per index (Overloaded and
+    RouterUnavailable raised at once, as Pipeline.submit does; anything else, every document
+    refused with it)."""
 
     index_patterns = ("*",)
     document_limits = DocumentLimits()
@@ -147,10 +149,14 @@ class _Beater:
         self.metrics = BeaterMetrics()
 
     async def ingest(self, received):
-        index, documents = received.index, received.documents
-        if self.outcomes[index] is not None:
-            raise self.outcomes[index]
-        return {"accepted": len(documents)}
+        error, counts = self.outcomes[received.index], Counts()
+        if isinstance(error, (Overloaded, RouterUnavailable)):
+            raise error
+        if error is None:
+            counts["accepted"] = len(received.documents)
+        else:
+            counts.refused = dict.fromkeys(range(len(received.documents)), error)
+        return counts
 
 
 def bulk(outcomes: dict[str, Exception | None], body: bytes, beater=None) -> tuple[int, dict, DummyRequest]:
@@ -192,17 +198,24 @@ def test_items_of_an_index_that_failed_are_answered_apart_from_the_others():
 
 
 class _Refusing(_Beater):
-    """The engine refuses any group holding a document with ``"bad": true``; ingests counted."""
+    """A real Pipeline before an engine that refuses any delivery holding a document with
+    ``"bad": true``: naming them (as the store's bulk answer does) if ``named``, else not (as a
+    percolation fails whole). Deliveries counted."""
 
-    def __init__(self):
+    def __init__(self, named: bool = False):
         super().__init__({})
-        self.calls = 0
+        self.calls, self.named = 0, named
+        self.pipeline = Pipeline(self._deliver)
 
-    async def ingest(self, received):
+    async def _deliver(self, index, documents, requests, ids, named):
         self.calls += 1
-        if any(document.get("bad") for document in received.documents):
-            raise UnreadableDocuments("mapper_parsing_exception: bad")
-        return {"accepted": len(received.documents)}
+        bad = {slot: "bad" for slot, document in enumerate(documents) if document.get("bad")}
+        if bad:
+            raise UnreadableDocuments("mapper_parsing_exception: bad", bad if self.named else None)
+        return {}
+
+    def ingest(self, received):
+        return self.pipeline.submit(received)
 
 
 def bulk_into(beater, body) -> list[int]:
@@ -219,12 +232,25 @@ def test_documents_the_engine_refuses_are_found_by_halves_and_refused_alone():
     assert beater.calls <= 1 + 2 * 2 * 6  # two halvings per bad document, log2(64) deep
 
 
+def test_documents_the_engine_names_are_refused_alone_at_the_cost_of_one_more_delivery():
+    beater = _Refusing(named=True)
+    lines = [line for n in range(64) for line in ({"index": {"_index": "a"}}, {"n": n, "bad": n in (5, 40)})]
+    _, answer, _ = bulk({}, ndjson(*lines), beater)
+    results = [item["index"] for item in answer["items"]]
+    assert [n for n, result in enumerate(results) if result["status"] != 201] == [5, 40]
+    assert results[5]["error"] == {
+        "type": "mapper_parsing_exception",
+        "reason": "the search engine refused it: bad",
+    }
+    assert beater.calls == 2
+
+
 def test_a_request_of_many_refused_documents_costs_the_engine_a_bounded_number_of_tries():
     beater = _Refusing()
     lines = [line for n in range(2000) for line in ({"index": {"_index": "a"}}, {"n": n, "bad": True})]
     statuses = bulk_into(beater, ndjson(*lines))
     assert statuses == [400] * 2000
-    assert beater.calls <= 1 + 2 * BISECTIONS
+    assert beater.calls <= 1 + 2 * (BISECTIONS + 1)
 
 
 @pytest.mark.parametrize(
