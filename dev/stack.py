@@ -84,32 +84,24 @@ class Stack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # How to tell that each service is ready: URL, path, body to POST (or None: GET), status.
     _probes: dict[str, tuple[str, str, bytes | None, int]] = field(default_factory=dict, repr=False)
+    # Where the parts answer, from ``ports``: the router's WebSocket URL (browsers, and clients of
+    # the README), its RawSocket URL on the same port (Beater and Tailor), Beater's and Tailor's.
+    router_url: str = field(init=False)
+    router_rawsocket_url: str = field(init=False)
+    beater_url: str = field(init=False)
+    tailor_url: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.engine_url is None:
             self.engine_url = f"http://127.0.0.1:{self.ports.engine}"
+        self.router_url = f"ws://127.0.0.1:{self.ports.router}/ws"
+        self.router_rawsocket_url = f"rs://127.0.0.1:{self.ports.router}"
+        self.beater_url = f"http://127.0.0.1:{self.ports.beater}"
+        self.tailor_url = f"http://127.0.0.1:{self.ports.tailor}"
 
     # --- the parts ------------------------------------------------------------------------
-
-    @property
-    def router_url(self) -> str:
-        """The router's WebSocket URL (browsers, and clients of the README)."""
-        return f"ws://127.0.0.1:{self.ports.router}/ws"
-
-    @property
-    def router_rawsocket_url(self) -> str:
-        """The router's RawSocket URL, on the same port (Beater and Tailor)."""
-        return f"rs://127.0.0.1:{self.ports.router}"
-
-    @property
-    def beater_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.beater}"
-
-    @property
-    def tailor_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.tailor}"
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
