@@ -152,8 +152,8 @@ test: install lint browser shippers clients tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
 
 # The unit layer alone: no search engine, router, browser or Java (the tests that do not use the
-# running system, marked by tests/conftest.py), with a shorter seeded fuzz run; `make test` runs it
-# too, with the system tests.
+# running system, marked by tests/conftest.py: those of the tests/**/test_*_unit.py modules), with
+# a shorter seeded fuzz run; `make test` runs it too, with the system tests.
 test-unit: $(VENV)/.installed $(ROUTER_VENV)/.installed
 	ESTROM_FUZZ_EXAMPLES=50 $(VENV)/bin/python -m pytest -m "not stack" -q
 

@@ -18,6 +18,7 @@ from dev.stack import ENGINES, ROOT, Ports, Stack
 
 TEST_PORTS = Ports(engine=19200, router=18080, beater=18070, tailor=18090)
 ARTIFACTS = ROOT / "test-artifacts"
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session", params=sorted(ENGINES))
@@ -100,7 +101,26 @@ def artifact(name: str) -> Path:
 
 def pytest_collection_modifyitems(items) -> None:
     """Mark every test that needs the running system (``stack``, directly or through another
-    fixture) with ``stack``: ``make test-unit`` runs the others (``-m "not stack"``)."""
+    fixture) with ``stack``: ``make test-unit`` runs the others (``-m "not stack"``).
+
+    The split shows in the file names: a test module (``tests/**/test_*.py``) whose name ends in
+    ``_unit.py`` holds only unit tests, none of them marked ``stack``; every other test module
+    holds only system tests, all marked ``stack``. A test on the wrong side fails the run."""
+    misplaced = []
     for item in items:
         if "stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.stack)
+        path = item.path.resolve()
+        if path.suffix != ".py" or not path.name.startswith("test_") or TESTS not in path.parents:
+            continue
+        unit, marked = path.name.endswith("_unit.py"), item.get_closest_marker("stack") is not None
+        if unit and marked:
+            misplaced.append(f"  {item.nodeid}: uses the running system, in a *_unit.py module")
+        elif not unit and not marked:
+            misplaced.append(f"  {item.nodeid}: a unit test, in a module not named *_unit.py")
+    if misplaced:
+        raise pytest.UsageError(
+            "a test module named *_unit.py holds only unit tests (none marked stack), every other "
+            "test module only system tests (all marked stack, tests/conftest.py); move these:\n"
+            + "\n".join(misplaced)
+        )

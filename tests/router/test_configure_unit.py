@@ -1,5 +1,5 @@
 """router/configure.py: the one place the router's configuration is changed for where it runs
-(dev/stack.py and router/Dockerfile both use it; tests/test_compose.py runs the image's step)."""
+(dev/stack.py and router/Dockerfile both use it; tests/test_compose_unit.py runs the image's step)."""
 
 from __future__ import annotations
 
