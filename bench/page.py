@@ -13,14 +13,20 @@ Playwright's sync API runs in the calling thread (the bench calls it from a work
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from playwright.sync_api import expect, sync_playwright
+from twisted.internet import threads
 
 from dev.stack import CHROMIUM, CHROMIUM_ARGS
 from estrom.clients import post_blocking
+
+if TYPE_CHECKING:
+    from bench.run import Bench
 
 # Frames drawn, and for each key pressed: from the input event's time stamp to the frame drawn
 # after its handler ran (what the person sees), measured inside the page.
@@ -129,3 +135,18 @@ class _Load(threading.Thread):
         except Exception as e:  # noqa: BLE001 - reported by measure()
             self.error = e
         self.elapsed = time.monotonic() - started
+
+
+async def phase(bench: Bench) -> None:
+    """The page under load, measured in a thread (Playwright's sync API), into the results."""
+    page_url = f"http://127.0.0.1:{bench.stack.ports.router}"
+    figures = await threads.deferToThread(
+        measure,
+        page_url,
+        bench.urls["estrom"],
+        "bench-page",
+        bench.args.page_rate,
+        bench.args.seconds * 2,
+    )
+    bench.results["page"] = figures
+    print(f"bench: page: {json.dumps(figures)}", flush=True)

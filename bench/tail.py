@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults
 
+from bench.common import spent
 from estrom import api
 from estrom.clients import HttpStream, eventually, grew, post, scrape
 
@@ -73,7 +74,6 @@ def received(streams: list[CountingStream]) -> int:
 async def http_streams(bench: Bench, count: int) -> dict[str, Any]:
     """The worst case: ``count`` streams, one per query ``user:u<n>`` of ``bench-<count>``, and
     the throughput run's load (each document matches one query)."""
-    from bench.run import _spent  # bench.run imports this module
 
     index = f"bench-{count}"
     queries = [f"user:u{n}" for n in range(count)]
@@ -84,14 +84,14 @@ async def http_streams(bench: Bench, count: int) -> dict[str, Any]:
     runs, cpu_ms = [], []
     try:
         for _ in range(bench.args.repeats):
-            before, cpu_before = received(streams), bench._cpu()  # noqa: SLF001
+            before, cpu_before = received(streams), bench.cpu()
             docs_per_s = await bench.deliver_for_a_while(
                 bench.urls["estrom"], index, count, lambda before=before: received(streams) - before
             )
-            spent = _spent(cpu_before, bench._cpu())  # noqa: SLF001
+            used = spent(cpu_before, bench.cpu())
             delivered = max(received(streams) - before, 1)
             runs.append(docs_per_s)
-            cpu_ms.append({part: 1000 * seconds / delivered for part, seconds in spent.items()})
+            cpu_ms.append({part: 1000 * seconds / delivered for part, seconds in used.items()})
     finally:
         for stream in streams:
             stream.close()
@@ -141,12 +141,10 @@ async def everyday(bench: Bench) -> dict[str, Any]:
             for _ in range(size)
         ]
 
-    from bench.run import _spent  # bench.run imports this module
-
     runs, cpu_ms, left_out = [], [], []
     try:
         for _ in range(bench.args.repeats):
-            before, cpu_before = received(streams[1:]), bench._cpu()  # noqa: SLF001
+            before, cpu_before = received(streams[1:]), bench.cpu()
             metrics = await scrape(bench.urls["estrom"])
             docs_per_s = await bench.deliver_for_a_while(
                 bench.urls["estrom"],
@@ -156,14 +154,14 @@ async def everyday(bench: Bench) -> dict[str, Any]:
                 lambda before=before: received(streams[1:]) - before,
                 documents,
             )
-            spent = _spent(cpu_before, bench._cpu())  # noqa: SLF001
+            used = spent(cpu_before, bench.cpu())
             sent = max(bench.last_sent, 1)
             left_out.append(
                 grew(metrics, await scrape(bench.urls["estrom"]), "estrom_documents_not_percolated_total")
                 / sent
             )
             runs.append(docs_per_s)
-            cpu_ms.append({part: 1000 * seconds / sent for part, seconds in spent.items()})
+            cpu_ms.append({part: 1000 * seconds / sent for part, seconds in used.items()})
     finally:
         for stream in streams:
             stream.close()
