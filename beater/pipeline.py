@@ -207,12 +207,11 @@ class Pipeline:
         units = []
         for request in batch:
             count = len(request.documents)
+            alone = request.each and count > 0  # an empty request is one unit: answered too
             units += (
-                [_Unit(request, [p]) for p in range(count)]
-                if request.each
-                else [_Unit(request, [*range(count)])]
+                [_Unit(request, [p]) for p in range(count)] if alone else [_Unit(request, [*range(count)])]
             )
-            request.left = count if request.each else 1
+            request.left = count if alone else 1
         # Finding the documents the engine refuses costs at most this many more deliveries, and
         # never fewer than trying each request once more on its own.
         await self._deliver_units(index, units, [BISECTIONS + len(batch)])

@@ -102,3 +102,8 @@ def test_a_batch_of_bad_documents_costs_a_bounded_number_of_deliveries():
     assert len(outcomes[0].refused) == 3000 and outcomes[0]["accepted"] == 0
     assert "too many refused in one batch to tell which" in str(outcomes[0].refused[2999])
     assert len(engine.deliveries) <= 1 + 2 * (64 + 1)
+
+
+def test_an_empty_request_is_answered_either_way():
+    outcomes = one_batch(Engine(named=True), Received("i", [], each=True), Received("i", []))
+    assert outcomes == [{"accepted": 0, "matched": 0, "published": 0}] * 2
