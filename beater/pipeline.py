@@ -8,7 +8,8 @@ long for companions even when the engine is idle (fewer, larger batches at low l
 
 A request is answered once its documents are percolated and published. If the engine cannot read
 some documents of a batch, the others go again without them: those the engine named (the item
-statuses of the store's bulk answer), or else found half by half (a percolation fails whole). A
+statuses of the store's bulk answer), or else found by delivering each request alone, then the
+documents of one that fails alone half by half (a percolation fails whole). A
 request is taken whole or not at all, unless it is taken document by document (``Received.each``:
 the bulk API, OTLP), when the documents the engine refused are refused alone.
 
@@ -212,15 +213,14 @@ class Pipeline:
                 [_Unit(request, [p]) for p in range(count)] if alone else [_Unit(request, [*range(count)])]
             )
             request.left = count if alone else 1
-        # Finding the documents the engine refuses costs at most this many more deliveries, and
-        # never fewer than trying each request once more on its own.
-        await self._deliver_units(index, units, [BISECTIONS + len(batch)])
+        await self._deliver_units(index, units, [BISECTIONS])
 
     async def _deliver_units(self, index: str, units: list[_Unit], budget: list[int]) -> None:
         """Deliver ``units`` together. If the engine cannot read some of their documents, deliver
-        again without them: those it named (its item statuses), or else those in whichever half
-        fails again, half by half. Each delivery after the first takes one from ``budget``; when it
-        is spent, what is left of a failing group is refused whole."""
+        again without them: those it named (its item statuses); or else each request alone, then
+        the units of a request that fails alone half by half. Each delivery of a request's halves,
+        or of what the engine did not name, takes one from ``budget``; when it is spent, what is
+        left of a failing request is refused whole, saying so."""
         documents, ids, named, owners, places, carried = [], [], [], [], [], []
         for number, unit in enumerate(units):
             request = unit.request
@@ -279,7 +279,20 @@ class Pipeline:
         for number, why in named.items():
             _refuse(units[number], UnreadableDocuments(why))
         rest = [unit for number, unit in enumerate(units) if number not in named]
-        if named and not rest:
+        if not rest:
+            return
+        if named and budget[0] > 0:  # the engine said which: the others go again, together
+            budget[0] -= 1
+            await self._deliver_units(index, rest, budget)
+            return
+        # One sender's bad document must not cost the others: each request alone first, each
+        # with a budget of its own, so that many bad documents of one cannot spend theirs.
+        requests: dict[int, list[_Unit]] = {}
+        for unit in rest:
+            requests.setdefault(id(unit.request), []).append(unit)
+        if len(requests) > 1:
+            for alone in requests.values():
+                await self._deliver_units(index, alone, [BISECTIONS])
             return
         if len(rest) == 1 and not named:
             _refuse(rest[0], error)
@@ -287,22 +300,19 @@ class Pipeline:
         if budget[0] <= 0:
             count = sum(len(unit.positions) for unit in rest)
             refused = UnreadableDocuments(
-                f"one of these {count} documents, too many refused in one batch to tell which: {error}"
+                f"one of these {count} documents, too many refused in one request to tell which: {error}"
             )
             for unit in rest:
                 _refuse(unit, refused)
             return
         budget[0] -= 1
-        if named:  # the engine said which: the others go again, together
-            await self._deliver_units(index, rest, budget)
-            return
         half = len(rest) // 2
         for part in (rest[:half], rest[half:]):
             await self._deliver_units(index, part, budget)
 
 
-# Deliveries more than one batch may spend finding the documents the engine refuses, besides
-# one per request (a body of 10,000 documents all refused costs the engine this many at most).
+# Deliveries one request may spend, once alone, finding which of its documents the engine refuses
+# (a body of 10,000 documents all refused costs the engine about twice this many at most).
 BISECTIONS = 64
 
 

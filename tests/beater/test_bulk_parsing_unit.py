@@ -250,7 +250,7 @@ def test_a_request_of_many_refused_documents_costs_the_engine_a_bounded_number_o
     lines = [line for n in range(2000) for line in ({"index": {"_index": "a"}}, {"n": n, "bad": True})]
     statuses = bulk_into(beater, ndjson(*lines))
     assert statuses == [400] * 2000
-    assert beater.calls <= 1 + 2 * (BISECTIONS + 1)
+    assert beater.calls <= 1 + 2 * BISECTIONS
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 
 from beater.engine import EngineUnavailable
-from beater.pipeline import Pipeline, Received, UnreadableDocuments
+from beater.pipeline import BISECTIONS, Pipeline, Received, UnreadableDocuments
 
 
 class Engine:
@@ -35,7 +35,7 @@ class Engine:
 def one_batch(engine: Engine, *requests: Received) -> list:
     """Submit ``requests`` as one batch; what each Deferred gave: counts, or the exception."""
     clock = Clock()
-    queue = Pipeline(engine.deliver, max_wait=1, clock=clock)
+    queue = Pipeline(engine.deliver, max_docs=100_000, max_wait=1, clock=clock)  # one batch
     outcomes: dict[int, object] = {}
     for number, received in enumerate(requests):
         queue.submit(received).addCallbacks(
@@ -63,7 +63,7 @@ def test_a_request_with_a_document_the_engine_names_fails_alone_and_says_which_o
     assert outcomes[2] == {"accepted": 1, "matched": 1, "published": 1}
 
 
-def test_without_names_the_failing_requests_are_found_by_halves():
+def test_without_names_each_request_goes_alone_and_only_the_failing_ones_fail():
     engine = Engine(named=False)
     requests = [Received("i", docs(n, bad=(2, 5))) for n in range(8)]
     outcomes = one_batch(engine, *requests)
@@ -73,7 +73,7 @@ def test_without_names_the_failing_requests_are_found_by_halves():
     # Each good document published once: in the one delivery of it that held no bad one.
     published = [n for delivery in engine.deliveries if not {2, 5} & set(delivery) for n in delivery]
     assert sorted(published) == [0, 1, 3, 4, 6, 7]
-    assert len(engine.deliveries) <= 1 + 2 * 2 * 3  # two halvings per bad one, log2(8) deep
+    assert len(engine.deliveries) == 1 + 8
 
 
 def test_a_request_taken_document_by_document_loses_only_its_bad_documents():
@@ -96,12 +96,28 @@ def test_when_the_engine_goes_away_while_finding_them_every_request_left_hears_s
     assert sorted(outcomes[1].refused) == [0, 1]
 
 
-def test_a_batch_of_bad_documents_costs_a_bounded_number_of_deliveries():
+def test_the_bad_documents_of_a_request_taken_document_by_document_are_found_by_halves():
+    engine = Engine(named=False)
+    outcomes = one_batch(engine, Received("i", docs(*range(64), bad=(5, 40)), each=True))
+    assert sorted(outcomes[0].refused) == [5, 40] and outcomes[0]["accepted"] == 62
+    assert len(engine.deliveries) <= 1 + 2 * 2 * 6  # two halvings per bad one, log2(64) deep
+
+
+def test_a_request_of_bad_documents_costs_a_bounded_number_of_deliveries():
     engine = Engine(named=False)
     outcomes = one_batch(engine, Received("i", docs(*range(3000), bad=tuple(range(3000))), each=True))
     assert len(outcomes[0].refused) == 3000 and outcomes[0]["accepted"] == 0
-    assert "too many refused in one batch to tell which" in str(outcomes[0].refused[2999])
-    assert len(engine.deliveries) <= 1 + 2 * (64 + 1)
+    assert "too many refused in one request to tell which" in str(outcomes[0].refused[2999])
+    assert len(engine.deliveries) <= 1 + 2 * BISECTIONS
+
+
+def test_a_request_of_many_bad_documents_cannot_cost_another_sender_its_request():
+    engine = Engine(named=False)
+    flood = Received("i", docs(*range(3000), bad=tuple(range(3000))), each=True)
+    innocent = Received("i", docs(5000))
+    outcomes = one_batch(engine, flood, innocent)
+    assert outcomes[1] == {"accepted": 1, "matched": 1, "published": 1}
+    assert len(outcomes[0].refused) == 3000
 
 
 def test_an_empty_request_is_answered_either_way():
