@@ -1,11 +1,16 @@
 """Test doubles, as treq ships treq.testing (estrom.clients has the real clients of a running
-estrom): a search engine node that answers as a test scripts it, served through
-``treq.testing.StubTreq`` so that Beater's engine client, and what stands on it (the Percolator,
-the Store), run their error paths without Java, on a ``twisted.internet.task.Clock``::
+estrom); time is Twisted's ``task.Clock``.
 
-    node = FakeEngine()
-    node.answer("POST", "/_bulk", {"errors": True, "items": [...]})
-    engine = Engine(FakeEngine.URL, http=StubTreq(node), clock=Clock())
+- ``FakeEngine``: a search engine node that answers as a test scripts it, served through
+  ``treq.testing.StubTreq`` so that Beater's engine client, and what stands on it (the
+  Percolator, the Store), run their error paths without Java::
+
+      node = FakeEngine()
+      node.answer("POST", "/_bulk", {"errors": True, "items": [...]})
+      engine = Engine(FakeEngine.URL, http=StubTreq(node), clock=Clock())
+
+- ``PublishingSession``: a joined WAMP session's ``publish``, as autobahn answers it, recorded.
+- ``MatchingPercolator``: Beater's Percolator as delivery uses it, matching as the test says.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -87,3 +93,76 @@ class FakeEngine(Resource):
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps(answer).encode()
+
+
+class PublishingSession:
+    """A joined WAMP session's ``publish`` as autobahn answers it: a Deferred for a publication
+    that asks to be acknowledged (``acknowledgement``, which the test fires when ``held``; else
+    at once), None for one that does not; with ``error``, every publication fails with it. Each
+    is kept in ``made``: (topic, arguments, keyword arguments, options)."""
+
+    def __init__(self, error: Exception | None = None, held: bool = False):
+        self.error = error
+        self.acknowledgement: Deferred | None = Deferred() if held else None
+        self.made: list[tuple[str, list, dict, Any]] = []
+
+    def publish(self, topic: str, *args: Any, options: Any = None, **kwargs: Any) -> Deferred | None:
+        self.made.append((topic, list(args), kwargs, options))
+        if self.error is not None:
+            return fail(self.error)
+        if options is None or not options.acknowledge:
+            return None
+        return self.acknowledgement if self.acknowledgement is not None else succeed(None)
+
+    def acknowledged(self) -> list[tuple[str, bool]]:
+        """Each publication's topic, and whether it asked to be acknowledged."""
+        return [(topic, bool(options and options.acknowledge)) for topic, _, _, options in self.made]
+
+
+class MatchingPercolator:
+    """Beater's Percolator as delivery uses it, without an engine: a percolation matches as
+    ``matches`` says (``{query_id: [positions]}``, or a function of the documents that gives
+    one); the queries of ``highlighted`` (``{query_id: how}``) were registered for highlights,
+    which are ``highlights`` (raised, if an exception). With ``held``, each percolation waits in
+    ``pending`` until the test fires it with its matches. ``percolated``: each one's documents;
+    ``elsewhere``: whether another Beater registered a query lately."""
+
+    max_filter_terms = 10_000
+
+    def __init__(
+        self,
+        matches: dict[str, list[int]] | Callable[[list[dict]], dict[str, list[int]]] | None = None,
+        highlighted: dict[str, str] | None = None,
+        highlights: dict | Exception | None = None,
+        held: bool = False,
+        elsewhere: bool = False,
+    ):
+        from beater.mapping import Mappings  # Beater's, as the Percolator it stands for
+
+        self.matches = matches or {}
+        self.highlighted = highlighted or {}
+        self._highlights = highlights or {}
+        self.held, self.elsewhere = held, elsewhere
+        self.pending: list[Deferred] = []
+        self.percolated: list[list[dict]] = []
+        self.mappings = Mappings(engine=None)  # never asked without a store
+
+    def percolate(self, index: str, documents: list[dict], only: list[str] | None = None) -> Deferred:
+        from beater.percolator import Matches
+
+        self.percolated.append(documents)
+        if self.held:
+            self.pending.append(Deferred())
+            return self.pending[-1]
+        found = Matches()
+        found.update(self.matches(documents) if callable(self.matches) else self.matches)
+        found.highlight.update(self.highlighted)
+        return succeed(found)
+
+    async def highlights(self, index: str, documents: list[dict], matches: Any) -> dict:
+        if isinstance(self._highlights, Exception):
+            raise self._highlights
+        return self._highlights
+
+    async def listened_elsewhere(self, index: str, besides: list[str]) -> bool:
+        return self.elsewhere

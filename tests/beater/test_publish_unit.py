@@ -9,35 +9,21 @@ import cbor2
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, TransportLost
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from beater.delivery import EVENT_BYTES, RouterUnavailable
 from beater.engine import EngineUnavailable
 from beater.interest import Interest
-from beater.mapping import Mappings
-from beater.percolator import Matches
 from beater.service import Beater
 from estrom import api
+from estrom.testing import MatchingPercolator, PublishingSession
 from tests.beater.test_interest_unit import _Router
 
 
-class _Percolator:
-    async def percolate(self, index, documents, only=None):
-        return {"0123456789abcdef": [0]}
-
-
-class _Session:
-    def __init__(self, error: Exception | None):
-        self.error = error
-
-    def publish(self, topic, *hits, options=None):
-        return fail(self.error) if self.error else succeed(None)
-
-
 def beater(error: Exception | None) -> Beater:
-    service = Beater(_Percolator())
-    service.session = _Session(error)
+    service = Beater(MatchingPercolator({"0123456789abcdef": [0]}))
+    service.session = PublishingSession(error)
     return service
 
 
@@ -62,30 +48,14 @@ async def test_a_bug_while_publishing_is_not_passed_off_as_unavailable():
         await beater(TypeError("not serializable")).deliver("events", [{"a": 1}])
 
 
-class _Slow:
-    """Percolations that finish when the test says, in any order."""
-
-    def __init__(self):
-        self.pending: list[Deferred] = []
-
-    def percolate(self, index, documents, only=None):
-        answer = Deferred()
-        self.pending.append(answer)
-        return answer
-
-
-class _Recording:
-    def __init__(self):
-        self.topics: list[tuple] = []
-
-    def publish(self, topic, *hits, options=None):
-        self.topics.append(tuple(hit["_source"]["n"] for hit in hits))
-        return succeed(None)
+def numbers(session: PublishingSession) -> list[tuple]:
+    """The documents' "n" of each publication."""
+    return [tuple(hit["_source"]["n"] for hit in hits) for _, hits, _, _ in session.made]
 
 
 @pytest_twisted.ensureDeferred
 async def test_batches_publish_in_the_order_they_were_formed_whichever_percolation_ends_first():
-    percolator, session = _Slow(), _Recording()
+    percolator, session = MatchingPercolator(held=True), PublishingSession()
     service = Beater(percolator)
     service.session = session
     first = Deferred.fromCoroutine(service.deliver("events", [{"n": 1}, {"n": 2}]))
@@ -93,36 +63,22 @@ async def test_batches_publish_in_the_order_they_were_formed_whichever_percolati
     other_index = Deferred.fromCoroutine(service.deliver("other", [{"n": 9}]))
     percolator.pending[2].callback({"0123456789abcdef": [0]})  # another index: not held back
     percolator.pending[1].callback({"0123456789abcdef": [0]})  # the second batch first
-    assert session.topics == [(9,)]
+    assert numbers(session) == [(9,)]
     percolator.pending[0].callback({"0123456789abcdef": [0, 1]})
     await first, await second, await other_index
-    assert session.topics == [(9,), (1, 2), (3,)]
+    assert numbers(session) == [(9,), (1, 2), (3,)]
 
 
-class _Acknowledging:
-    """Publications as autobahn makes them: a Deferred only for those that ask to be acknowledged."""
-
-    def __init__(self):
-        self.published: list[tuple[str, bool]] = []
-        self.acknowledgement: Deferred = Deferred()
-
-    def publish(self, topic, *hits, options=None):
-        acknowledge = bool(options and options.acknowledge)
-        self.published.append((topic, acknowledge))
-        return self.acknowledgement if acknowledge else None
-
-
-class _Many:
-    async def percolate(self, index, documents, only=None):
-        return {f"{n:016x}": [n] for n in range(len(documents))}
+def one_query_each(documents: list[dict]) -> dict[str, list[int]]:
+    return {f"{n:016x}": [n] for n in range(len(documents))}
 
 
 @pytest_twisted.ensureDeferred
 async def test_one_acknowledgement_covers_a_batch_and_the_sender_waits_for_it():
-    service, session = Beater(_Many()), _Acknowledging()
+    service, session = Beater(MatchingPercolator(one_query_each)), PublishingSession(held=True)
     service.session = session
     delivered = Deferred.fromCoroutine(service.deliver("events", [{"n": n} for n in range(3)]))
-    assert session.published == [
+    assert session.acknowledged() == [
         ("docs-for-0000000000000000", False),
         ("docs-for-0000000000000001", False),
         ("docs-for-0000000000000002", True),  # the router took all three once it answers this
@@ -134,7 +90,7 @@ async def test_one_acknowledgement_covers_a_batch_and_the_sender_waits_for_it():
 
 @pytest_twisted.ensureDeferred
 async def test_a_batch_whose_acknowledgement_is_lost_means_retry():
-    service, session = Beater(_Many()), _Acknowledging()
+    service, session = Beater(MatchingPercolator(one_query_each)), PublishingSession(held=True)
     service.session = session
     delivered = Deferred.fromCoroutine(service.deliver("events", [{"n": n} for n in range(2)]))
     session.acknowledgement.errback(TransportLost())
@@ -142,32 +98,21 @@ async def test_a_batch_whose_acknowledgement_is_lost_means_retry():
         await delivered
 
 
-class _All:
+def all_of_them(documents: list[dict]) -> dict[str, list[int]]:
     """One query, which every document matches."""
-
-    async def percolate(self, index, documents, only=None):
-        return {"0123456789abcdef": list(range(len(documents)))}
-
-
-class _Events:
-    """The hits and acknowledgement of each publication, as autobahn would send them."""
-
-    def __init__(self):
-        self.events: list[tuple[list[dict], bool]] = []
-
-    def publish(self, topic, *hits, options=None):
-        acknowledge = bool(options and options.acknowledge)
-        self.events.append((list(hits), acknowledge))
-        return succeed(None) if acknowledge else None
+    return {"0123456789abcdef": list(range(len(documents)))}
 
 
 async def published(
     documents: list[dict], requests: list[tuple[int, int]] | None
 ) -> list[tuple[list[dict], bool]]:
-    service, session = Beater(_All()), _Events()
+    service, session = Beater(MatchingPercolator(all_of_them)), PublishingSession()
     service.session = session
     await service.deliver("events", documents, requests)
-    return session.events
+    return [
+        (hits, acknowledged)
+        for (_, hits, _, _), (_, acknowledged) in zip(session.made, session.acknowledged(), strict=True)
+    ]
 
 
 def request_sizes(*requests: list[dict]) -> list[tuple[int, int]]:
@@ -200,40 +145,18 @@ async def test_small_hits_of_a_query_go_in_one_event(known):
     assert [len(hits) for hits, _ in events] == [1000]
 
 
-class _Highlighting:
-    """Two queries match both documents; the second was registered for highlights."""
-
-    def __init__(self, fails: bool = False):
-        self.fails = fails
-
-    async def percolate(self, index, documents, only=None):
-        matches = Matches()
-        matches.update({"a" * 16: [0, 1], "b" * 16: [0, 1]})
-        matches.highlight["b" * 16] = "fields"
-        return matches
-
-    async def highlights(self, index, documents, matches):
-        if self.fails:
-            raise EngineUnavailable("the engine went away")
-        return {"b" * 16: {1: {"msg": ["<em>x</em>"]}}}
-
-
-class _Published:
-    def __init__(self):
-        self.events: list[tuple[str, tuple]] = []
-
-    def publish(self, topic, *hits, options=None):
-        self.events.append((topic, hits))
-        return succeed(None)
-
-
 @pytest.mark.parametrize("fails", [False, True], ids=["highlighted", "engine-fails"])
 @pytest_twisted.ensureDeferred
 async def test_only_the_highlight_registrations_hits_carry_highlights_and_none_is_held_back(fails):
-    service = Beater(_Highlighting(fails))
-    service.session = session = _Published()
+    # Two queries match both documents; the second was registered for highlights.
+    highlights = (
+        EngineUnavailable("the engine went away") if fails else {"b" * 16: {1: {"msg": ["<em>x</em>"]}}}
+    )
+    percolator = MatchingPercolator({"a" * 16: [0, 1], "b" * 16: [0, 1]}, {"b" * 16: "fields"}, highlights)
+    service = Beater(percolator)
+    service.session = session = PublishingSession()
     await service.deliver("events", [{"msg": "y"}, {"msg": "x"}], ids=["1", "2"])
-    events = {topic: hits for topic, hits in session.events}
+    events = {topic: hits for topic, hits, _, _ in session.made}
     plain, marked = events["docs-for-" + "a" * 16], events["docs-for-" + "b" * 16]
     assert [api.HIGHLIGHT in hit for hit in plain] == [False, False]
     assert [hit["_id"] for hit in marked] == ["1", "2"]
@@ -253,36 +176,10 @@ def _knowing(clock: Clock | None = None) -> Interest:
     return interest
 
 
-class _Matching:
-    def __init__(self, matches: dict[str, list[int]], highlighted: str | None = None):
-        self.matches = matches
-        self.highlighted = highlighted
-
-    async def percolate(self, index, documents, only=None):
-        matches = Matches()
-        matches.update(self.matches)
-        if self.highlighted:
-            matches.highlight[self.highlighted] = "fields"
-        return matches
-
-    async def highlights(self, index, documents, matches):
-        return {}
-
-
-class _Publications:
-    """Each publication: its topic, hits, keyword arguments and options."""
-
-    def __init__(self):
-        self.made: list[tuple[str, list[dict], dict, object]] = []
-
-    def publish(self, topic, *hits, options=None, **more):
-        self.made.append((topic, list(hits), more, options))
-        return succeed(None) if options is not None and options.acknowledge else None
-
-
 async def _publications(interest, matches, documents, highlighted=None):
-    service = Beater(_Matching(matches, highlighted), interest=interest)
-    service.session = session = _Publications()
+    percolator = MatchingPercolator(matches, {highlighted: "fields"} if highlighted else None)
+    service = Beater(percolator, interest=interest)
+    service.session = session = PublishingSession()
     await service.deliver(
         "events", documents, request_sizes(documents), ids=[str(n) for n in range(len(documents))]
     )
@@ -374,38 +271,24 @@ class _Choosing:
         pass
 
 
-class _Percolating:
-    max_filter_terms = 10_000
-
-    def __init__(self, elsewhere: bool = False):
-        self.elsewhere = elsewhere
-        self.percolated: list[list[int]] = []
-        self.mappings = Mappings(engine=None)  # never asked: the documents are stored nowhere
-
-    async def percolate(self, index, documents, only=None):
-        self.percolated.append([document["n"] for document in documents])
-        matches = Matches()
-        matches[A] = list(range(len(documents)))  # every candidate matches
-        return matches
-
-    async def listened_elsewhere(self, index, besides):
-        return self.elsewhere
+def every_candidate(documents: list[dict]) -> dict[str, list[int]]:
+    return {A: list(range(len(documents)))}
 
 
-async def _presearched(percolator: _Percolating, documents: list[dict]) -> tuple[Beater, dict]:
+async def _presearched(percolator: MatchingPercolator, documents: list[dict]) -> tuple[Beater, dict]:
     interest = Interest(clock=Clock())
     interest.touch(A)  # listened to: percolated for
     service = Beater(percolator, interest=interest, presearch=_Choosing())
-    service.session = _Publications()
+    service.session = PublishingSession()
     return service, await service.deliver("events", documents)
 
 
 @pytest_twisted.ensureDeferred
 async def test_only_the_candidates_are_percolated_and_their_hits_keep_their_places():
-    percolator = _Percolating()
+    percolator = MatchingPercolator(every_candidate)
     documents = [{"n": 0}, {"n": 1, "maybe": True}, {"n": 2}, {"n": 3, "maybe": True}]
     service, matches = await _presearched(percolator, documents)
-    assert percolator.percolated == [[1, 3]]
+    assert [[d["n"] for d in documents] for documents in percolator.percolated] == [[1, 3]]
     assert matches == {A: [1, 3]}
     assert [hit["_source"]["n"] for hit in service.session.made[0][1]] == [1, 3]
     assert service.metrics.registry.get_sample_value("estrom_documents_not_percolated_total") == 2
@@ -413,10 +296,10 @@ async def test_only_the_candidates_are_percolated_and_their_hits_keep_their_plac
 
 @pytest_twisted.ensureDeferred
 async def test_no_candidate_no_percolation_unless_a_query_may_have_been_registered_elsewhere():
-    percolator = _Percolating()
+    percolator = MatchingPercolator(every_candidate)
     _, matches = await _presearched(percolator, [{"n": 0}, {"n": 1}])
     assert percolator.percolated == [] and matches == {}
     # Another Beater registered a query this one has no anchor for: everything is percolated.
-    percolator = _Percolating(elsewhere=True)
+    percolator = MatchingPercolator(every_candidate, elsewhere=True)
     _, matches = await _presearched(percolator, [{"n": 0}, {"n": 1, "maybe": True}])
-    assert percolator.percolated == [[0, 1]]
+    assert [[d["n"] for d in documents] for documents in percolator.percolated] == [[0, 1]]
