@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def configure(
     *,
     port: int | None = None,
     interface: str | None = None,
-    allowed_origins: list[str] = (),  # type: ignore[assignment]
+    allowed_origins: Sequence[str] = (),
     cbdir: Path | None = None,
 ) -> dict[str, Any]:
     """A copy of ``config`` whose transports listen on ``port`` and ``interface`` (where given),
