@@ -268,8 +268,8 @@ class Pipeline:
         budget: list[int],
     ) -> None:
         """After the engine could not read what ``units`` carried (``places``: the unit of each
-        document delivered, and its position in its request), refuse the units it named, or find
-        them by halves."""
+        document delivered, and its position in its request), refuse the units it named; else
+        deliver each request alone, and the units of one request by halves."""
         named: dict[int, str] = {}
         for slot, why in sorted((error.refused or {}).items()):
             if 0 <= slot < len(places):
