@@ -15,160 +15,121 @@ from estrom.wamp import max_message_bytes
 class BeaterSettings(ServiceSettings):
     """Beater: takes documents in over HTTP, percolates them, publishes the hits over WAMP."""
 
-    elasticsearch_url: str = setting(
-        "http://127.0.0.1:9200", "ESTROM_ELASTICSEARCH_URL", "search engine (Elasticsearch/OpenSearch) URL"
-    )
+    # Where it connects.
+    elasticsearch_url: str = setting("http://127.0.0.1:9200", "search engine (Elasticsearch/OpenSearch) URL")
     secret: str = setting(
-        "", "ESTROM_BEATER_SECRET", "WAMP-Ticket of the router's 'beater' principal", secret=True
+        "", "WAMP-Ticket of the router's 'beater' principal", secret=True, env="ESTROM_BEATER_SECRET"
     )
-    host: str = setting("127.0.0.1", "ESTROM_BEATER_HOST", "address the ingest HTTP server listens on")
-    port: int = setting(8070, "ESTROM_BEATER_PORT", "port of the ingest HTTP server")
-    max_body_bytes: int = setting(10 * 1024 * 1024, "ESTROM_MAX_BODY_BYTES", "largest ingest request body")
+
+    # The ingest HTTP server, and the request bodies it holds.
+    host: str = setting("127.0.0.1", "address the ingest HTTP server listens on", env="ESTROM_BEATER_HOST")
+    port: int = setting(8070, "port of the ingest HTTP server", env="ESTROM_BEATER_PORT")
+    max_body_bytes: int = setting(10 * 1024 * 1024, "largest ingest request body")
     max_bytes_in_flight: int = setting(
         256 * 1024 * 1024,
-        "ESTROM_MAX_BYTES_IN_FLIGHT",
         "bytes of request bodies (and their gunzipped copies) Beater holds at once, from their "
         "Content-Length until answered; past it 429 + Retry-After before the body is read",
     )
     off_reactor_bytes: int = setting(
         256 * 1024,
-        "ESTROM_OFF_REACTOR_BYTES",
         "request bodies from this size on (a sixteenth of it gzipped) are gunzipped and parsed in a "
         "thread, not on the reactor's",
     )
-    max_docs_per_request: int = setting(
-        10_000, "ESTROM_MAX_DOCS_PER_REQUEST", "most documents in one ingest request; past it 413"
-    )
-    max_document_depth: int = setting(
-        64, "ESTROM_MAX_DOCUMENT_DEPTH", "deepest nesting of objects and arrays in a document"
-    )
-    max_query_bytes: int = setting(
-        16 * 1024, "ESTROM_MAX_QUERY_BYTES", "longest query: a Lucene string, or the DSL as compact JSON"
-    )
-    max_query_depth: int = setting(
-        32, "ESTROM_MAX_QUERY_DEPTH", "deepest nesting of a query's JSON, or of a Lucene string's groups"
-    )
-    max_query_clauses: int = setting(
-        1024, "ESTROM_MAX_QUERY_CLAUSES", "most array items (clauses, values) or Lucene terms in a query"
-    )
-    max_pattern_length: int = setting(
-        1000, "ESTROM_MAX_PATTERN_LENGTH", "longest regexp, wildcard or prefix pattern in a query"
-    )
-    max_determinized_states: int = setting(
-        10_000, "ESTROM_MAX_DETERMINIZED_STATES", "highest max_determinized_states a query may ask for"
-    )
+
+    # What a request, a document and a query may be.
+    max_docs_per_request: int = setting(10_000, "most documents in one ingest request; past it 413")
+    max_document_depth: int = setting(64, "deepest nesting of objects and arrays in a document")
+    max_query_bytes: int = setting(16 * 1024, "longest query: a Lucene string, or the DSL as compact JSON")
+    max_query_depth: int = setting(32, "deepest nesting of a query's JSON, or of a Lucene string's groups")
+    max_query_clauses: int = setting(1024, "most array items (clauses, values) or Lucene terms in a query")
+    max_pattern_length: int = setting(1000, "longest regexp, wildcard or prefix pattern in a query")
+    max_determinized_states: int = setting(10_000, "highest max_determinized_states a query may ask for")
+
+    # What it answers as, and which indexes it serves.
     compat_version: str = setting(
         ElasticsearchVersion("8.17.0"),
-        "ESTROM_COMPAT_VERSION",
         "the Elasticsearch version Beater answers as at GET / and in _bulk answers (7.x.y, 8.x.y or "
         "9.x.y): the official clients 8 and 9 and the shippers built on them take 8.x and 9.x",
     )
     otlp_index: str = setting(
         "logs-{dataset}-{namespace}",
-        "ESTROM_OTLP_INDEX",
         "the index of an OTLP log record without an estrom.index attribute; {dataset} and {namespace} "
         "are its data_stream.dataset and data_stream.namespace (generic, default when absent)",
     )
     index_patterns: str = setting(
-        "*", "ESTROM_INDEX_PATTERNS", "comma-separated shell patterns of the index names served (e.g. logs-*)"
+        "*", "comma-separated shell patterns of the index names served (e.g. logs-*)"
     )
+
+    # The percolator indexes, and the sweep of the queries in them.
     percolator_replicas: str = setting(
-        "0-1",
-        "ESTROM_PERCOLATOR_REPLICAS",
-        "replicas of each percolator index: a number, or a range the engine auto-expands within",
+        "0-1", "replicas of each percolator index: a number, or a range the engine auto-expands within"
     )
     max_percolator_indexes: int = setting(
         100,
-        "ESTROM_MAX_PERCOLATOR_INDEXES",
         "percolator indexes (one per index queries are registered on) at most; a query on a new "
         "index past it is refused",
     )
     max_queries_per_index: int = setting(
-        10_000,
-        "ESTROM_MAX_QUERIES_PER_INDEX",
-        "stored queries per index at most; past it registering is refused",
+        10_000, "stored queries per index at most; past it registering is refused"
     )
     query_retention_days: float = setting(
-        30.0,
-        "ESTROM_QUERY_RETENTION_DAYS",
-        "stored queries nobody registered, looked up or listened to for this long are removed",
+        30.0, "stored queries nobody registered, looked up or listened to for this long are removed"
     )
     query_sweep_seconds: float = setting(
-        3600.0,
-        "ESTROM_QUERY_SWEEP_SECONDS",
-        "how often Beater records queries in use and removes unused ones",
-    )
-    engine_calls_in_flight: int = setting(
-        8, "ESTROM_ENGINE_CALLS_IN_FLIGHT", "registrations and lookups sent to the engine at once"
-    )
-    engine_calls_queued: int = setting(
-        1000,
-        "ESTROM_ENGINE_CALLS_QUEUED",
-        "registrations and lookups waiting for the engine at most; past it they are refused: retry",
-    )
-    percolate_page_size: int = setting(
-        1000, "ESTROM_PERCOLATE_PAGE_SIZE", "matching queries fetched per engine request while percolating"
-    )
-    batch_max_docs: int = setting(
-        1000, "ESTROM_BATCH_MAX_DOCS", "documents gathered into one percolation at most"
-    )
-    batch_max_wait_ms: float = setting(
-        0.0,
-        "ESTROM_BATCH_MAX_WAIT_MS",
-        "how long a batch waits for more documents when the engine is idle (0: not at all)",
-    )
-    queue_max_docs: int = setting(
-        50_000,
-        "ESTROM_QUEUE_MAX_DOCS",
-        "documents waiting for the engine at most; past it ingest answers 429",
-    )
-    queue_max_bytes: int = setting(
-        64 * 1024 * 1024,
-        "ESTROM_QUEUE_MAX_BYTES",
-        "request bytes waiting for the engine at most; past it ingest answers 429",
-    )
-    percolations_in_flight: int = setting(
-        2, "ESTROM_PERCOLATIONS_IN_FLIGHT", "percolations sent to the engine at once"
+        3600.0, "how often Beater records queries in use and removes unused ones"
     )
 
+    # Registrations and lookups.
+    engine_calls_in_flight: int = setting(8, "registrations and lookups sent to the engine at once")
+    engine_calls_queued: int = setting(
+        1000, "registrations and lookups waiting for the engine at most; past it they are refused: retry"
+    )
+
+    # Percolation: batches, and the queue in front of the engine.
+    percolate_page_size: int = setting(1000, "matching queries fetched per engine request while percolating")
+    batch_max_docs: int = setting(1000, "documents gathered into one percolation at most")
+    batch_max_wait_ms: float = setting(
+        0.0, "how long a batch waits for more documents when the engine is idle (0: not at all)"
+    )
+    queue_max_docs: int = setting(
+        50_000, "documents waiting for the engine at most; past it ingest answers 429"
+    )
+    queue_max_bytes: int = setting(
+        64 * 1024 * 1024, "request bytes waiting for the engine at most; past it ingest answers 429"
+    )
+    percolations_in_flight: int = setting(2, "percolations sent to the engine at once")
+
+    # Which documents and queries are percolated.
     percolate_only_active: bool = setting(
-        True,
-        "ESTROM_PERCOLATE_ONLY_ACTIVE",
-        "percolate only queries someone subscribes to (from the router's meta-events)",
+        True, "percolate only queries someone subscribes to (from the router's meta-events)"
     )
 
     presearch: bool = setting(
         True,
-        "ESTROM_PRESEARCH",
         "percolate only the documents a listened-to query can match (what each query needs, decided "
         "as the engine would: docs/percolation.md); needs ESTROM_PERCOLATE_ONLY_ACTIVE",
     )
 
     active_grace_seconds: float = setting(
         60.0,
-        "ESTROM_ACTIVE_GRACE_SECONDS",
         "a query registered or looked up (through any Beater) counts as listened to this long, "
         "subscribed or not; every Beater of a router needs the same value",
     )
 
+    # The store (docs/store.md).
     store: bool = setting(
         False,
-        "ESTROM_STORE",
         "index each document into the engine under its index too (before the sender's 2xx), for backlog and resume",
     )
     max_backlog: int = setting(
-        10_000,
-        "ESTROM_MAX_BACKLOG",
-        "documents a stream's backlog holds at most (the store's, on connect or resume)",
+        10_000, "documents a stream's backlog holds at most (the store's, on connect or resume)"
     )
+
+    # Time and connections.
     engine_timeout_seconds: float = setting(
-        30.0,
-        "ESTROM_ENGINE_TIMEOUT_SECONDS",
-        "seconds an engine request may take, connecting to the last byte of the answer; then 503",
+        30.0, "seconds an engine request may take, connecting to the last byte of the answer; then 503"
     )
-    max_connections: int = setting(
-        1024, "ESTROM_MAX_CONNECTIONS", "connections open at once; past it new ones get 503"
-    )
+    max_connections: int = setting(1024, "connections open at once; past it new ones get 503")
 
     def indexes(self) -> tuple[str, ...]:
         """The patterns of ``index_patterns``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -75,26 +76,22 @@ class _Metrics:
 class BeaterMetrics(_Metrics):
     def __init__(self) -> None:
         super().__init__()
-        r = self.registry
-        self.accepted = Counter(
-            "estrom_documents_accepted",
-            "Documents percolated and published (answered 2xx)",
-            ["index"],
-            registry=r,
+        # Beater's own, in the registry /metrics reads.
+        counter, gauge, histogram = (
+            partial(kind, registry=self.registry) for kind in (Counter, Gauge, Histogram)
         )
-        self.rejected = Counter(
+        self.accepted = counter(
+            "estrom_documents_accepted", "Documents percolated and published (answered 2xx)", ["index"]
+        )
+        self.rejected = counter(
             "estrom_documents_rejected",
             "Documents refused, by the status they got (403, 422, 400 for a _bulk item; 429 and 503: retry)",
             ["index", "status"],
-            registry=r,
         )
-        self.published = Counter(
-            "estrom_hits_published",
-            "Hits published to the router (one per matching query)",
-            ["index"],
-            registry=r,
+        self.published = counter(
+            "estrom_hits_published", "Hits published to the router (one per matching query)", ["index"]
         )
-        self.stages = Histogram(
+        self.stages = histogram(
             "estrom_stage_seconds",
             "Where a request's time goes: parse (its body), pipeline (submitted to delivered: waiting, "
             "percolating, publishing), percolate and publish (of its batch: to the router's acknowledgement), "
@@ -121,49 +118,38 @@ class BeaterMetrics(_Metrics):
                 1,
                 5,
             ),
-            registry=r,
         )
-        self.not_percolated = Counter(
+        self.not_percolated = counter(
             "estrom_documents_not_percolated",
             "Documents no listened-to query could match (the presearcher): not sent to the engine",
-            registry=r,
         )
-        self.events = Counter(
+        self.events = counter(
             "estrom_events_published",
             "Events published to the router: to a query's topic, or to the feed (one per batch for Tailors)",
             ["to"],
-            registry=r,
         )
-        self.percolation = Histogram(
+        self.percolation = histogram(
             "estrom_percolation_seconds",
             "Time to percolate (and with the store, store) one batch",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=r,
         )
-        self.batch = Histogram(
+        self.batch = histogram(
             "estrom_batch_documents",
             "Documents in one percolation",
             buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000),
-            registry=r,
         )
-        self.queue_documents = Gauge(
-            "estrom_queue_documents",
-            "Documents waiting for the engine (past ESTROM_QUEUE_MAX_DOCS: 429)",
-            registry=r,
+        self.queue_documents = gauge(
+            "estrom_queue_documents", "Documents waiting for the engine (past ESTROM_QUEUE_MAX_DOCS: 429)"
         )
-        self.queue_bytes = Gauge(
-            "estrom_queue_bytes",
-            "Request bytes waiting for the engine (past ESTROM_QUEUE_MAX_BYTES: 429)",
-            registry=r,
+        self.queue_bytes = gauge(
+            "estrom_queue_bytes", "Request bytes waiting for the engine (past ESTROM_QUEUE_MAX_BYTES: 429)"
         )
-        self.router_joined = Gauge("estrom_router_joined", "1 while joined to the router", registry=r)
-        self.router_sessions = Gauge(
-            "estrom_router_sessions",
-            "Sessions joined to the router's realm (its meta API, when scraped)",
-            registry=r,
+        self.router_joined = gauge("estrom_router_joined", "1 while joined to the router")
+        self.router_sessions = gauge(
+            "estrom_router_sessions", "Sessions joined to the router's realm (its meta API, when scraped)"
         )
-        self.router_subscriptions = Gauge(
-            "estrom_router_subscriptions", "Topics subscribed to at the router (its meta API)", registry=r
+        self.router_subscriptions = gauge(
+            "estrom_router_subscriptions", "Topics subscribed to at the router (its meta API)"
         )
 
     def watch_queue(self, documents: Callable[[], float], size: Callable[[], float]) -> None:

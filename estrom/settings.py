@@ -1,7 +1,9 @@
 """Typed settings for each service, from command-line flags and ``ESTROM_*`` variables.
 
-A service declares a dataclass whose fields carry ``setting(env=..., help=...)``; ``load`` fills
-it (flag over environment over default) and ``describe`` prints it with secrets masked. What
+A service declares a dataclass whose fields carry ``setting(default, help)``: the variable that
+sets one is ``ESTROM_`` and its name in capitals (``max_body_bytes``: ``ESTROM_MAX_BODY_BYTES``),
+unless ``env`` names another; ``load`` fills it (flag over environment over default) and
+``describe`` prints it with secrets masked. What
 every service has is ServiceSettings's; each adds its ``host``, ``port`` and ``max_connections``.
 """
 
@@ -19,16 +21,22 @@ from estrom.http import LOOPBACK_HOSTS
 T = TypeVar("T")
 
 
-def setting(default: Any, env: str, help: str, secret: bool = False) -> Any:
-    """A settings field: its default, the ``ESTROM_*`` variable that overrides it, its help."""
+def setting(default: Any, help: str, secret: bool = False, env: str | None = None) -> Any:
+    """A settings field: its default, its help, whether its value is a secret, and the variable
+    that overrides it if not the one its name makes (see ``env_of``)."""
     return dataclasses.field(default=default, metadata={"env": env, "help": help, "secret": secret})
+
+
+def env_of(field: dataclasses.Field) -> str:
+    """The ``ESTROM_*`` variable that sets a settings field."""
+    return field.metadata["env"] or "ESTROM_" + field.name.upper()
 
 
 def load(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None) -> T:
     """Parse ``argv`` (default: the process's) into ``cls``, environment variables as defaults."""
     parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__)
     for field in dataclasses.fields(cls):
-        env = field.metadata["env"]
+        env = env_of(field)
         kind = type(field.default)
         if kind is bool:
             kind = _boolean
@@ -84,7 +92,7 @@ def describe(settings: Any) -> str:
         value = getattr(settings, field.name)
         if field.metadata["secret"]:
             value = "***" if value else "(not set)"
-        lines.append(f"  {field.metadata['env']:<28} {value}")
+        lines.append(f"  {env_of(field):<28} {value}")
     return "\n".join(lines)
 
 
@@ -94,42 +102,30 @@ class ServiceSettings:
 
     router_url: str = setting(
         "rs://127.0.0.1:8080",
-        "ESTROM_ROUTER_URL",
         "WAMP router URL: rs://host:port (RawSocket, the router's cheapest) or ws://host:port/ws",
     )
     router_heartbeat_seconds: float = setting(
-        10.0,
-        "ESTROM_ROUTER_HEARTBEAT_SECONDS",
-        "how often Beater and Tailor check that the router answers (silent twice that: reconnect)",
+        10.0, "how often Beater and Tailor check that the router answers (silent twice that: reconnect)"
     )
-    realm: str = setting("estrom", "ESTROM_REALM", "WAMP realm")
+    realm: str = setting("estrom", "WAMP realm")
     tokens: str = setting(
         "",
-        "ESTROM_TOKENS",
         "the token file (see docs/team.md); unset: anyone may send and read, "
         "and the service listens only on loopback",
     )
     allowed_hosts: str = setting(
         LOOPBACK_HOSTS,
-        "ESTROM_ALLOWED_HOSTS",
         "comma-separated host names a request's Host header may name (* for any); others get 421",
     )
     request_deadline_seconds: float = setting(
-        30.0,
-        "ESTROM_REQUEST_DEADLINE_SECONDS",
-        "seconds a client has to send a whole request, head and body; past it 408 and closed",
+        30.0, "seconds a client has to send a whole request, head and body; past it 408 and closed"
     )
     listen_backlog: int = setting(
         4096,
-        "ESTROM_LISTEN_BACKLOG",
         "connections the kernel queues before they are accepted (bounded by net.core.somaxconn); "
         "past it, connecting clients wait seconds to retry",
     )
     access_log: bool = setting(
-        False,
-        "ESTROM_ACCESS_LOG",
-        "log a line per HTTP request (it costs about 7 % of Beater's time per one-document request)",
+        False, "log a line per HTTP request (it costs about 7 % of Beater's time per one-document request)"
     )
-    log_format: str = setting(
-        "text", "ESTROM_LOG_FORMAT", "log lines as 'text', or 'json' (one object per line)"
-    )
+    log_format: str = setting("text", "log lines as 'text', or 'json' (one object per line)")

@@ -22,6 +22,7 @@ import yaml
 
 from beater.settings import BeaterSettings
 from dev.stack import Stack
+from estrom.settings import env_of
 from tailor.settings import TailorSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def default(cls, name: str):
 
 
 def env_name(cls, name: str) -> str:
-    return next(f.metadata["env"] for f in fields(cls) if f.name == name)
+    return next(env_of(f) for f in fields(cls) if f.name == name)
 
 
 def environment(name: str) -> dict[str, str]:
@@ -185,7 +186,7 @@ def test_compose_ports_match_the_code_defaults():
 
 def test_compose_sets_only_variables_the_services_read():
     for name, cls in SETTINGS.items():
-        read = {f.metadata["env"] for f in fields(cls)}
+        read = {env_of(f) for f in fields(cls)}
         assert set(environment(name)) <= read, name
     # What router/authorizer.py reads: the two services' tickets, and the token file.
     assert set(environment("router")) == {

@@ -9,7 +9,7 @@ import pytest
 
 from beater.settings import BeaterSettings
 from dev.stack import ENGINE_NAMES, ENGINES, ROOT
-from estrom.settings import load
+from estrom.settings import env_of, load
 from tailor.settings import TailorSettings
 
 
@@ -68,7 +68,7 @@ def test_the_configuration_reference_has_every_setting_with_its_default(cls):
     # the default --help gives (a secret's, and an unset one's, as "(none)").
     documented = _documented()
     for field in dataclasses.fields(cls):
-        env = field.metadata["env"]
+        env = env_of(field)
         assert env in documented, f"{env} (--help of {cls.__name__}) is not in docs/configuration.md"
         if field.metadata["secret"] or field.default in ("", None):
             continue
@@ -87,9 +87,7 @@ def _same(value: str, written: str) -> bool:
 
 
 def test_the_configuration_reference_lists_no_setting_that_is_gone():
-    known = {
-        field.metadata["env"] for cls in (BeaterSettings, TailorSettings) for field in dataclasses.fields(cls)
-    }
+    known = {env_of(field) for cls in (BeaterSettings, TailorSettings) for field in dataclasses.fields(cls)}
     elsewhere = {  # read by make up, estrom tail and token, or the router, not a service's settings
         "ESTROM_ELASTICSEARCH_URL",
         "ESTROM_BEATER_SECRET",
