@@ -63,15 +63,15 @@ def _runner() -> subprocess.Popen:
     )
     runner.stdin.write(json.dumps(cases))
     runner.stdin.close()
+    runner.stdin = None  # written whole: communicate() has nothing more to send
     return runner
 
 
 @cache
 def _results() -> dict:
     runner = _runner()
-    out = runner.stdout.read()
-    err = runner.stderr.read()
-    assert runner.wait(timeout=120) == 0, err
+    out, err = runner.communicate(timeout=120)  # a runner that hangs fails the tests, in time
+    assert runner.returncode == 0, err
     return dict(json.loads(line) for line in out.splitlines())
 
 
