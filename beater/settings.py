@@ -118,8 +118,7 @@ class BeaterSettings(ServiceSettings):
 
     # The store (docs/store.md).
     store: bool = setting(
-        False,
-        "index each document into the engine under its index too (before the sender's 2xx), for backlog and resume",
+        False, "index each document in its own index too, before the sender's 2xx (for backlogs and resume)"
     )
     max_backlog: int = setting(
         10_000, "documents a stream's backlog holds at most (the store's, on connect or resume)"
