@@ -148,7 +148,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint browser shippers clients tests/js/node_modules/.installed
+# The system tests run on both local nodes: `make test` builds them whatever ENGINE says.
+test: install engine lint browser shippers clients tests/js/node_modules/.installed
 	$(VENV)/bin/python -m pytest
 
 # The unit layer alone: no search engine, router, browser or Java (the tests that do not use the

@@ -127,21 +127,29 @@ def test_an_engine_elsewhere_needs_no_java_or_maven(tmp_path):
     )
 
 
-def test_make_up_with_engine_none_builds_no_local_node():
-    # -W: as if the node's sources had changed, so that Make would rebuild it if it were wanted.
-    def planned(*args: str) -> str:
-        return subprocess.run(
-            ["make", "-n", "-W", "engine/pom.xml", "install", *args],
-            check=True,
-            cwd=ROOT,
-            env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+def _planned(*args: str) -> str:
+    """What ``make args`` would run, as if both nodes' sources had changed (-W), so that Make
+    would rebuild them if it were asked to."""
+    return subprocess.run(
+        ["make", "-n", "-W", "engine/pom.xml", "-W", "engine/elasticsearch7/pom.xml", *args],
+        check=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
-    assert "mvn" in planned()
-    assert "mvn" not in planned("ENGINE=none")
+
+def test_make_up_with_engine_none_builds_no_local_node():
+    assert "mvn" in _planned("install")
+    assert "mvn" not in _planned("install", "ENGINE=none")
+
+
+def test_make_test_builds_both_local_nodes_whatever_engine_says():
+    # The system tests run on both local nodes: ENGINE=none (for `make up`) does not skip them.
+    planned = _planned("test", "ENGINE=none")
+    assert "cd engine && mvn" in planned and "cd engine/elasticsearch7 && mvn" in planned
 
 
 def test_make_up_with_engine_none_and_no_engine_answering_says_so_and_starts_nothing(tmp_path):
